@@ -1,0 +1,103 @@
+//! Command-line interface. Every `serve` flag has a `TERN_*` environment equivalent.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::telemetry::LogFormat;
+
+/// Tern: a low-latency online feature server for Feast repositories.
+#[derive(Debug, Parser)]
+#[command(name = "tern", version, about)]
+pub struct Cli {
+    /// Log format.
+    #[arg(long, global = true, env = "TERN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Log level or filter (e.g. `info`, `tern=debug`); RUST_LOG wins when set.
+    #[arg(long, global = true, env = "TERN_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve GetOnlineFeatures over gRPC for a Feast feature repo.
+    Serve(ServeArgs),
+    /// Ask a running server for features and print them as a table.
+    Get(GetArgs),
+}
+
+/// `tern serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Feast's feature_store.yaml; relative paths in it resolve against its folder.
+    #[arg(long, env = "TERN_CONFIG")]
+    pub config: PathBuf,
+    /// gRPC listen address. Loopback by default (a sidecar shares the pod's loopback);
+    /// use 0.0.0.0:6566 to accept remote clients.
+    #[arg(long, env = "TERN_GRPC_ADDR", default_value = "127.0.0.1:6566")]
+    pub grpc_addr: SocketAddr,
+    /// Serve Prometheus metrics at http://ADDR/metrics.
+    #[arg(long, env = "TERN_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+    /// Upper bound for one RPC, in milliseconds.
+    #[arg(long, env = "TERN_REQUEST_TIMEOUT_MS", default_value_t = 5000)]
+    pub request_timeout_ms: u64,
+    /// Time in-flight RPCs get to finish on SIGTERM, in seconds.
+    #[arg(long, env = "TERN_DRAIN_TIMEOUT_S", default_value_t = 10)]
+    pub drain_timeout_s: u64,
+    /// SQLite reader threads (default: number of CPUs, at least 2).
+    #[arg(long, env = "TERN_SQLITE_READERS")]
+    pub sqlite_readers: Option<usize>,
+    /// Largest accepted request, in bytes.
+    #[arg(long, env = "TERN_MAX_REQUEST_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_request_bytes: usize,
+}
+
+/// `tern get`.
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// Server address.
+    #[arg(long, env = "TERN_ADDR", default_value = "http://127.0.0.1:6566")]
+    pub addr: String,
+    /// Comma-separated feature refs, e.g. `driver_stats:conv_rate,driver_stats@v1:acc_rate`.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        required_unless_present = "feature_service",
+        conflicts_with = "feature_service"
+    )]
+    pub features: Vec<String>,
+    /// A feature service instead of refs.
+    #[arg(long)]
+    pub feature_service: Option<String>,
+    /// An entity column: `join_key=value[,value...]`; repeat for more columns. Values
+    /// are sent as strings and converted by the server to the join key's type.
+    #[arg(long = "entity", required = true)]
+    pub entities: Vec<String>,
+    /// Name columns `view__feature`.
+    #[arg(long)]
+    pub full_feature_names: bool,
+    /// Also print the feature views and versions read.
+    #[arg(long)]
+    pub metadata: bool,
+    /// Also print event timestamps.
+    #[arg(long)]
+    pub timestamps: bool,
+    /// Which gRPC service to call.
+    #[arg(long, value_enum, default_value_t = ServicePath::Serving)]
+    pub service: ServicePath,
+}
+
+/// The two services serving GetOnlineFeatures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ServicePath {
+    /// `/feast.serving.ServingService/GetOnlineFeatures`.
+    Serving,
+    /// `/GrpcFeatureServer/GetOnlineFeatures` (what `feast listen` serves).
+    FeatureServer,
+}

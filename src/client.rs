@@ -1,0 +1,212 @@
+//! `tern get`: a small client that asks a server for features and prints a table, so
+//! a person can try a server without writing code.
+
+use std::fmt::Write as _;
+
+use anyhow::{Context, bail};
+
+use crate::cli::{GetArgs, ServicePath};
+use crate::proto::feast::serving::get_online_features_request::Kind;
+use crate::proto::feast::serving::serving_service_client::ServingServiceClient;
+use crate::proto::feast::serving::{
+    FeatureList, FieldStatus, GetOnlineFeaturesRequest, GetOnlineFeaturesResponse,
+};
+use crate::proto::feast::types::value::Val;
+use crate::proto::feast::types::{RepeatedValue, Value};
+use crate::proto::grpc_feature_server_client::GrpcFeatureServerClient;
+
+/// Builds the request `args` describe.
+pub fn request(args: &GetArgs) -> anyhow::Result<GetOnlineFeaturesRequest> {
+    let mut entities = std::collections::BTreeMap::new();
+    for spec in &args.entities {
+        let Some((column, values)) = spec.split_once('=') else {
+            bail!("--entity {spec:?}: expected join_key=value[,value...], e.g. driver_id=1001");
+        };
+        let val = values
+            .split(',')
+            .map(|v| Value {
+                val: Some(Val::StringVal(v.to_owned())),
+            })
+            .collect();
+        entities.insert(column.to_owned(), RepeatedValue { val });
+    }
+    let kind = match &args.feature_service {
+        Some(name) => Kind::FeatureService(name.clone()),
+        None => Kind::Features(FeatureList {
+            val: args.features.clone(),
+        }),
+    };
+    Ok(GetOnlineFeaturesRequest {
+        kind: Some(kind),
+        entities,
+        full_feature_names: args.full_feature_names,
+        request_context: Default::default(),
+        include_feature_view_version_metadata: args.metadata,
+    })
+}
+
+/// Sends the request and renders the answer.
+pub async fn get(args: &GetArgs) -> anyhow::Result<String> {
+    let req = request(args)?;
+    let endpoint = tonic::transport::Endpoint::from_shared(args.addr.clone())
+        .with_context(|| format!("invalid --addr {:?}", args.addr))?;
+    let channel = endpoint
+        .connect()
+        .await
+        .with_context(|| format!("cannot connect to {}", args.addr))?;
+    let response = match args.service {
+        ServicePath::Serving => {
+            ServingServiceClient::new(channel)
+                .get_online_features(req)
+                .await
+        }
+        ServicePath::FeatureServer => {
+            GrpcFeatureServerClient::new(channel)
+                .get_online_features(req)
+                .await
+        }
+    };
+    let response = response.map_err(|s| anyhow::anyhow!("{:?}: {}", s.code(), s.message()))?;
+    Ok(render(&response.into_inner(), args.timestamps))
+}
+
+/// Renders a response as an aligned table, one line per entity row.
+pub fn render(response: &GetOnlineFeaturesResponse, timestamps: bool) -> String {
+    let names: &[String] = response
+        .metadata
+        .as_ref()
+        .and_then(|m| m.feature_names.as_ref())
+        .map_or(&[], |l| &l.val);
+    let rows = response.results.first().map_or(0, |r| r.values.len());
+    let mut table: Vec<Vec<String>> = vec![names.to_vec()];
+    for row in 0..rows {
+        table.push(
+            response
+                .results
+                .iter()
+                .map(|col| {
+                    let value = col.values.get(row).map_or_else(String::new, render_value);
+                    let status = col.statuses.get(row).copied().unwrap_or_default();
+                    let mut cell = match FieldStatus::try_from(status) {
+                        Ok(FieldStatus::NotFound) => "<not found>".to_owned(),
+                        Ok(FieldStatus::NullValue) => "<null>".to_owned(),
+                        Ok(FieldStatus::OutsideMaxAge) => format!("{value} (stale)"),
+                        _ => value,
+                    };
+                    if timestamps
+                        && let Some(ts) = col
+                            .event_timestamps
+                            .get(row)
+                            .filter(|t| t.seconds != 0 || t.nanos != 0)
+                    {
+                        let _ = write!(cell, " @{}", ts.seconds);
+                    }
+                    cell
+                })
+                .collect(),
+        );
+    }
+    let widths: Vec<usize> = (0..names.len())
+        .map(|c| {
+            table
+                .iter()
+                .map(|r| r.get(c).map_or(0, |s| s.chars().count()))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in &table {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    if let Some(meta) = &response.metadata {
+        for m in &meta.feature_view_metadata {
+            let _ = writeln!(out, "read {} v{}", m.name, m.version);
+        }
+    }
+    out
+}
+
+/// One value in a readable form.
+pub fn render_value(v: &Value) -> String {
+    fn list<T: std::fmt::Display>(items: &[T]) -> String {
+        let parts: Vec<String> = items.iter().map(ToString::to_string).collect();
+        format!("[{}]", parts.join(", "))
+    }
+    fn hex(b: &[u8]) -> String {
+        let mut s = String::from("0x");
+        for byte in b {
+            let _ = write!(s, "{byte:02x}");
+        }
+        s
+    }
+    let Some(val) = &v.val else {
+        return "null".into();
+    };
+    match val {
+        Val::BytesVal(b) => hex(b),
+        Val::StringVal(s)
+        | Val::JsonVal(s)
+        | Val::UuidVal(s)
+        | Val::TimeUuidVal(s)
+        | Val::DecimalVal(s) => s.clone(),
+        Val::Int32Val(x) => x.to_string(),
+        Val::Int64Val(x) | Val::UnixTimestampVal(x) => x.to_string(),
+        Val::DoubleVal(x) => x.to_string(),
+        Val::FloatVal(x) => x.to_string(),
+        Val::BoolVal(x) => x.to_string(),
+        Val::NullVal(_) => "null".into(),
+        Val::BytesListVal(l) => format!(
+            "[{}]",
+            l.val.iter().map(|b| hex(b)).collect::<Vec<_>>().join(", ")
+        ),
+        Val::StringListVal(l)
+        | Val::JsonListVal(l)
+        | Val::UuidListVal(l)
+        | Val::TimeUuidListVal(l)
+        | Val::DecimalListVal(l) => list(&l.val),
+        Val::Int32ListVal(l) => list(&l.val),
+        Val::Int64ListVal(l) | Val::UnixTimestampListVal(l) => list(&l.val),
+        Val::DoubleListVal(l) => list(&l.val),
+        Val::FloatListVal(l) => list(&l.val),
+        Val::BoolListVal(l) => list(&l.val),
+        Val::StringSetVal(l)
+        | Val::UuidSetVal(l)
+        | Val::TimeUuidSetVal(l)
+        | Val::DecimalSetVal(l) => list(&l.val),
+        Val::Int32SetVal(l) => list(&l.val),
+        Val::Int64SetVal(l) | Val::UnixTimestampSetVal(l) => list(&l.val),
+        Val::DoubleSetVal(l) => list(&l.val),
+        Val::FloatSetVal(l) => list(&l.val),
+        Val::BoolSetVal(l) => list(&l.val),
+        Val::BytesSetVal(l) => format!(
+            "[{}]",
+            l.val.iter().map(|b| hex(b)).collect::<Vec<_>>().join(", ")
+        ),
+        Val::ListVal(l) | Val::SetVal(l) => format!(
+            "[{}]",
+            l.val
+                .iter()
+                .map(render_value)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Val::MapVal(m) | Val::StructVal(m) => format!(
+            "{{{}}}",
+            m.val
+                .iter()
+                .map(|(k, v)| format!("{k}: {}", render_value(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Val::MapListVal(l) | Val::StructListVal(l) => format!("<{} maps>", l.val.len()),
+        Val::ScalarMapVal(m) => format!("<map of {} entries>", m.val.len()),
+        Val::ZonedTimestampVal(z) => format!("{} {}", z.unix_timestamp, z.zone),
+    }
+}

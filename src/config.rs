@@ -1,0 +1,631 @@
+//! Feast's `feature_store.yaml`, read the way Feast reads it.
+//!
+//! Owns: the keys a serving process needs (project, registry, online store, entity key
+//! serialization), their defaults, path resolution against the YAML's folder and
+//! `${VAR}` expansion. Unknown keys are ignored with a debug log (the file also
+//! configures Feast's offline side); a bad value stops start-up with an error naming
+//! the key. Does not own: server settings (those are CLI flags, see `cli`).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+
+/// Everything Tern reads from `feature_store.yaml`, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RepoConfig {
+    /// Feast project; every registry lookup is filtered on it.
+    pub project: String,
+    /// Folder holding the YAML; relative paths resolve against it.
+    pub repo_dir: PathBuf,
+    /// Where the registry lives and how it is refreshed.
+    pub registry: RegistryConfig,
+    /// Where feature values live.
+    pub online_store: OnlineStoreConfig,
+    /// Byte layout of entity keys in the online store.
+    pub entity_key_serialization: KeySerialization,
+}
+
+/// The `registry` key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegistryConfig {
+    /// File or SQL registry.
+    pub source: RegistrySource,
+    /// `cache_ttl_seconds`: reload period; `None` for 0 (never by timer).
+    pub cache_ttl: Option<Duration>,
+    /// `enable_online_feature_view_versioning`: `@vN` refs and per-version tables.
+    pub versioning: bool,
+    /// `serve_features_while_materializing`: MATERIALIZING views keep serving.
+    pub serve_while_materializing: bool,
+}
+
+/// Where the registry is read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegistrySource {
+    /// A `registry.db` file (the serialized `feast.core.Registry`).
+    File(PathBuf),
+    /// A SQLAlchemy-style URL of Feast's SQL registry, as written in the YAML.
+    Sql(String),
+}
+
+/// The `online_store` key.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OnlineStoreConfig {
+    /// `type: sqlite`.
+    Sqlite {
+        /// Database file (default `data/online.db` under the repo folder).
+        path: PathBuf,
+    },
+    /// `type: redis`.
+    Redis(RedisConfig),
+}
+
+/// `online_store` with `type: redis`, as Feast spells it.
+#[derive(Clone, PartialEq)]
+pub struct RedisConfig {
+    /// `redis` or `redis_cluster` (Feast's `redis_sentinel` is refused).
+    pub redis_type: RedisType,
+    /// `host:port[,host:port],key=value,...`; may hold a password, so never logged.
+    pub connection_string: String,
+    /// `key_ttl_seconds`: expiry Feast sets on writes; reads ignore it.
+    pub key_ttl_seconds: Option<u64>,
+}
+
+impl fmt::Debug for RedisConfig {
+    // The connection string can carry a password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("redis_type", &self.redis_type)
+            .field("connection_string", &"<redacted>")
+            .field("key_ttl_seconds", &self.key_ttl_seconds)
+            .finish()
+    }
+}
+
+/// Redis deployment shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedisType {
+    /// One server (the first address of the connection string).
+    Single,
+    /// Redis Cluster; every address is a startup node.
+    Cluster,
+}
+
+/// `entity_key_serialization_version`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeySerialization {
+    /// Version 2: no key count, no key lengths (pre-0.38 repos).
+    V2,
+    /// Version 3, Feast's default: counted, length-prefixed, keys sorted.
+    V3,
+}
+
+/// A `feature_store.yaml` that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The YAML path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Not YAML, or a value of the wrong type (serde's message names the key).
+    #[error("{path}: {message}")]
+    Parse {
+        /// The YAML path.
+        path: PathBuf,
+        /// What is wrong and where.
+        message: String,
+    },
+    /// A key with a value Tern cannot use.
+    #[error("{path}: {key}: {message}")]
+    Invalid {
+        /// The YAML path.
+        path: PathBuf,
+        /// Dotted key, e.g. `registry.registry_type`.
+        key: &'static str,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+}
+
+const DEFAULT_CACHE_TTL_SECONDS: u64 = 600;
+const DEFAULT_SQLITE_PATH: &str = "data/online.db";
+
+/// Reads and validates `feature_store.yaml`. `env` looks up variables for `${VAR}`
+/// expansion (pass `|k| std::env::var(k).ok()` in production).
+pub fn load(path: &Path, env: impl Fn(&str) -> Option<String>) -> Result<RepoConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let repo_dir = path
+        .parent()
+        .map(|p| {
+            if p.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                p
+            }
+        })
+        .unwrap_or(Path::new("."))
+        .to_owned();
+    parse(&text, path, &repo_dir, env)
+}
+
+/// Parses YAML text; `path` is only used in messages, `repo_dir` anchors relative paths.
+pub fn parse(
+    text: &str,
+    path: &Path,
+    repo_dir: &Path,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<RepoConfig, ConfigError> {
+    let expanded = expand_env(text, env);
+    let deserializer = serde_norway::Deserializer::from_str(&expanded);
+    let raw: RawConfig = serde_ignored::deserialize(deserializer, |ignored| {
+        tracing::debug!(key = %ignored, file = %path.display(), "ignoring feature_store.yaml key Tern does not use");
+    })
+    .map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
+    let invalid = |key: &'static str, message: String| ConfigError::Invalid {
+        path: path.to_owned(),
+        key,
+        message,
+    };
+
+    let registry = raw.registry.ok_or_else(|| {
+        invalid(
+            "registry",
+            "required: the path of registry.db (or a mapping with `path`)".into(),
+        )
+    })?;
+    let online_store = build_online_store(raw.online_store.unwrap_or_default(), repo_dir)
+        .map_err(|(key, msg)| invalid(key, msg))?;
+
+    let project = raw
+        .project
+        .ok_or_else(|| invalid("project", "required: the Feast project to serve".into()))?;
+    validate_project(
+        &project,
+        matches!(online_store, OnlineStoreConfig::Sqlite { .. }),
+    )
+    .map_err(|msg| invalid("project", msg))?;
+
+    let registry = build_registry(registry, repo_dir).map_err(|(key, msg)| invalid(key, msg))?;
+
+    let entity_key_serialization = match raw.entity_key_serialization_version.unwrap_or(3) {
+        3 => KeySerialization::V3,
+        2 => KeySerialization::V2,
+        other => {
+            return Err(invalid(
+                "entity_key_serialization_version",
+                format!(
+                    "{other} is not supported: Tern reads versions 2 and 3 (Feast's default is 3)"
+                ),
+            ));
+        }
+    };
+
+    Ok(RepoConfig {
+        project,
+        repo_dir: repo_dir.to_owned(),
+        registry,
+        online_store,
+        entity_key_serialization,
+    })
+}
+
+fn validate_project(project: &str, sqlite: bool) -> Result<(), String> {
+    let first = project.chars().next();
+    if first.is_none() {
+        return Err("must not be empty".into());
+    }
+    if matches!(first, Some('_' | '-')) {
+        return Err(format!("'{project}' must not start with '_' or '-'"));
+    }
+    if let Some(c) = project
+        .chars()
+        .find(|c| !(c.is_alphanumeric() || *c == '_' || *c == '-'))
+    {
+        return Err(format!(
+            "'{project}' contains '{c}': only letters, digits, '_' and '-' are allowed"
+        ));
+    }
+    if sqlite && project.contains('-') {
+        return Err(format!(
+            "'{project}' contains '-', which Feast forbids with the sqlite online store"
+        ));
+    }
+    Ok(())
+}
+
+type KeyError = (&'static str, String);
+
+fn build_registry(raw: RawRegistry, repo_dir: &Path) -> Result<RegistryConfig, KeyError> {
+    let ttl = raw.cache_ttl_seconds.unwrap_or(DEFAULT_CACHE_TTL_SECONDS);
+    let path = raw.path.unwrap_or_default();
+    let source = match raw.registry_type.as_deref().unwrap_or("file") {
+        "file" => RegistrySource::File(resolve_file_registry(&path, repo_dir)?),
+        "sql" => {
+            if path.is_empty() {
+                return Err((
+                    "registry.path",
+                    "required with registry_type: sql (a URL such as postgresql://user@host/db)"
+                        .into(),
+                ));
+            }
+            RegistrySource::Sql(path)
+        }
+        other => {
+            return Err((
+                "registry.registry_type",
+                format!("'{other}' is not supported: Tern reads 'file' and 'sql' registries"),
+            ));
+        }
+    };
+    Ok(RegistryConfig {
+        source,
+        cache_ttl: (ttl > 0).then(|| Duration::from_secs(ttl)),
+        versioning: raw.enable_online_feature_view_versioning.unwrap_or(false),
+        serve_while_materializing: raw.serve_features_while_materializing.unwrap_or(false),
+    })
+}
+
+fn resolve_file_registry(path: &str, repo_dir: &Path) -> Result<PathBuf, KeyError> {
+    if path.is_empty() {
+        return Err(("registry.path", "required: the path of registry.db".into()));
+    }
+    let local = path.strip_prefix("file://").unwrap_or(path);
+    if let Some((scheme, _)) = local.split_once("://") {
+        return Err((
+            "registry.path",
+            format!(
+                "'{scheme}://' registries are not supported: Tern reads a local registry.db or a SQL registry"
+            ),
+        ));
+    }
+    Ok(resolve(repo_dir, local))
+}
+
+fn build_online_store(raw: RawOnlineStore, repo_dir: &Path) -> Result<OnlineStoreConfig, KeyError> {
+    match raw.store_type.as_deref().unwrap_or("sqlite") {
+        "sqlite" => Ok(OnlineStoreConfig::Sqlite {
+            path: resolve(repo_dir, raw.path.as_deref().unwrap_or(DEFAULT_SQLITE_PATH)),
+        }),
+        "redis" => {
+            let redis_type = match raw.redis_type.as_deref().unwrap_or("redis") {
+                "redis" => RedisType::Single,
+                "redis_cluster" => RedisType::Cluster,
+                other => {
+                    return Err((
+                        "online_store.redis_type",
+                        format!("'{other}' is not supported: use 'redis' or 'redis_cluster'"),
+                    ));
+                }
+            };
+            if let Some(client) = raw.client.as_deref()
+                && !matches!(client, "redis" | "glide")
+            {
+                return Err((
+                    "online_store.client",
+                    format!("'{client}' is not a Feast redis client: use 'redis' or 'glide'"),
+                ));
+            }
+            Ok(OnlineStoreConfig::Redis(RedisConfig {
+                redis_type,
+                connection_string: raw
+                    .connection_string
+                    .unwrap_or_else(|| "localhost:6379".to_owned()),
+                key_ttl_seconds: raw.key_ttl_seconds,
+            }))
+        }
+        "none" | "null" => Err((
+            "online_store.type",
+            "the online store is disabled; Tern serves features from an online store (sqlite or redis)".into(),
+        )),
+        other => Err((
+            "online_store.type",
+            format!("'{other}' is not supported: Tern serves 'sqlite' and 'redis' online stores"),
+        )),
+    }
+}
+
+fn resolve(repo_dir: &Path, path: &str) -> PathBuf {
+    let p = Path::new(path);
+    if p.is_absolute() {
+        p.to_owned()
+    } else {
+        repo_dir.join(p)
+    }
+}
+
+/// Expands `$NAME` and `${NAME}` like Python's `os.path.expandvars`, which Feast runs
+/// on the raw YAML: unknown variables are left as written.
+fn expand_env(text: &str, env: impl Fn(&str) -> Option<String>) -> String {
+    let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(pos) = rest.find('$') {
+        out.push_str(&rest[..pos]);
+        let after = &rest[pos + 1..];
+        let (name, consumed) = if let Some(braced) = after.strip_prefix('{') {
+            match braced.find('}') {
+                Some(end) => (&braced[..end], end + 2),
+                None => ("", 0),
+            }
+        } else {
+            let end = after.find(|c| !is_name(c)).unwrap_or(after.len());
+            (&after[..end], end)
+        };
+        match (name.is_empty(), env(name)) {
+            (false, Some(value)) => out.push_str(&value),
+            _ => out.push_str(&rest[pos..pos + 1 + consumed]),
+        }
+        rest = &after[consumed..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawConfig {
+    project: Option<String>,
+    registry: Option<RawRegistry>,
+    online_store: Option<RawOnlineStore>,
+    entity_key_serialization_version: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawRegistryMap {
+    registry_type: Option<String>,
+    path: Option<String>,
+    cache_ttl_seconds: Option<u64>,
+    enable_online_feature_view_versioning: Option<bool>,
+    serve_features_while_materializing: Option<bool>,
+}
+
+/// `registry:` is either a path string or a mapping.
+#[derive(Debug, Default)]
+struct RawRegistry {
+    registry_type: Option<String>,
+    path: Option<String>,
+    cache_ttl_seconds: Option<u64>,
+    enable_online_feature_view_versioning: Option<bool>,
+    serve_features_while_materializing: Option<bool>,
+}
+
+impl<'de> Deserialize<'de> for RawRegistry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawRegistry;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a registry path or a mapping with `path`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawRegistry, E> {
+                Ok(RawRegistry {
+                    path: Some(v.to_owned()),
+                    ..RawRegistry::default()
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawRegistry, A::Error> {
+                let m = RawRegistryMap::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(RawRegistry {
+                    registry_type: m.registry_type,
+                    path: m.path,
+                    cache_ttl_seconds: m.cache_ttl_seconds,
+                    enable_online_feature_view_versioning: m.enable_online_feature_view_versioning,
+                    serve_features_while_materializing: m.serve_features_while_materializing,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `online_store:` is a mapping with `type`, or just the type name.
+#[derive(Debug, Default)]
+struct RawOnlineStore {
+    store_type: Option<String>,
+    path: Option<String>,
+    redis_type: Option<String>,
+    connection_string: Option<String>,
+    key_ttl_seconds: Option<u64>,
+    client: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawOnlineStoreMap {
+    #[serde(rename = "type")]
+    store_type: Option<String>,
+    path: Option<String>,
+    redis_type: Option<String>,
+    connection_string: Option<String>,
+    key_ttl_seconds: Option<u64>,
+    client: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for RawOnlineStore {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawOnlineStore;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an online store type or a mapping with `type`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawOnlineStore, E> {
+                Ok(RawOnlineStore {
+                    store_type: Some(v.to_owned()),
+                    ..RawOnlineStore::default()
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawOnlineStore, A::Error> {
+                let m = RawOnlineStoreMap::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(RawOnlineStore {
+                    store_type: m.store_type,
+                    path: m.path,
+                    redis_type: m.redis_type,
+                    connection_string: m.connection_string,
+                    key_ttl_seconds: m.key_ttl_seconds,
+                    client: m.client,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(yaml: &str) -> Result<RepoConfig, ConfigError> {
+        parse(
+            yaml,
+            Path::new("feature_store.yaml"),
+            Path::new("/repo"),
+            |k| (k == "REDIS_PASSWORD").then(|| "s3cret".to_owned()),
+        )
+    }
+
+    #[test]
+    fn minimal_file_uses_feast_defaults() {
+        let c = parse_str("project: demo\nregistry: data/registry.db\n").unwrap();
+        assert_eq!(c.project, "demo");
+        assert_eq!(
+            c.registry.source,
+            RegistrySource::File("/repo/data/registry.db".into())
+        );
+        assert_eq!(c.registry.cache_ttl, Some(Duration::from_secs(600)));
+        assert!(!c.registry.versioning);
+        assert_eq!(
+            c.online_store,
+            OnlineStoreConfig::Sqlite {
+                path: "/repo/data/online.db".into()
+            }
+        );
+        assert_eq!(c.entity_key_serialization, KeySerialization::V3);
+    }
+
+    #[test]
+    fn registry_mapping_and_unknown_keys() {
+        let c = parse_str(
+            "project: demo\nprovider: local\noffline_store: {type: file}\n\
+             registry:\n  path: /abs/registry.db\n  cache_ttl_seconds: 0\n  \
+             enable_online_feature_view_versioning: true\n  some_future_key: 1\n\
+             online_store:\n  type: sqlite\n  path: online.db\n  vector_enabled: false\n\
+             entity_key_serialization_version: 2\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.registry.source,
+            RegistrySource::File("/abs/registry.db".into())
+        );
+        assert_eq!(c.registry.cache_ttl, None);
+        assert!(c.registry.versioning);
+        assert_eq!(
+            c.online_store,
+            OnlineStoreConfig::Sqlite {
+                path: "/repo/online.db".into()
+            }
+        );
+        assert_eq!(c.entity_key_serialization, KeySerialization::V2);
+    }
+
+    #[test]
+    fn redis_store_with_env_expansion() {
+        let c = parse_str(
+            "project: demo\nregistry: r.db\nonline_store:\n  type: redis\n  redis_type: redis_cluster\n  \
+             connection_string: \"h1:6379,h2:6379,password=${REDIS_PASSWORD},ssl=true\"\n  key_ttl_seconds: 60\n",
+        )
+        .unwrap();
+        let OnlineStoreConfig::Redis(r) = c.online_store else {
+            panic!("expected redis")
+        };
+        assert_eq!(r.redis_type, RedisType::Cluster);
+        assert_eq!(
+            r.connection_string,
+            "h1:6379,h2:6379,password=s3cret,ssl=true"
+        );
+        assert_eq!(r.key_ttl_seconds, Some(60));
+        assert!(
+            !format!("{r:?}").contains("s3cret"),
+            "debug output hides the password"
+        );
+    }
+
+    #[test]
+    fn env_expansion_leaves_unknown_variables() {
+        let env = |k: &str| (k == "A").then(|| "x".to_owned());
+        assert_eq!(
+            expand_env("$A ${A} $B ${B} $ ${ a$", env),
+            "x x $B ${B} $ ${ a$"
+        );
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let cases = [
+            ("registry: r.db\n", "project"),
+            ("project: demo\n", "registry"),
+            (
+                "project: demo\nregistry: {path: r.db, cache_ttl_seconds: soon}\n",
+                "cache_ttl_seconds",
+            ),
+            (
+                "project: demo\nregistry: {path: r.db, registry_type: remote}\n",
+                "registry.registry_type",
+            ),
+            (
+                "project: demo\nregistry: s3://bucket/registry.db\n",
+                "registry.path",
+            ),
+            (
+                "project: demo\nregistry: {path: r.db, enable_online_feature_view_versioning: maybe}\n",
+                "enable_online_feature_view_versioning",
+            ),
+            (
+                "project: demo\nregistry: r.db\nonline_store: {type: dynamodb}\n",
+                "online_store.type",
+            ),
+            (
+                "project: demo\nregistry: r.db\nonline_store: {type: redis, redis_type: redis_sentinel}\n",
+                "online_store.redis_type",
+            ),
+            (
+                "project: demo\nregistry: r.db\nentity_key_serialization_version: 1\n",
+                "entity_key_serialization_version",
+            ),
+            ("project: my-demo\nregistry: r.db\n", "project"),
+            ("project: _demo\nregistry: r.db\n", "project"),
+            ("project: [1]\nregistry: r.db\n", "project"),
+        ];
+        for (yaml, key) in cases {
+            let err = parse_str(yaml).expect_err(yaml).to_string();
+            assert!(
+                err.contains(key),
+                "{yaml:?}: error {err:?} should name {key}"
+            );
+        }
+    }
+
+    #[test]
+    fn dashes_allowed_with_redis() {
+        let c =
+            parse_str("project: my-demo\nregistry: r.db\nonline_store: {type: redis}\n").unwrap();
+        assert_eq!(c.project, "my-demo");
+    }
+
+    #[test]
+    fn example_config_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/feature_store.yaml");
+        let c = load(&path, |_| None).unwrap();
+        assert_eq!(c.project, "tern_demo");
+    }
+}

@@ -1,0 +1,180 @@
+//! The serving error type and its one mapping to gRPC status codes.
+//!
+//! Owns: which code every failure gets. Messages keep Feast's wording where Feast has
+//! one (clients match on those texts); the rest say what was wrong and how to fix it.
+
+use tonic::{Code, Status};
+
+use crate::refs::RefError;
+use crate::serving::EntityError;
+use crate::store::StoreError;
+
+/// Everything a GetOnlineFeatures request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A feature ref that cannot be parsed.
+    #[error(transparent)]
+    Ref(#[from] RefError),
+    /// Neither refs nor a service, or an empty list. Feast's text.
+    #[error("No features specified for retrieval")]
+    NoFeatures,
+    /// Feast's text.
+    #[error("Feature view {view} does not exist in project {project}")]
+    ViewNotFound {
+        /// View name as requested.
+        view: String,
+        /// Configured project.
+        project: String,
+    },
+    /// Feast's text.
+    #[error("Version v{version} of feature view {view} does not exist in project {project}")]
+    VersionNotFound {
+        /// View name.
+        view: String,
+        /// Requested version.
+        version: u32,
+        /// Configured project.
+        project: String,
+    },
+    /// Feast's text (without the quotes its KeyError adds).
+    #[error("Feature {feature} not found in projection {projection}")]
+    FeatureNotFound {
+        /// Requested feature.
+        feature: String,
+        /// `view`, `alias` or `view@vN`.
+        projection: String,
+    },
+    /// Feast's text.
+    #[error("Feature service {service} does not exist in project {project}")]
+    ServiceNotFound {
+        /// Requested service.
+        service: String,
+        /// Configured project.
+        project: String,
+    },
+    /// A `@vN` ref (or a version-pinned service) while online versioning is off.
+    /// Feast's exact text.
+    #[error(
+        "Version-qualified ref '{view}@v{version}' not supported: online versioning is disabled. Set 'enable_online_feature_view_versioning: true' under 'registry' in feature_store.yaml."
+    )]
+    VersioningDisabled {
+        /// View name.
+        view: String,
+        /// Requested version.
+        version: u32,
+    },
+    /// Feast's text.
+    #[error(
+        "Feature view '{view}' is disabled and cannot serve features. Enable it with `feast feature-views enable {view}` or set enabled=True."
+    )]
+    ViewDisabled {
+        /// View name.
+        view: String,
+    },
+    /// Feast's text.
+    #[error(
+        "Feature view '{view}' is in state '{state}' and cannot serve features. Only AVAILABLE_ONLINE feature views can serve."
+    )]
+    ViewNotServable {
+        /// View name.
+        view: String,
+        /// State name, e.g. `MATERIALIZING`.
+        state: String,
+    },
+    /// The registry is inconsistent for this view (e.g. it names a missing entity).
+    #[error("Feature view '{view}' cannot be served: {problem}")]
+    ViewBroken {
+        /// View name.
+        view: String,
+        /// What is inconsistent.
+        problem: String,
+    },
+    /// An on-demand view computed at request time (Tern runs no transformations).
+    #[error(
+        "On-demand feature view '{view}' computes its features at request time, which Tern does not do; only on-demand views with write_to_online_store=True can be served"
+    )]
+    OnDemandTransform {
+        /// View name.
+        view: String,
+    },
+    /// Two output columns with one name. Feast's text.
+    #[error("Duplicate features named {names} found.\n{}", collision_hint(*.full_feature_names))]
+    NameCollision {
+        /// Colliding output names, comma-separated.
+        names: String,
+        /// Whether full feature names were requested.
+        full_feature_names: bool,
+    },
+    /// Bad entity columns.
+    #[error(transparent)]
+    Entity(#[from] EntityError),
+    /// The online store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Not (yet) served by Tern.
+    #[error("{0}")]
+    Unimplemented(String),
+}
+
+fn collision_hint(full_feature_names: bool) -> &'static str {
+    if full_feature_names {
+        "To resolve this collision, please ensure that the feature views or their own features have different names. If you're intentionally joining the same feature view twice on different sets of entities, please rename one of the feature views with '.with_name'."
+    } else {
+        "To resolve this collision, either use the full feature name by setting 'full_feature_names=True', or ensure that the features in question have different names."
+    }
+}
+
+impl Error {
+    /// The gRPC code for this error. Exhaustive on purpose: a new variant must choose.
+    pub fn code(&self) -> Code {
+        match self {
+            Error::Ref(_) | Error::NoFeatures | Error::NameCollision { .. } | Error::Entity(_) => {
+                Code::InvalidArgument
+            }
+            Error::ViewNotFound { .. }
+            | Error::VersionNotFound { .. }
+            | Error::FeatureNotFound { .. }
+            | Error::ServiceNotFound { .. } => Code::NotFound,
+            Error::VersioningDisabled { .. }
+            | Error::ViewDisabled { .. }
+            | Error::ViewNotServable { .. }
+            | Error::ViewBroken { .. } => Code::FailedPrecondition,
+            Error::OnDemandTransform { .. } | Error::Unimplemented(_) => Code::Unimplemented,
+            Error::Store(e) => match e {
+                StoreError::MissingTable { .. } => Code::FailedPrecondition,
+                StoreError::Busy { .. } | StoreError::Closed => Code::Unavailable,
+                StoreError::Overloaded { .. } => Code::ResourceExhausted,
+                StoreError::Sqlite { .. } | StoreError::Thread(_) => Code::Internal,
+            },
+        }
+    }
+}
+
+impl From<Error> for Status {
+    fn from(err: Error) -> Self {
+        Status::new(err.code(), err.to_string())
+    }
+}
+
+/// Metric label for a gRPC code (a closed set).
+pub fn code_label(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}

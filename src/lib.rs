@@ -1,0 +1,32 @@
+//! Tern: a low-latency online feature server, wire-compatible with Feast 0.67.
+//!
+//! Layout (one request flows top to bottom):
+//! - [`cli`], [`telemetry`]: flags, logs, metrics exporter; `main.rs` only wires them.
+//! - [`server`]: builds the serving core from config, runs gRPC with health,
+//!   reflection and a bounded drain on shutdown.
+//! - [`grpc`]: the edge. Feast's `ServingService` and `GrpcFeatureServer`, thin
+//!   handlers that convert and call [`serving`].
+//! - [`serving`]: GetOnlineFeatures without a transport: cached resolution plans,
+//!   entity keys, one batched store read, the columnar response.
+//! - [`refs`]: `view@vN:feature` syntax. [`registry`]: Feast's registry, loaded into an
+//!   immutable [`registry::Snapshot`] published through `ArcSwap`.
+//! - [`store`]: online stores in Feast's byte layouts (SQLite today).
+//! - [`config`]: Feast's `feature_store.yaml`. [`error`]: the one error-to-gRPC-code
+//!   mapping. [`metrics`]: metric names. [`proto`]: generated protobuf code.
+//! - [`client`]: `tern get`.
+
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod grpc;
+pub mod metrics;
+pub mod proto;
+pub mod refs;
+pub mod registry;
+pub mod server;
+pub mod serving;
+pub mod store;
+pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;

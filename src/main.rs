@@ -1,0 +1,49 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser as _;
+use tern::cli::{Cli, Command};
+use tern::server::{self, ServerSettings, StoreSettings};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tern::telemetry::init_logging(cli.log_format, &cli.log_level).map_err(anyhow::Error::msg)?;
+    match cli.command {
+        Command::Serve(args) => {
+            if let Some(addr) = args.metrics_addr {
+                tern::telemetry::install_metrics(addr)
+                    .context("cannot start the metrics endpoint")?;
+            }
+            let config = tern::config::load(&args.config, |k| std::env::var(k).ok())?;
+            let store = StoreSettings {
+                sqlite_readers: args
+                    .sqlite_readers
+                    .unwrap_or(StoreSettings::default().sqlite_readers),
+            };
+            let serving = tokio::task::spawn_blocking(move || {
+                server::open_serving(&config, &store, Default::default())
+            })
+            .await??;
+            let settings = ServerSettings {
+                request_timeout: Duration::from_millis(args.request_timeout_ms),
+                drain_timeout: Duration::from_secs(args.drain_timeout_s),
+                max_request_bytes: args.max_request_bytes,
+                ..ServerSettings::default()
+            };
+            let listener = tokio::net::TcpListener::bind(args.grpc_addr)
+                .await
+                .with_context(|| format!("cannot listen on {}", args.grpc_addr))?;
+            server::run(
+                listener,
+                Arc::new(serving),
+                &settings,
+                server::shutdown_signal(),
+            )
+            .await?;
+        }
+        Command::Get(args) => print!("{}", tern::client::get(&args).await?),
+    }
+    Ok(())
+}

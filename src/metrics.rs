@@ -1,0 +1,105 @@
+//! Metric names and label values, in one place.
+//!
+//! Owns: every metric's name, description and label set. Label values come from closed
+//! sets (methods, gRPC codes, store kinds, field statuses), never from request data,
+//! so cardinality stays bounded whatever clients send. Metrics are recorded through
+//! the `metrics` facade; without an installed exporter (tests) they cost nothing.
+
+/// Counter: RPCs answered, by `service`, `method` and `code`.
+pub const GRPC_REQUESTS: &str = "tern_grpc_requests_total";
+/// Histogram: RPC latency in seconds, by `service`, `method` and `code`.
+pub const GRPC_DURATION: &str = "tern_grpc_request_duration_seconds";
+/// Counter: entity rows answered by GetOnlineFeatures.
+pub const ENTITY_ROWS: &str = "tern_entity_rows_total";
+/// Counter: feature values served, by field `status`.
+pub const FEATURE_VALUES: &str = "tern_feature_values_total";
+/// Histogram: one request's online-store read in seconds, by `store`.
+pub const STORE_READ_DURATION: &str = "tern_store_read_duration_seconds";
+/// Counter: failed online-store reads, by `store` and error `kind`.
+pub const STORE_ERRORS: &str = "tern_store_errors_total";
+/// Gauge: generation of the registry snapshot being served.
+pub const REGISTRY_GENERATION: &str = "tern_registry_generation";
+/// Histogram: time to read and index a registry, in seconds.
+pub const REGISTRY_LOAD_SECONDS: &str = "tern_registry_load_duration_seconds";
+
+/// Latency buckets (seconds) for request and store histograms: sub-millisecond
+/// resolution where a feature server lives, up to the request timeout.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_2, 0.000_3, 0.000_5, 0.000_75, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// Describes every metric once, so the exporter prints HELP lines.
+pub fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        GRPC_REQUESTS,
+        "gRPC requests answered, by service, method and status code"
+    );
+    describe_histogram!(
+        GRPC_DURATION,
+        Unit::Seconds,
+        "gRPC request latency, by service, method and status code"
+    );
+    describe_counter!(ENTITY_ROWS, "Entity rows answered by GetOnlineFeatures");
+    describe_counter!(FEATURE_VALUES, "Feature values served, by field status");
+    describe_histogram!(
+        STORE_READ_DURATION,
+        Unit::Seconds,
+        "Online store read latency per request, by store"
+    );
+    describe_counter!(
+        STORE_ERRORS,
+        "Failed online store reads, by store and error kind"
+    );
+    describe_gauge!(
+        REGISTRY_GENERATION,
+        "Generation of the registry snapshot being served"
+    );
+    describe_histogram!(
+        REGISTRY_LOAD_SECONDS,
+        Unit::Seconds,
+        "Time to read and index a registry snapshot"
+    );
+}
+
+/// Label values for `status` on [`FEATURE_VALUES`], indexed by `FieldStatus` number.
+pub const FIELD_STATUS_LABELS: [&str; 5] = [
+    "INVALID",
+    "PRESENT",
+    "NULL_VALUE",
+    "NOT_FOUND",
+    "OUTSIDE_MAX_AGE",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_sorted() {
+        assert!(LATENCY_BUCKETS.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn names_are_prometheus_safe_and_unique() {
+        let names = [
+            GRPC_REQUESTS,
+            GRPC_DURATION,
+            ENTITY_ROWS,
+            FEATURE_VALUES,
+            STORE_READ_DURATION,
+            STORE_ERRORS,
+            REGISTRY_GENERATION,
+            REGISTRY_LOAD_SECONDS,
+        ];
+        let unique: std::collections::HashSet<_> = names.iter().collect();
+        assert_eq!(unique.len(), names.len());
+        for n in names {
+            assert!(
+                n.starts_with("tern_") && n.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{n}"
+            );
+        }
+    }
+}

@@ -1,0 +1,573 @@
+//! The immutable, indexed view of one registry load that requests are served from.
+//!
+//! Built once per load, never mutated: every lookup a request makes is a hash-map
+//! probe, and everything derivable from the registry alone (join keys and their types,
+//! storage names, SQLite statements, version tables) is computed here, not per request.
+//! Owns: filtering on the configured project, view kinds, version history, services.
+//! Does not own: ref syntax (`refs`) or request resolution (`serving::plan`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use prost::Message;
+
+use super::RegistryError;
+use crate::config::{KeySerialization, RepoConfig};
+use crate::proto::feast::core as pb;
+use crate::proto::feast::types::value_type::Enum as ValueType;
+use crate::store::StorageLayout;
+
+/// Feast's placeholder entity for views without entities.
+pub const DUMMY_ENTITY_NAME: &str = "__dummy";
+/// Join key of the placeholder entity; its value is always the empty string.
+pub const DUMMY_ENTITY_ID: &str = "__dummy_id";
+
+/// Settings that shape a snapshot, from `feature_store.yaml`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotSettings {
+    /// Only objects of this project are indexed.
+    pub project: String,
+    /// `enable_online_feature_view_versioning`.
+    pub versioning: bool,
+    /// `serve_features_while_materializing`.
+    pub serve_while_materializing: bool,
+    /// Entity key layout of the online store.
+    pub key_serialization: KeySerialization,
+}
+
+impl SnapshotSettings {
+    /// The settings `config` implies.
+    pub fn from_config(config: &RepoConfig) -> Self {
+        Self {
+            project: config.project.clone(),
+            versioning: config.registry.versioning,
+            serve_while_materializing: config.registry.serve_while_materializing,
+            key_serialization: config.entity_key_serialization,
+        }
+    }
+}
+
+/// One registry load.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Increases with every published snapshot; plan caches are keyed by it.
+    pub generation: u64,
+    /// What this snapshot was built with.
+    pub settings: SnapshotSettings,
+    /// The registry's `version_id` (rewritten by Feast on every write).
+    pub version_id: String,
+    /// The registry's `last_updated`.
+    pub last_updated: Option<prost_types::Timestamp>,
+    /// When this snapshot was built.
+    pub loaded_at: SystemTime,
+    views: HashMap<String, ViewEntry>,
+    services: HashMap<String, Arc<ServiceDef>>,
+    /// Join key -> value type, for every entity of the project.
+    entity_join_keys: HashMap<String, ValueType>,
+}
+
+/// Kinds of view Feast serves from the online store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ViewKind {
+    /// `FeatureView` (also batch views).
+    Feature,
+    /// `StreamFeatureView`: served exactly like a feature view.
+    Stream,
+    /// `OnDemandFeatureView`; only servable when its outputs are written online.
+    OnDemand {
+        /// `write_to_online_store`.
+        stored: bool,
+    },
+    /// `LabelView`.
+    Label,
+}
+
+/// A view name with its active definition and its saved versions.
+#[derive(Debug)]
+pub struct ViewEntry {
+    /// The definition currently active (unversioned refs read it).
+    pub active: Arc<ViewVersion>,
+    /// Saved definitions from the version history, by number (staged `--no-promote`
+    /// versions included).
+    pub versions: BTreeMap<u32, Arc<ViewVersion>>,
+}
+
+impl ViewEntry {
+    /// The definition of version `n`: the active one when `n` is the active version
+    /// (it carries the latest metadata such as ttl and state), else the saved one.
+    pub fn version(&self, n: u32) -> Option<&Arc<ViewVersion>> {
+        if n == self.active.version {
+            Some(&self.active)
+        } else {
+            self.versions.get(&n)
+        }
+    }
+}
+
+/// One version of one view, ready to serve.
+#[derive(Debug)]
+pub struct ViewVersion {
+    /// View name.
+    pub name: String,
+    /// Version number (0 for the first, or for views without versions).
+    pub version: u32,
+    /// What kind of view.
+    pub kind: ViewKind,
+    /// Join keys in the view's entity order; empty for an entityless view.
+    pub join_keys: Vec<JoinKey>,
+    /// Values older than this many seconds are OUTSIDE_MAX_AGE.
+    pub ttl_seconds: Option<i64>,
+    /// `spec.disabled`.
+    pub disabled: bool,
+    /// `meta.state`.
+    pub state: pb::FeatureViewState,
+    /// Where the values are stored.
+    pub layout: Arc<StorageLayout>,
+    /// Why the view cannot be served, if the registry is inconsistent (an entity
+    /// that does not exist).
+    pub problem: Option<String>,
+}
+
+impl ViewVersion {
+    /// Entityless views key every row by `__dummy_id = ""`.
+    pub fn is_entityless(&self) -> bool {
+        self.join_keys.is_empty()
+    }
+}
+
+/// A join key of a view and the type its values are coerced to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinKey {
+    /// Join key (request column) name.
+    pub name: String,
+    /// Type from the view's entity columns, else the entity's.
+    pub value_type: ValueType,
+}
+
+/// A feature service: projections in serving order.
+#[derive(Debug)]
+pub struct ServiceDef {
+    /// Service name.
+    pub name: String,
+    /// Projections in order.
+    pub projections: Vec<ProjectionDef>,
+}
+
+/// One view as a service uses it.
+#[derive(Debug)]
+pub struct ProjectionDef {
+    /// The real view name.
+    pub view: String,
+    /// Output name instead of the view name, if set.
+    pub alias: Option<String>,
+    /// Features, in order.
+    pub features: Vec<String>,
+    /// View join key -> request column.
+    pub join_key_map: BTreeMap<String, String>,
+    /// Pinned version, if any.
+    pub version_tag: Option<u32>,
+}
+
+impl Snapshot {
+    /// Builds a snapshot of `settings.project` from a decoded registry. `source` names
+    /// the registry in errors.
+    pub fn build(
+        registry: pb::Registry,
+        settings: &SnapshotSettings,
+        generation: u64,
+        source: &str,
+    ) -> Result<Self, RegistryError> {
+        let project = settings.project.as_str();
+        check_project(&registry, project, source)?;
+
+        let entities: HashMap<&str, (&str, ValueType)> = registry
+            .entities
+            .iter()
+            .filter_map(|e| e.spec.as_ref())
+            .filter(|s| s.project == project)
+            .map(|s| {
+                (
+                    s.name.as_str(),
+                    (s.join_key.as_str(), value_type(s.value_type)),
+                )
+            })
+            .collect();
+        let entity_join_keys = entities
+            .values()
+            .filter(|(jk, _)| *jk != DUMMY_ENTITY_ID)
+            .map(|&(jk, t)| (jk.to_owned(), t))
+            .collect();
+
+        let builder = Builder {
+            settings,
+            entities: &entities,
+        };
+        let mut views: HashMap<String, ViewEntry> = HashMap::new();
+        // Feast's lookup order: the first kind holding a name wins.
+        let defs =
+            registry
+                .feature_views
+                .iter()
+                .filter_map(|v| {
+                    Some(ViewDef::from_feature_view(
+                        v.spec.as_ref()?,
+                        v.meta.as_ref(),
+                    ))
+                })
+                .chain(registry.stream_feature_views.iter().filter_map(|v| {
+                    Some(ViewDef::from_stream_view(v.spec.as_ref()?, v.meta.as_ref()))
+                }))
+                .chain(registry.on_demand_feature_views.iter().filter_map(|v| {
+                    Some(ViewDef::from_on_demand_view(
+                        v.spec.as_ref()?,
+                        v.meta.as_ref(),
+                    ))
+                }))
+                .chain(
+                    registry
+                        .label_views
+                        .iter()
+                        .filter_map(|v| v.spec.as_ref().map(ViewDef::from_label_view)),
+                );
+        for def in defs.filter(|d| d.project == project) {
+            if views.contains_key(def.name) {
+                continue;
+            }
+            let active = Arc::new(builder.version(&def, def.current_version));
+            views.insert(
+                def.name.to_owned(),
+                ViewEntry {
+                    active,
+                    versions: BTreeMap::new(),
+                },
+            );
+        }
+
+        let records = registry
+            .feature_view_version_history
+            .iter()
+            .flat_map(|h| h.records.iter())
+            .filter(|r| r.project_id == project);
+        for record in records {
+            let Some(entry) = views.get_mut(&record.feature_view_name) else {
+                continue;
+            };
+            let Ok(number) = u32::try_from(record.version_number) else {
+                continue;
+            };
+            let decoded = decode_record(record);
+            match decoded.as_ref().map(RecordProto::def) {
+                Ok(Some(def)) => {
+                    entry
+                        .versions
+                        .insert(number, Arc::new(builder.version(&def, number)));
+                }
+                Ok(None) => tracing::warn!(
+                    view = %record.feature_view_name,
+                    version = number,
+                    "skipping a version record without a spec"
+                ),
+                Err(e) => tracing::warn!(
+                    view = %record.feature_view_name,
+                    version = number,
+                    error = %e,
+                    "skipping a version record that cannot be decoded"
+                ),
+            }
+        }
+
+        let services = registry
+            .feature_services
+            .iter()
+            .filter_map(|s| s.spec.as_ref())
+            .filter(|s| s.project == project)
+            .map(|s| (s.name.clone(), Arc::new(service_def(s))))
+            .collect();
+
+        Ok(Self {
+            generation,
+            settings: settings.clone(),
+            version_id: registry.version_id,
+            last_updated: registry.last_updated,
+            loaded_at: SystemTime::now(),
+            views,
+            services,
+            entity_join_keys,
+        })
+    }
+
+    /// The view named `name` in this project.
+    pub fn view(&self, name: &str) -> Option<&ViewEntry> {
+        self.views.get(name)
+    }
+
+    /// The feature service named `name` in this project.
+    pub fn service(&self, name: &str) -> Option<&Arc<ServiceDef>> {
+        self.services.get(name)
+    }
+
+    /// Type of the join key `name`, if an entity of the project has it.
+    pub fn entity_join_key(&self, name: &str) -> Option<ValueType> {
+        self.entity_join_keys.get(name).copied()
+    }
+
+    /// Join keys of every entity of the project, with their types.
+    pub fn entity_join_keys(&self) -> impl Iterator<Item = (&str, ValueType)> {
+        self.entity_join_keys.iter().map(|(k, t)| (k.as_str(), *t))
+    }
+
+    /// Number of views (of every kind) in the project.
+    pub fn view_count(&self) -> usize {
+        self.views.len()
+    }
+
+    /// Number of feature services in the project.
+    pub fn service_count(&self) -> usize {
+        self.services.len()
+    }
+
+    /// Number of entities in the project (the placeholder entity excluded).
+    pub fn entity_count(&self) -> usize {
+        self.entity_join_keys.len()
+    }
+
+    /// View names, sorted (for listings and error hints).
+    pub fn view_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.views.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+}
+
+fn check_project(
+    registry: &pb::Registry,
+    project: &str,
+    source: &str,
+) -> Result<(), RegistryError> {
+    let names: Vec<&str> = registry
+        .projects
+        .iter()
+        .filter_map(|p| p.spec.as_ref())
+        .map(|s| s.name.as_str())
+        .collect();
+    if names.contains(&project) {
+        return Ok(());
+    }
+    Err(RegistryError::ProjectMissing {
+        source_name: source.to_owned(),
+        project: project.to_owned(),
+        found: if names.is_empty() {
+            "none".to_owned()
+        } else {
+            names.join(", ")
+        },
+    })
+}
+
+fn value_type(raw: i32) -> ValueType {
+    ValueType::try_from(raw).unwrap_or(ValueType::Invalid)
+}
+
+/// The parts of any view kind that serving needs, borrowed from its proto.
+struct ViewDef<'a> {
+    name: &'a str,
+    project: &'a str,
+    kind: ViewKind,
+    entities: &'a [String],
+    features: Vec<String>,
+    entity_columns: &'a [pb::FeatureSpecV2],
+    ttl: Option<&'a prost_types::Duration>,
+    disabled: bool,
+    state: i32,
+    current_version: u32,
+}
+
+impl<'a> ViewDef<'a> {
+    fn from_feature_view(
+        spec: &'a pb::FeatureViewSpec,
+        meta: Option<&'a pb::FeatureViewMeta>,
+    ) -> Self {
+        Self {
+            name: &spec.name,
+            project: &spec.project,
+            kind: ViewKind::Feature,
+            entities: &spec.entities,
+            features: spec.features.iter().map(|f| f.name.clone()).collect(),
+            entity_columns: &spec.entity_columns,
+            ttl: spec.ttl.as_ref(),
+            disabled: spec.disabled,
+            state: meta.map_or(0, |m| m.state),
+            current_version: meta.map_or(0, |m| non_negative(m.current_version_number)),
+        }
+    }
+
+    fn from_stream_view(
+        spec: &'a pb::StreamFeatureViewSpec,
+        meta: Option<&'a pb::FeatureViewMeta>,
+    ) -> Self {
+        Self {
+            name: &spec.name,
+            project: &spec.project,
+            kind: ViewKind::Stream,
+            entities: &spec.entities,
+            features: spec.features.iter().map(|f| f.name.clone()).collect(),
+            entity_columns: &spec.entity_columns,
+            ttl: spec.ttl.as_ref(),
+            disabled: spec.disabled,
+            state: meta.map_or(0, |m| m.state),
+            current_version: meta.map_or(0, |m| non_negative(m.current_version_number)),
+        }
+    }
+
+    fn from_on_demand_view(
+        spec: &'a pb::OnDemandFeatureViewSpec,
+        meta: Option<&'a pb::OnDemandFeatureViewMeta>,
+    ) -> Self {
+        Self {
+            name: &spec.name,
+            project: &spec.project,
+            kind: ViewKind::OnDemand {
+                stored: spec.write_to_online_store,
+            },
+            entities: &spec.entities,
+            features: spec.features.iter().map(|f| f.name.clone()).collect(),
+            entity_columns: &spec.entity_columns,
+            ttl: None,
+            disabled: spec.disabled,
+            state: meta.map_or(0, |m| m.state),
+            current_version: meta.map_or(0, |m| non_negative(m.current_version_number)),
+        }
+    }
+
+    fn from_label_view(spec: &'a pb::LabelViewSpec) -> Self {
+        Self {
+            name: &spec.name,
+            project: &spec.project,
+            kind: ViewKind::Label,
+            entities: &spec.entities,
+            features: spec.features.iter().map(|f| f.name.clone()).collect(),
+            entity_columns: &spec.entity_columns,
+            ttl: spec.ttl.as_ref(),
+            disabled: false,
+            state: 0,
+            current_version: 0,
+        }
+    }
+}
+
+fn non_negative(v: i32) -> u32 {
+    u32::try_from(v).unwrap_or(0)
+}
+
+struct Builder<'a> {
+    settings: &'a SnapshotSettings,
+    entities: &'a HashMap<&'a str, (&'a str, ValueType)>,
+}
+
+impl Builder<'_> {
+    fn version(&self, def: &ViewDef<'_>, version: u32) -> ViewVersion {
+        let mut problem = None;
+        let mut join_keys = Vec::with_capacity(def.entities.len());
+        let entityless =
+            def.entities.first().is_some_and(|e| e == DUMMY_ENTITY_NAME) || def.entities.is_empty();
+        if !entityless {
+            for entity in def.entities {
+                match self.entities.get(entity.as_str()) {
+                    Some(&(join_key, entity_type)) => {
+                        let column_type = def
+                            .entity_columns
+                            .iter()
+                            .find(|c| c.name == join_key)
+                            .map(|c| value_type(c.value_type))
+                            .filter(|t| *t != ValueType::Invalid);
+                        join_keys.push(JoinKey {
+                            name: join_key.to_owned(),
+                            value_type: column_type.unwrap_or(entity_type),
+                        });
+                    }
+                    None => {
+                        problem = Some(format!(
+                            "Entity {entity} does not exist in project {}",
+                            self.settings.project
+                        ));
+                    }
+                }
+            }
+        }
+        // With online versioning off, every version reads the legacy unsuffixed table.
+        let storage_version = if self.settings.versioning { version } else { 0 };
+        let layout = StorageLayout::new(
+            &self.settings.project,
+            def.name,
+            storage_version,
+            def.features.clone(),
+        );
+        ViewVersion {
+            name: def.name.to_owned(),
+            version,
+            kind: def.kind,
+            join_keys,
+            ttl_seconds: def.ttl.map(|d| d.seconds).filter(|s| *s > 0),
+            disabled: def.disabled,
+            state: pb::FeatureViewState::try_from(def.state).unwrap_or_default(),
+            layout: Arc::new(layout),
+            problem,
+        }
+    }
+}
+
+/// A decoded version record, owning its proto.
+enum RecordProto {
+    Feature(pb::FeatureView),
+    Stream(pb::StreamFeatureView),
+    OnDemand(pb::OnDemandFeatureView),
+    Label(pb::LabelView),
+}
+
+impl RecordProto {
+    fn def(&self) -> Option<ViewDef<'_>> {
+        Some(match self {
+            RecordProto::Feature(v) => {
+                ViewDef::from_feature_view(v.spec.as_ref()?, v.meta.as_ref())
+            }
+            RecordProto::Stream(v) => ViewDef::from_stream_view(v.spec.as_ref()?, v.meta.as_ref()),
+            RecordProto::OnDemand(v) => {
+                ViewDef::from_on_demand_view(v.spec.as_ref()?, v.meta.as_ref())
+            }
+            RecordProto::Label(v) => ViewDef::from_label_view(v.spec.as_ref()?),
+        })
+    }
+}
+
+fn decode_record(record: &pb::FeatureViewVersionRecord) -> Result<RecordProto, String> {
+    let bytes = record.feature_view_proto.as_slice();
+    let decoded = match record.feature_view_type.as_str() {
+        "feature_view" | "" => pb::FeatureView::decode(bytes).map(RecordProto::Feature),
+        "stream_feature_view" => pb::StreamFeatureView::decode(bytes).map(RecordProto::Stream),
+        "on_demand_feature_view" => {
+            pb::OnDemandFeatureView::decode(bytes).map(RecordProto::OnDemand)
+        }
+        "label_view" => pb::LabelView::decode(bytes).map(RecordProto::Label),
+        other => return Err(format!("unknown feature_view_type '{other}'")),
+    };
+    decoded.map_err(|e| e.to_string())
+}
+
+fn service_def(spec: &pb::FeatureServiceSpec) -> ServiceDef {
+    ServiceDef {
+        name: spec.name.clone(),
+        projections: spec
+            .features
+            .iter()
+            .map(|p| ProjectionDef {
+                view: p.feature_view_name.clone(),
+                alias: (!p.feature_view_name_alias.is_empty())
+                    .then(|| p.feature_view_name_alias.clone()),
+                features: p.feature_columns.iter().map(|f| f.name.clone()).collect(),
+                join_key_map: p.join_key_map.clone(),
+                version_tag: p.version_tag.map(non_negative),
+            })
+            .collect(),
+    }
+}

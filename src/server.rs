@@ -1,0 +1,222 @@
+//! The daemon: builds the serving core from config and runs the gRPC server.
+//!
+//! `run` takes a bound listener and a shutdown future, so tests, benches and `main`
+//! start the same server. Shutdown sequence:
+//! 1. the shutdown future resolves (SIGTERM/SIGINT in `main`);
+//! 2. health turns NOT_SERVING, so probes and health-checking clients stop sending;
+//! 3. the listener stops accepting and in-flight RPCs drain, for at most
+//!    `drain_timeout`, after which the remaining connections are dropped;
+//! 4. `run` returns; dropping the serving core stops the store's reader threads.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+
+use crate::config::{OnlineStoreConfig, RepoConfig};
+use crate::grpc::{
+    FEATURE_SERVER_NAME, FeatureService, GrpcFeatureServerServer, SERVING_SERVICE_NAME,
+    ServingServiceServer,
+};
+use crate::registry::{Registry, RegistryError};
+use crate::serving::{Clock, Serving};
+use crate::store::{SqliteStore, Store, StoreError};
+
+/// Server knobs (CLI flags).
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// Upper bound for one RPC; a slower one fails with DEADLINE_EXCEEDED... rather
+    /// than holding a connection's stream forever.
+    pub request_timeout: Duration,
+    /// How long in-flight RPCs may take to finish after shutdown starts.
+    pub drain_timeout: Duration,
+    /// Largest request accepted (bytes); bounds memory per request.
+    pub max_request_bytes: usize,
+    /// Largest response sent (bytes).
+    pub max_response_bytes: usize,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            request_timeout: Duration::from_secs(5),
+            drain_timeout: Duration::from_secs(10),
+            max_request_bytes: 16 * 1024 * 1024,
+            max_response_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// Online store knobs (CLI flags).
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    /// SQLite reader threads (each owns one read-only connection).
+    pub sqlite_readers: usize,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        Self {
+            sqlite_readers: std::thread::available_parallelism()
+                .map_or(2, |n| n.get())
+                .max(2),
+        }
+    }
+}
+
+/// Why the daemon cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The registry cannot be loaded.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The online store cannot be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A configuration this build does not serve.
+    #[error("{0}")]
+    Unsupported(String),
+    /// The gRPC server failed.
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// Reflection descriptors could not be registered.
+    #[error("gRPC reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// Loads the registry and opens the online store named by `config`. Blocking.
+pub fn open_serving(
+    config: &RepoConfig,
+    store: &StoreSettings,
+    clock: Clock,
+) -> Result<Serving, StartupError> {
+    let registry = Arc::new(Registry::load(config)?);
+    let store = match &config.online_store {
+        OnlineStoreConfig::Sqlite { path } => {
+            Store::Sqlite(SqliteStore::open(path, store.sqlite_readers)?)
+        }
+        OnlineStoreConfig::Redis(_) => {
+            return Err(StartupError::Unsupported(
+                "online_store type 'redis' is not served by this version of Tern yet; use the sqlite online store"
+                    .into(),
+            ));
+        }
+    };
+    Ok(Serving::new(registry, store, clock))
+}
+
+/// Serves gRPC on `listener` until `shutdown` resolves, then drains (see module docs).
+pub async fn run(
+    listener: TcpListener,
+    serving: Arc<Serving>,
+    settings: &ServerSettings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartupError> {
+    let local = listener.local_addr().ok();
+    let (health, health_service) = tonic_health::server::health_reporter();
+    // The registry is loaded before `run` is called: ready from the first accept.
+    for name in ["", SERVING_SERVICE_NAME, FEATURE_SERVER_NAME] {
+        health
+            .set_service_status(name, ServingStatus::Serving)
+            .await;
+    }
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::REFLECTION_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::REFLECTION_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let service = FeatureService::new(serving);
+    let serving_service = ServingServiceServer::new(service.clone())
+        .max_decoding_message_size(settings.max_request_bytes)
+        .max_encoding_message_size(settings.max_response_bytes);
+    let feature_server = GrpcFeatureServerServer::new(service)
+        .max_decoding_message_size(settings.max_request_bytes)
+        .max_encoding_message_size(settings.max_response_bytes);
+
+    // tonic ignores `Server::tcp_nodelay` for a listener it did not bind: set it here,
+    // or small responses wait on delayed ACKs.
+    let incoming = TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(Duration::from_secs(60)));
+
+    let (drain_tx, drain_rx) = oneshot::channel::<()>();
+    let reporter = health.clone();
+    let signal = async move {
+        shutdown.await;
+        tracing::info!("shutdown requested: health NOT_SERVING, draining in-flight requests");
+        for name in ["", SERVING_SERVICE_NAME, FEATURE_SERVER_NAME] {
+            reporter
+                .set_service_status(name, ServingStatus::NotServing)
+                .await;
+        }
+        let _ = drain_tx.send(());
+    };
+
+    tracing::info!(addr = ?local, "serving gRPC");
+    let serve = Server::builder()
+        .timeout(settings.request_timeout)
+        // Sidecar connections are long-lived; keepalives find dead peers.
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(reflection_alpha)
+        .add_service(serving_service)
+        .add_service(feature_server)
+        .serve_with_incoming_shutdown(incoming, signal);
+    tokio::pin!(serve);
+
+    let drain_deadline = async {
+        if drain_rx.await.is_ok() {
+            tokio::time::sleep(settings.drain_timeout).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        result = &mut serve => result?,
+        () = drain_deadline => tracing::warn!(
+            timeout_s = settings.drain_timeout.as_secs_f64(),
+            "drain timeout reached; closing remaining connections"
+        ),
+    }
+    tracing::info!("server stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT received"),
+        () = term => tracing::info!("SIGTERM received"),
+    }
+}

@@ -1,0 +1,240 @@
+//! GetOnlineFeatures, independent of any transport.
+//!
+//! Owns: one request from start to finish against one registry snapshot: plan
+//! (cached), entity keys, one batched store read, columnar response with statuses.
+//! Does not own: gRPC (the `grpc` module converts at the edge), ref syntax (`refs`),
+//! storage layouts (`store`).
+
+pub mod entities;
+pub mod plan;
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use prost::Message;
+use prost_types::Timestamp;
+
+pub use entities::EntityError;
+pub use plan::{Plan, PlanCache, Selection};
+
+use crate::error::Error;
+use crate::metrics as m;
+use crate::proto::feast::serving::{FeatureList, FieldStatus, GetOnlineFeaturesResponseMetadata};
+use crate::proto::tern::wire::{Column, FeatureVector, GetOnlineFeaturesResponse};
+use crate::registry::Registry;
+use crate::store::{OnlineStore, Store, ViewRead};
+use entities::EntityRows;
+
+/// Wall-clock source for ttl checks. Tests pin it: fixture data is older than its ttl.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Clock {
+    /// The system clock.
+    #[default]
+    System,
+    /// A fixed instant, in epoch seconds.
+    Fixed(i64),
+}
+
+impl Clock {
+    /// Now, in epoch seconds.
+    pub fn now_seconds(self) -> i64 {
+        match self {
+            Clock::System => SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
+            Clock::Fixed(s) => s,
+        }
+    }
+}
+
+/// A GetOnlineFeatures request, borrowed from the decoded message.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// Refs or a service; `None` when the request names neither.
+    pub selection: Option<Selection<'a>>,
+    /// Entity columns in request order.
+    pub entities: &'a [Column],
+    /// Name columns `view__feature`.
+    pub full_feature_names: bool,
+    /// Fill `metadata.feature_view_metadata`.
+    pub include_metadata: bool,
+}
+
+/// The serving core: registry, store and clock.
+#[derive(Debug)]
+pub struct Serving {
+    registry: Arc<Registry>,
+    store: Store,
+    clock: Clock,
+    plans: PlanCache,
+}
+
+impl Serving {
+    /// A serving core over a loaded registry and an open store.
+    pub fn new(registry: Arc<Registry>, store: Store, clock: Clock) -> Self {
+        Self {
+            registry,
+            store,
+            clock,
+            plans: PlanCache::default(),
+        }
+    }
+
+    /// The registry handle.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// Number of cached resolution plans (for tests and diagnostics).
+    pub fn cached_plans(&self) -> usize {
+        self.plans.len()
+    }
+
+    /// Answers one request.
+    pub async fn get_online_features(
+        &self,
+        req: Request<'_>,
+    ) -> Result<GetOnlineFeaturesResponse, Error> {
+        // One snapshot for the whole request, even if a reload publishes another.
+        let snapshot = self.registry.snapshot();
+        let selection = req.selection.ok_or(Error::NoFeatures)?;
+        let plan = self
+            .plans
+            .get(&snapshot, selection, req.full_feature_names)?;
+        let rows = EntityRows::new(req.entities)?;
+
+        let keys = plan
+            .key_sets
+            .iter()
+            .map(|set| entities::encode_keys(&rows, set))
+            .collect::<Result<Vec<_>, _>>()?;
+        let reads = plan
+            .reads
+            .iter()
+            .map(|r| ViewRead {
+                layout: r.layout.clone(),
+                slots: r.slots.clone(),
+                keys: keys[r.key_set].batch.clone(),
+            })
+            .collect();
+
+        let started = Instant::now();
+        let result = self.store.read(reads).await;
+        let store = self.store.kind().as_str();
+        metrics::histogram!(m::STORE_READ_DURATION, "store" => store)
+            .record(started.elapsed().as_secs_f64());
+        let found = result.inspect_err(|e| {
+            metrics::counter!(m::STORE_ERRORS, "store" => store, "kind" => store_error_kind(e))
+                .increment(1);
+        })?;
+
+        let now = self.clock.now_seconds();
+        let mut counts = [0u64; 5];
+        let mut names = Vec::with_capacity(
+            plan.join_key_columns.len().min(rows.columns.len()) + plan.feature_names.len(),
+        );
+        let mut results = Vec::with_capacity(names.capacity());
+
+        for &(name, values) in &rows.columns {
+            let Some(&value_type) = plan.join_key_columns.get(name) else {
+                continue;
+            };
+            names.push(name.to_owned());
+            results.push(FeatureVector {
+                values: values
+                    .iter()
+                    .map(|v| {
+                        let typed = entities::coerced_value(v, value_type);
+                        Bytes::from(typed.as_ref().unwrap_or(v).encode_to_vec())
+                    })
+                    .collect(),
+                statuses: vec![FieldStatus::Present as i32; rows.rows],
+                event_timestamps: vec![Timestamp::default(); rows.rows],
+            });
+        }
+
+        for (column, name) in plan.columns.iter().zip(&plan.feature_names) {
+            let read = &plan.reads[column.read];
+            let rows_found = &found[column.read];
+            let row_to_key = &keys[read.key_set].row_to_key;
+            let n_slots = read.slots.len();
+            let mut vector = FeatureVector {
+                values: Vec::with_capacity(rows.rows),
+                statuses: Vec::with_capacity(rows.rows),
+                event_timestamps: Vec::with_capacity(rows.rows),
+            };
+            for &k in row_to_key {
+                let k = k as usize;
+                let (value, status, ts) = match rows_found.timestamps.get(k).copied().flatten() {
+                    None => (Bytes::new(), FieldStatus::NotFound, Timestamp::default()),
+                    Some(ts) => match rows_found
+                        .values
+                        .get(k * n_slots + column.slot)
+                        .cloned()
+                        .flatten()
+                    {
+                        None => (Bytes::new(), FieldStatus::NotFound, ts),
+                        Some(v) if is_null(&v) => (Bytes::new(), FieldStatus::NullValue, ts),
+                        Some(v) => {
+                            let stale = read
+                                .ttl_seconds
+                                .is_some_and(|ttl| now.saturating_sub(ts.seconds) > ttl);
+                            (
+                                v,
+                                if stale {
+                                    FieldStatus::OutsideMaxAge
+                                } else {
+                                    FieldStatus::Present
+                                },
+                                ts,
+                            )
+                        }
+                    },
+                };
+                counts[status as usize] += 1;
+                vector.values.push(value);
+                vector.statuses.push(status as i32);
+                vector.event_timestamps.push(ts);
+            }
+            names.push(name.clone());
+            results.push(vector);
+        }
+
+        metrics::counter!(m::ENTITY_ROWS).increment(rows.rows as u64);
+        for (status, &n) in counts.iter().enumerate().filter(|(_, n)| **n > 0) {
+            metrics::counter!(m::FEATURE_VALUES, "status" => m::FIELD_STATUS_LABELS[status])
+                .increment(n);
+        }
+
+        Ok(GetOnlineFeaturesResponse {
+            metadata: Some(GetOnlineFeaturesResponseMetadata {
+                feature_names: Some(FeatureList { val: names }),
+                feature_view_metadata: if req.include_metadata {
+                    plan.metadata.clone()
+                } else {
+                    Vec::new()
+                },
+            }),
+            results,
+            status: false,
+        })
+    }
+}
+
+/// A stored null: Feast writes an empty value; `Value{null_val: NULL}` means the same.
+fn is_null(v: &[u8]) -> bool {
+    v.is_empty() || v == [0x98, 0x01, 0x00]
+}
+
+fn store_error_kind(e: &crate::store::StoreError) -> &'static str {
+    use crate::store::StoreError as E;
+    match e {
+        E::MissingTable { .. } => "missing_table",
+        E::Busy { .. } => "busy",
+        E::Sqlite { .. } => "sqlite",
+        E::Overloaded { .. } => "overloaded",
+        E::Thread(_) => "thread",
+        E::Closed => "closed",
+    }
+}

@@ -1,0 +1,190 @@
+//! Online stores: where feature values live, in Feast's byte layouts.
+//!
+//! Owns: the batch read contract ([`OnlineStore`]), the per-view storage layout
+//! precomputed when a registry snapshot loads ([`StorageLayout`]), entity-key bytes
+//! ([`key`]) and the backends. Does not own: which views or entities a request needs
+//! (that is `serving`), nor registry parsing.
+//!
+//! The contract is batch-first on purpose: one call carries every (view, entity batch)
+//! of a request, so SQLite runs one query per view on one pooled connection and Redis
+//! (next) can send one pipelined round trip. There is no per-key read to loop over.
+
+pub mod key;
+pub mod sqlite;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use prost_types::Timestamp;
+
+pub use key::{EntityValue, KeyBatch};
+pub use sqlite::SqliteStore;
+
+/// How one view version is laid out in the online stores. Built once per snapshot.
+#[derive(Debug)]
+pub struct StorageLayout {
+    /// Feast's storage name: the view name, plus `_vN` for versions > 0 when online
+    /// versioning is on. Redis hashes fields over it.
+    pub storage_name: String,
+    /// SQLite table: `{project}_{storage_name}`.
+    pub sqlite_table: String,
+    /// The SQLite read for this table (one statement, cached per connection).
+    pub sqlite_select: String,
+    /// Feature names in definition order; reads address them by index ("slot").
+    pub features: Vec<String>,
+    /// Feature name -> index in `features`.
+    pub feature_index: HashMap<String, u32>,
+}
+
+impl StorageLayout {
+    /// Layout of `view` stored under version `version` (0 = unsuffixed). Callers pass
+    /// version 0 when online versioning is off: every read then uses the legacy table.
+    pub fn new(project: &str, view: &str, version: u32, features: Vec<String>) -> Self {
+        let storage_name = if version > 0 {
+            format!("{view}_v{version}")
+        } else {
+            view.to_owned()
+        };
+        let sqlite_table = format!("{project}_{storage_name}");
+        let sqlite_select = sqlite::select_statement(&sqlite_table);
+        let feature_index = features
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.clone(), u32::try_from(i).unwrap_or(u32::MAX)))
+            .collect();
+        Self {
+            storage_name,
+            sqlite_table,
+            sqlite_select,
+            features,
+            feature_index,
+        }
+    }
+}
+
+/// One view's part of a request: which features of which entities.
+#[derive(Debug, Clone)]
+pub struct ViewRead {
+    /// Where the view's values are.
+    pub layout: Arc<StorageLayout>,
+    /// Indexes into `layout.features`, in the order results are wanted.
+    pub slots: Arc<[u32]>,
+    /// Distinct serialized entity keys (no project suffix).
+    pub keys: Arc<KeyBatch>,
+}
+
+/// What a store found for one [`ViewRead`].
+#[derive(Debug, Default)]
+pub struct ViewRows {
+    /// Per key: the entity's event time, `None` when the store has no row for it.
+    pub timestamps: Vec<Option<Timestamp>>,
+    /// Per key and slot (`key * slots + slot`): the serialized `feast.types.Value`,
+    /// `None` when the feature is not stored. An empty value is a stored null.
+    pub values: Vec<Option<Bytes>>,
+}
+
+impl ViewRows {
+    /// Empty results for `keys` keys and `slots` slots.
+    pub fn new(keys: usize, slots: usize) -> Self {
+        Self {
+            timestamps: vec![None; keys],
+            values: vec![None; keys * slots],
+        }
+    }
+}
+
+/// A failed store read. Mapped to a gRPC code in `error.rs`.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The table for a view is not in the database: the view was never materialized
+    /// (or, for `_vN` tables, Feast 0.67's apply did not create it).
+    #[error(
+        "online table \"{table}\" does not exist in {path}: materialize the feature view into this online store first"
+    )]
+    MissingTable {
+        /// Table name.
+        table: String,
+        /// Database file.
+        path: PathBuf,
+    },
+    /// The database is locked by a writer for longer than the busy timeout.
+    #[error("SQLite online store {path} is busy (locked by a writer): {source}")]
+    Busy {
+        /// Database file.
+        path: PathBuf,
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
+    /// Any other SQLite failure (corrupt file, I/O error).
+    #[error("SQLite online store {path}: {source}")]
+    Sqlite {
+        /// Database file.
+        path: PathBuf,
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
+    /// Too many reads queued: shed load rather than queue without bound.
+    #[error("online store overloaded: {queued} reads already queued")]
+    Overloaded {
+        /// Queue capacity that was reached.
+        queued: usize,
+    },
+    /// A reader thread could not be started.
+    #[error("cannot start an online store reader thread: {0}")]
+    Thread(std::io::Error),
+    /// The store's workers have stopped (shutdown).
+    #[error("online store is shutting down")]
+    Closed,
+}
+
+/// The read contract every backend implements.
+pub trait OnlineStore {
+    /// Reads every view of one request. `result[i]` answers `reads[i]`.
+    fn read(
+        &self,
+        reads: Vec<ViewRead>,
+    ) -> impl Future<Output = Result<Vec<ViewRows>, StoreError>> + Send;
+
+    /// A short name for logs and metric labels.
+    fn kind(&self) -> StoreKind;
+}
+
+/// Closed set of backends, for metric labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    /// SQLite file.
+    Sqlite,
+}
+
+impl StoreKind {
+    /// Label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreKind::Sqlite => "sqlite",
+        }
+    }
+}
+
+/// The configured backend. An enum rather than `dyn OnlineStore`: `async fn` in
+/// traits is not object-safe, and static dispatch keeps the hot path direct.
+#[derive(Debug, Clone)]
+pub enum Store {
+    /// Feast's SQLite layout.
+    Sqlite(SqliteStore),
+}
+
+impl OnlineStore for Store {
+    async fn read(&self, reads: Vec<ViewRead>) -> Result<Vec<ViewRows>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.read(reads).await,
+        }
+    }
+
+    fn kind(&self) -> StoreKind {
+        match self {
+            Store::Sqlite(s) => s.kind(),
+        }
+    }
+}

@@ -1,0 +1,461 @@
+//! Feast's SQLite online store layout, read (and written) as Feast does.
+//!
+//! One table per view version, `{project}_{view}[_vN]`, one row per (entity, feature):
+//! `entity_key BLOB` (the key bytes, no project suffix), `feature_name TEXT`,
+//! `value BLOB` (a serialized `feast.types.Value`; an empty blob is a stored null),
+//! `event_ts` integer epoch seconds.
+//!
+//! Reads run on a small pool of dedicated threads, each owning one read-only
+//! connection: SQLite calls block, so they must stay off the tokio reactor, and a
+//! connection per thread keeps its prepared statements warm (the per-table SELECT is
+//! prepared once per connection, then reused). Requests reach the pool through a
+//! bounded queue; when it is full the read fails fast (RESOURCE_EXHAUSTED) instead
+//! of queueing without bound.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use prost_types::Timestamp;
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, ErrorCode, OpenFlags};
+use tokio::sync::oneshot;
+
+use super::{OnlineStore, StoreError, StoreKind, ViewRead, ViewRows};
+
+/// Reads waiting for a connection before new ones are refused.
+const QUEUE_CAPACITY: usize = 4096;
+/// How long a read waits for a writer's lock (e.g. `feast materialize` committing).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
+/// Prepared statements kept per connection: one per table read.
+const STATEMENT_CACHE: usize = 512;
+
+/// The SELECT for one table. `rarray(?1)` binds the whole key batch as one parameter,
+/// so the statement text (and its cached plan) does not depend on the batch size.
+pub(crate) fn select_statement(table: &str) -> String {
+    format!(
+        "SELECT entity_key, feature_name, value, event_ts FROM {} WHERE entity_key IN rarray(?1)",
+        quote_identifier(table)
+    )
+}
+
+/// Double-quotes an identifier, doubling embedded quotes (as Feast does).
+fn quote_identifier(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Handle to the reader pool. Cheap to clone; the threads stop when the last clone
+/// is dropped.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    path: PathBuf,
+    jobs: Sender<Job>,
+}
+
+struct Job {
+    reads: Vec<ViewRead>,
+    reply: oneshot::Sender<Result<Vec<ViewRows>, StoreError>>,
+}
+
+impl SqliteStore {
+    /// Opens `readers` read-only connections to `path` and starts one thread each.
+    /// Blocking: call it at start-up (or from `spawn_blocking`).
+    pub fn open(path: &Path, readers: usize) -> Result<Self, StoreError> {
+        let (tx, rx) = crossbeam_channel::bounded::<Job>(QUEUE_CAPACITY);
+        for i in 0..readers.max(1) {
+            let conn = open_reader(path)?;
+            let rx = rx.clone();
+            let worker_path = path.to_owned();
+            std::thread::Builder::new()
+                .name(format!("tern-sqlite-{i}"))
+                .spawn(move || worker(conn, &worker_path, rx))
+                .map_err(StoreError::Thread)?;
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                path: path.to_owned(),
+                jobs: tx,
+            }),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+}
+
+impl OnlineStore for SqliteStore {
+    async fn read(&self, reads: Vec<ViewRead>) -> Result<Vec<ViewRows>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .jobs
+            .try_send(Job { reads, reply })
+            .map_err(|e| match e {
+                TrySendError::Full(_) => StoreError::Overloaded {
+                    queued: QUEUE_CAPACITY,
+                },
+                TrySendError::Disconnected(_) => StoreError::Closed,
+            })?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    fn kind(&self) -> StoreKind {
+        StoreKind::Sqlite
+    }
+}
+
+fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+    let err = |source| StoreError::Sqlite {
+        path: path.to_owned(),
+        source,
+    };
+    // Read-only: Tern never writes on the serving path, and a missing file must be an
+    // error rather than a new empty database.
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(err)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    rusqlite::vtab::array::load_module(&conn).map_err(err)?;
+    // Fail at start-up, not on the first request, if the file is not a database.
+    conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map_err(err)?;
+    Ok(conn)
+}
+
+fn worker(conn: Connection, path: &Path, jobs: Receiver<Job>) {
+    while let Ok(job) = jobs.recv() {
+        let result = read_views(&conn, path, &job.reads);
+        // The caller may have gone (cancelled request); nothing to do then.
+        let _ = job.reply.send(result);
+    }
+}
+
+/// Runs one SELECT per view and gathers the rows. Value blobs are copied once into a
+/// shared buffer and handed out as slices of it.
+fn read_views(
+    conn: &Connection,
+    path: &Path,
+    reads: &[ViewRead],
+) -> Result<Vec<ViewRows>, StoreError> {
+    let classify = |table: &str, source: rusqlite::Error| classify_error(path, table, source);
+    let mut arena = BytesMut::new();
+    // (read, value index, start, end) into `arena`.
+    let mut spans: Vec<(usize, usize, usize, usize)> = Vec::new();
+    let mut results = Vec::with_capacity(reads.len());
+
+    for (r, read) in reads.iter().enumerate() {
+        let layout = &read.layout;
+        let table = layout.sqlite_table.as_str();
+        let n_slots = read.slots.len();
+        let mut rows = ViewRows::new(read.keys.len(), n_slots);
+
+        // feature index in the layout -> slot in this read
+        let mut slot_of = vec![usize::MAX; layout.features.len()];
+        for (slot, &feature) in read.slots.iter().enumerate() {
+            if let Some(s) = slot_of.get_mut(feature as usize) {
+                *s = slot;
+            }
+        }
+        let mut key_index: HashMap<&[u8], usize> = HashMap::with_capacity(read.keys.len());
+        for (i, k) in read.keys.iter().enumerate() {
+            key_index.insert(k, i);
+        }
+        let ids: Rc<Vec<rusqlite::types::Value>> = Rc::new(
+            read.keys
+                .iter()
+                .map(|k| rusqlite::types::Value::Blob(k.to_vec()))
+                .collect(),
+        );
+
+        let mut stmt = conn
+            .prepare_cached(&layout.sqlite_select)
+            .map_err(|e| classify(table, e))?;
+        let mut cursor = stmt.query([ids]).map_err(|e| classify(table, e))?;
+        while let Some(row) = cursor.next().map_err(|e| classify(table, e))? {
+            let (Ok(ValueRef::Blob(key)), Ok(ValueRef::Text(feature))) =
+                (row.get_ref(0), row.get_ref(1))
+            else {
+                continue;
+            };
+            let Some(&k) = key_index.get(key) else {
+                continue;
+            };
+            let ts = event_time(row.get_ref(3).unwrap_or(ValueRef::Null));
+            let entity_ts = &mut rows.timestamps[k];
+            // Feast keeps one time per entity; take the newest row's.
+            if entity_ts
+                .as_ref()
+                .is_none_or(|t| (t.seconds, t.nanos) < (ts.seconds, ts.nanos))
+            {
+                *entity_ts = Some(ts);
+            }
+            let slot = std::str::from_utf8(feature)
+                .ok()
+                .and_then(|f| layout.feature_index.get(f))
+                .and_then(|&i| slot_of.get(i as usize).copied())
+                .filter(|&s| s != usize::MAX);
+            if let Some(slot) = slot {
+                let start = arena.len();
+                if let Ok(ValueRef::Blob(v)) = row.get_ref(2) {
+                    arena.extend_from_slice(v);
+                }
+                spans.push((r, k * n_slots + slot, start, arena.len()));
+            }
+        }
+        results.push(rows);
+    }
+
+    let arena = arena.freeze();
+    for (r, idx, start, end) in spans {
+        if let Some(slot) = results.get_mut(r).and_then(|rows| rows.values.get_mut(idx)) {
+            *slot = Some(if start == end {
+                Bytes::new()
+            } else {
+                arena.slice(start..end)
+            });
+        }
+    }
+    Ok(results)
+}
+
+/// `event_ts` as Feast writes it: integer epoch seconds. Real seconds are accepted;
+/// anything else (pre-0.42 ISO text) reads as the epoch.
+fn event_time(v: ValueRef<'_>) -> Timestamp {
+    match v {
+        ValueRef::Integer(s) => Timestamp {
+            seconds: s,
+            nanos: 0,
+        },
+        ValueRef::Real(f) if f.is_finite() => {
+            let seconds = f.floor();
+            Timestamp {
+                seconds: seconds as i64,
+                nanos: ((f - seconds) * 1e9) as i32,
+            }
+        }
+        _ => Timestamp::default(),
+    }
+}
+
+fn classify_error(path: &Path, table: &str, source: rusqlite::Error) -> StoreError {
+    let code = source.sqlite_error_code();
+    if matches!(
+        code,
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+    ) {
+        return StoreError::Busy {
+            path: path.to_owned(),
+            source,
+        };
+    }
+    if source.to_string().contains("no such table") {
+        return StoreError::MissingTable {
+            table: table.to_owned(),
+            path: path.to_owned(),
+        };
+    }
+    StoreError::Sqlite {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// One row as Feast writes it.
+#[derive(Debug, Clone, Copy)]
+pub struct WriteRow<'a> {
+    /// Serialized entity key (no project suffix).
+    pub entity_key: &'a [u8],
+    /// Feature name.
+    pub feature: &'a str,
+    /// Serialized `feast.types.Value`; empty for null.
+    pub value: &'a [u8],
+    /// Event time, epoch seconds.
+    pub event_ts: i64,
+    /// Write time, epoch seconds.
+    pub created_ts: Option<i64>,
+}
+
+/// Creates a view table with Feast's DDL (and its `_ek` index) if it is missing.
+pub fn create_table(conn: &Connection, table: &str) -> rusqlite::Result<()> {
+    let t = quote_identifier(table);
+    let index = quote_identifier(&format!("{table}_ek"));
+    conn.execute_batch(&format!(
+        "CREATE TABLE IF NOT EXISTS {t} (entity_key BLOB, feature_name TEXT, value BLOB, \
+         value_text TEXT, vector_value BLOB, event_ts timestamp, created_ts timestamp, \
+         PRIMARY KEY(entity_key, feature_name));\n\
+         CREATE INDEX IF NOT EXISTS {index} ON {t} (entity_key);"
+    ))
+}
+
+/// Upserts rows with Feast's semantics (last write wins, no event-time check), in one
+/// transaction. `value_text` is left NULL: Feast fills it for its own vector search,
+/// and reads never use it.
+pub fn write_rows<'a>(
+    conn: &mut Connection,
+    table: &str,
+    rows: impl IntoIterator<Item = WriteRow<'a>>,
+) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    {
+        let mut stmt = tx.prepare(&format!(
+            "INSERT INTO {} (entity_key, feature_name, value, event_ts, created_ts) VALUES (?1, ?2, ?3, ?4, ?5) \
+             ON CONFLICT(entity_key, feature_name) DO UPDATE SET value = excluded.value, \
+             event_ts = excluded.event_ts, created_ts = excluded.created_ts",
+            quote_identifier(table)
+        ))?;
+        for row in rows {
+            stmt.execute(rusqlite::params![
+                row.entity_key,
+                row.feature,
+                row.value,
+                row.event_ts,
+                row.created_ts
+            ])?;
+        }
+    }
+    tx.commit()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{KeyBatch, StorageLayout};
+
+    #[test]
+    fn select_uses_the_primary_key_index() {
+        let conn = Connection::open_in_memory().unwrap();
+        rusqlite::vtab::array::load_module(&conn).unwrap();
+        create_table(&conn, "p_v").unwrap();
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {}", select_statement("p_v")))
+            .unwrap()
+            .query_map([Rc::new(Vec::<rusqlite::types::Value>::new())], |r| {
+                r.get::<_, String>(3)
+            })
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let text = plan.join(" | ");
+        assert!(
+            text.contains("USING INDEX") || text.contains("USING PRIMARY KEY"),
+            "{text}"
+        );
+        assert!(!text.contains("SCAN p_v"), "full table scan: {text}");
+    }
+
+    #[test]
+    fn reads_rows_nulls_and_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("online.db");
+        let mut conn = Connection::open(&path).unwrap();
+        create_table(&conn, "p_v").unwrap();
+        write_rows(
+            &mut conn,
+            "p_v",
+            [
+                WriteRow {
+                    entity_key: b"k1",
+                    feature: "a",
+                    value: b"\x20\x07",
+                    event_ts: 100,
+                    created_ts: None,
+                },
+                WriteRow {
+                    entity_key: b"k1",
+                    feature: "b",
+                    value: b"",
+                    event_ts: 101,
+                    created_ts: None,
+                },
+                WriteRow {
+                    entity_key: b"k2",
+                    feature: "b",
+                    value: b"\x20\x08",
+                    event_ts: 50,
+                    created_ts: Some(51),
+                },
+                WriteRow {
+                    entity_key: b"k2",
+                    feature: "zz",
+                    value: b"\x20\x09",
+                    event_ts: 50,
+                    created_ts: None,
+                },
+            ],
+        )
+        .unwrap();
+        drop(conn);
+
+        let layout = Arc::new(StorageLayout::new(
+            "p",
+            "v",
+            0,
+            vec!["a".into(), "b".into()],
+        ));
+        let mut keys = KeyBatch::default();
+        for k in [&b"k2"[..], b"k1", b"missing"] {
+            keys.push(k);
+        }
+        let read = ViewRead {
+            layout,
+            slots: Arc::from(vec![1u32, 0]),
+            keys: Arc::new(keys),
+        };
+        let conn = open_reader(&path).unwrap();
+        let rows = read_views(&conn, &path, &[read]).unwrap().remove(0);
+        let ts = |s| {
+            Some(Timestamp {
+                seconds: s,
+                nanos: 0,
+            })
+        };
+        assert_eq!(rows.timestamps, vec![ts(50), ts(101), None]);
+        let v = |b: &'static [u8]| Some(Bytes::from_static(b));
+        // slots are [b, a]
+        assert_eq!(
+            rows.values,
+            vec![v(b"\x20\x08"), None, v(b""), v(b"\x20\x07"), None, None]
+        );
+    }
+
+    #[test]
+    fn missing_table_and_missing_file_are_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("online.db");
+        assert!(matches!(
+            SqliteStore::open(&path, 1),
+            Err(StoreError::Sqlite { .. })
+        ));
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch("CREATE TABLE t (x)")
+            .unwrap();
+        let conn = open_reader(&path).unwrap();
+        let layout = Arc::new(StorageLayout::new("p", "v", 3, vec!["a".into()]));
+        let read = ViewRead {
+            layout,
+            slots: Arc::from(vec![0u32]),
+            keys: Arc::new(KeyBatch::default()),
+        };
+        let err = read_views(&conn, &path, &[read]).unwrap_err();
+        assert!(
+            matches!(&err, StoreError::MissingTable { table, .. } if table == "p_v_v3"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,226 @@
+//! Test and bench helpers (feature `testing`): an in-process server on a free port, and
+//! synthetic Feast repos (registry + SQLite online store in Feast's layout) of any size.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use prost::Message;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::config::{self, KeySerialization};
+use crate::proto::feast::core as pb;
+use crate::proto::feast::types::value::Val;
+use crate::proto::feast::types::{Value, value_type::Enum as ValueType};
+use crate::server::{self, ServerSettings, StartupError, StoreSettings};
+use crate::serving::{Clock, Serving};
+use crate::store::{EntityValue, key, sqlite};
+
+/// A server running in this process on `127.0.0.1:<free port>`.
+#[derive(Debug)]
+pub struct TestServer {
+    /// Bound address.
+    pub addr: SocketAddr,
+    /// The serving core behind it.
+    pub serving: Arc<Serving>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), StartupError>>,
+}
+
+impl TestServer {
+    /// Loads `feature_store.yaml` and serves it with `clock`.
+    pub async fn start(config_path: &Path, clock: Clock) -> Result<Self, StartupError> {
+        let config = config::load(config_path, |_| None)
+            .map_err(|e| StartupError::Unsupported(e.to_string()))?;
+        let serving = tokio::task::spawn_blocking(move || {
+            server::open_serving(&config, &StoreSettings { sqlite_readers: 2 }, clock)
+        })
+        .await
+        .map_err(|e| StartupError::Unsupported(e.to_string()))??;
+        Self::serve(Arc::new(serving)).await
+    }
+
+    /// Serves an already built core.
+    pub async fn serve(serving: Arc<Serving>) -> Result<Self, StartupError> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| StartupError::Unsupported(e.to_string()))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| StartupError::Unsupported(e.to_string()))?;
+        let (tx, rx) = oneshot::channel::<()>();
+        let core = serving.clone();
+        let task = tokio::spawn(async move {
+            let settings = ServerSettings::default();
+            server::run(listener, core, &settings, async {
+                let _ = rx.await;
+            })
+            .await
+        });
+        Ok(Self {
+            addr,
+            serving,
+            shutdown: Some(tx),
+            task,
+        })
+    }
+
+    /// `http://addr`, for tonic clients.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Starts the shutdown sequence and waits for the server to stop.
+    pub async fn stop(mut self) -> Result<(), StartupError> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        (&mut self.task)
+            .await
+            .map_err(|e| StartupError::Unsupported(e.to_string()))?
+    }
+}
+
+/// Shape of a synthetic repo: one entity `driver` (join key `driver_id`, INT64) and one
+/// view `bench` of `features` DOUBLE features `f0..`, `entities` drivers `1..=entities`.
+#[derive(Debug, Clone)]
+pub struct SyntheticRepo {
+    /// Feast project.
+    pub project: String,
+    /// Number of drivers stored.
+    pub entities: i64,
+    /// Number of features of the view.
+    pub features: usize,
+    /// View ttl (0 = none).
+    pub ttl_seconds: i64,
+    /// Event time of every row.
+    pub event_ts: i64,
+}
+
+impl Default for SyntheticRepo {
+    fn default() -> Self {
+        Self {
+            project: "synthetic".into(),
+            entities: 1000,
+            features: 10,
+            ttl_seconds: 0,
+            event_ts: 1_736_467_200,
+        }
+    }
+}
+
+/// The value stored for driver `id`, feature `f`.
+pub fn synthetic_value(id: i64, f: usize) -> f64 {
+    id as f64 + f as f64 / 100.0
+}
+
+impl SyntheticRepo {
+    /// The view's name.
+    pub const VIEW: &'static str = "bench";
+
+    /// Refs to every feature, `bench:f0,...`.
+    pub fn refs(&self) -> Vec<String> {
+        (0..self.features)
+            .map(|f| format!("{}:f{f}", Self::VIEW))
+            .collect()
+    }
+
+    /// The registry this repo holds.
+    pub fn registry(&self) -> pb::Registry {
+        let project = self.project.clone();
+        pb::Registry {
+            projects: vec![pb::Project {
+                spec: Some(pb::ProjectSpec {
+                    name: project.clone(),
+                    ..Default::default()
+                }),
+                meta: None,
+            }],
+            entities: vec![pb::Entity {
+                spec: Some(pb::EntitySpecV2 {
+                    name: "driver".into(),
+                    project: project.clone(),
+                    value_type: ValueType::Int64 as i32,
+                    join_key: "driver_id".into(),
+                    ..Default::default()
+                }),
+                meta: None,
+            }],
+            feature_views: vec![pb::FeatureView {
+                spec: Some(pb::FeatureViewSpec {
+                    name: Self::VIEW.into(),
+                    project,
+                    entities: vec!["driver".into()],
+                    features: (0..self.features)
+                        .map(|f| pb::FeatureSpecV2 {
+                            name: format!("f{f}"),
+                            value_type: ValueType::Double as i32,
+                            ..Default::default()
+                        })
+                        .collect(),
+                    entity_columns: vec![pb::FeatureSpecV2 {
+                        name: "driver_id".into(),
+                        value_type: ValueType::Int64 as i32,
+                        ..Default::default()
+                    }],
+                    ttl: (self.ttl_seconds > 0).then_some(prost_types::Duration {
+                        seconds: self.ttl_seconds,
+                        nanos: 0,
+                    }),
+                    online: true,
+                    ..Default::default()
+                }),
+                meta: Some(pb::FeatureViewMeta::default()),
+            }],
+            registry_schema_version: "1".into(),
+            ..Default::default()
+        }
+    }
+
+    /// Writes `feature_store.yaml`, `data/registry.db` and `data/online.db` under `dir`
+    /// and returns the YAML's path.
+    pub fn write(&self, dir: &Path) -> Result<PathBuf, Box<dyn std::error::Error + Send + Sync>> {
+        let data = dir.join("data");
+        std::fs::create_dir_all(&data)?;
+        std::fs::write(data.join("registry.db"), self.registry().encode_to_vec())?;
+
+        let mut conn = rusqlite::Connection::open(data.join("online.db"))?;
+        let table = format!("{}_{}", self.project, Self::VIEW);
+        sqlite::create_table(&conn, &table)?;
+        let prefix = key::key_prefix(&["driver_id"], KeySerialization::V3);
+        let mut rows = Vec::with_capacity(self.entities as usize * self.features);
+        for id in 1..=self.entities {
+            let mut k = prefix.clone();
+            key::push_value(&mut k, &EntityValue::Int64(id));
+            for f in 0..self.features {
+                let v = Value {
+                    val: Some(Val::DoubleVal(synthetic_value(id, f))),
+                }
+                .encode_to_vec();
+                rows.push((k.clone(), format!("f{f}"), v));
+            }
+        }
+        sqlite::write_rows(
+            &mut conn,
+            &table,
+            rows.iter().map(|(k, f, v)| sqlite::WriteRow {
+                entity_key: k,
+                feature: f,
+                value: v,
+                event_ts: self.event_ts,
+                created_ts: Some(self.event_ts),
+            }),
+        )?;
+
+        let yaml = dir.join("feature_store.yaml");
+        std::fs::write(
+            &yaml,
+            format!(
+                "project: {}\nregistry: data/registry.db\nonline_store:\n  type: sqlite\n  path: data/online.db\n",
+                self.project
+            ),
+        )?;
+        Ok(yaml)
+    }
+}
