@@ -9,6 +9,8 @@
 pub const GRPC_REQUESTS: &str = "tern_grpc_requests_total";
 /// Histogram: RPC latency in seconds, by `service`, `method` and `code`.
 pub const GRPC_DURATION: &str = "tern_grpc_request_duration_seconds";
+/// Gauge: GetOnlineFeatures requests being answered.
+pub const IN_FLIGHT: &str = "tern_requests_in_flight";
 /// Counter: entity rows answered by GetOnlineFeatures.
 pub const ENTITY_ROWS: &str = "tern_entity_rows_total";
 /// Counter: feature values served, by field `status`.
@@ -41,6 +43,7 @@ pub fn describe() {
         Unit::Seconds,
         "gRPC request latency, by service, method and status code"
     );
+    describe_gauge!(IN_FLIGHT, "GetOnlineFeatures requests being answered");
     describe_counter!(ENTITY_ROWS, "Entity rows answered by GetOnlineFeatures");
     describe_counter!(FEATURE_VALUES, "Feature values served, by field status");
     describe_histogram!(

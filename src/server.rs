@@ -30,8 +30,8 @@ use crate::store::{SqliteStore, Store, StoreError};
 /// Server knobs (CLI flags).
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
-    /// Upper bound for one RPC; a slower one fails with DEADLINE_EXCEEDED... rather
-    /// than holding a connection's stream forever.
+    /// Upper bound for one RPC; a slower one is cancelled rather than holding a
+    /// stream forever.
     pub request_timeout: Duration,
     /// How long in-flight RPCs may take to finish after shutdown starts.
     pub drain_timeout: Duration,
@@ -117,7 +117,9 @@ pub async fn run(
     settings: &ServerSettings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartupError> {
-    let local = listener.local_addr().ok();
+    let local = listener
+        .local_addr()
+        .map_or_else(|e| e.to_string(), |a| a.to_string());
     let (health, health_service) = tonic_health::server::health_reporter();
     // The registry is loaded before `run` is called: ready from the first accept.
     for name in ["", SERVING_SERVICE_NAME, FEATURE_SERVER_NAME] {
@@ -161,7 +163,7 @@ pub async fn run(
         let _ = drain_tx.send(());
     };
 
-    tracing::info!(addr = ?local, "serving gRPC");
+    tracing::info!(addr = %local, "serving gRPC");
     let serve = Server::builder()
         .timeout(settings.request_timeout)
         // Sidecar connections are long-lived; keepalives find dead peers.

@@ -65,6 +65,9 @@ pub struct Snapshot {
     services: HashMap<String, Arc<ServiceDef>>,
     /// Join key -> value type, for every entity of the project.
     entity_join_keys: HashMap<String, ValueType>,
+    /// Entity name -> join key, where they differ (Feast still accepts entity names
+    /// as request columns, with a deprecation warning).
+    entity_names: HashMap<String, String>,
 }
 
 /// Kinds of view Feast serves from the online store.
@@ -198,6 +201,11 @@ impl Snapshot {
             .filter(|(jk, _)| *jk != DUMMY_ENTITY_ID)
             .map(|&(jk, t)| (jk.to_owned(), t))
             .collect();
+        let entity_names = entities
+            .iter()
+            .filter(|(name, (jk, _))| *jk != DUMMY_ENTITY_ID && **name != *jk)
+            .map(|(name, (jk, _))| ((*name).to_owned(), (*jk).to_owned()))
+            .collect();
 
         let builder = Builder {
             settings,
@@ -294,6 +302,7 @@ impl Snapshot {
             views,
             services,
             entity_join_keys,
+            entity_names,
         })
     }
 
@@ -315,6 +324,13 @@ impl Snapshot {
     /// Join keys of every entity of the project, with their types.
     pub fn entity_join_keys(&self) -> impl Iterator<Item = (&str, ValueType)> {
         self.entity_join_keys.iter().map(|(k, t)| (k.as_str(), *t))
+    }
+
+    /// `(entity name, join key)` for entities whose name differs from their join key.
+    pub fn entity_names(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.entity_names
+            .iter()
+            .map(|(n, k)| (n.as_str(), k.as_str()))
     }
 
     /// Number of views (of every kind) in the project.

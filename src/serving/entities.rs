@@ -117,7 +117,8 @@ impl<'a> EntityRows<'a> {
         })
     }
 
-    fn column(&self, name: &str) -> Option<&'a [Value]> {
+    /// Values of column `name`.
+    pub fn column(&self, name: &str) -> Option<&'a [Value]> {
         self.columns
             .iter()
             .find(|(n, _)| *n == name)
@@ -150,6 +151,7 @@ pub fn encode_keys(rows: &EntityRows<'_>, set: &KeySetSpec) -> Result<Keys, Enti
     for c in &set.columns {
         let values = rows
             .column(&c.request_column)
+            .or_else(|| c.fallback_column.as_deref().and_then(|f| rows.column(f)))
             .ok_or_else(|| EntityError::MissingJoinKey {
                 column: c.request_column.clone(),
                 view: set.view.clone(),

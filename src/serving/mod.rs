@@ -9,6 +9,7 @@ pub mod entities;
 pub mod plan;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -68,6 +69,26 @@ pub struct Serving {
     store: Store,
     clock: Clock,
     plans: PlanCache,
+    /// Requests being answered (a gauge; also lets tests see a request in flight).
+    in_flight: AtomicUsize,
+}
+
+/// Counts a request as in flight until dropped.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    fn enter(counter: &'a AtomicUsize) -> Self {
+        let n = counter.fetch_add(1, Ordering::Relaxed) + 1;
+        metrics::gauge!(m::IN_FLIGHT).set(n as f64);
+        Self(counter)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let n = self.0.fetch_sub(1, Ordering::Relaxed).saturating_sub(1);
+        metrics::gauge!(m::IN_FLIGHT).set(n as f64);
+    }
 }
 
 impl Serving {
@@ -78,7 +99,13 @@ impl Serving {
             store,
             clock,
             plans: PlanCache::default(),
+            in_flight: AtomicUsize::new(0),
         }
+    }
+
+    /// Requests being answered right now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
     }
 
     /// The registry handle.
@@ -96,6 +123,7 @@ impl Serving {
         &self,
         req: Request<'_>,
     ) -> Result<GetOnlineFeaturesResponse, Error> {
+        let _in_flight = InFlight::enter(&self.in_flight);
         // One snapshot for the whole request, even if a reload publishes another.
         let snapshot = self.registry.snapshot();
         let selection = req.selection.ok_or(Error::NoFeatures)?;
@@ -131,21 +159,23 @@ impl Serving {
 
         let now = self.clock.now_seconds();
         let mut counts = [0u64; 5];
-        let mut names = Vec::with_capacity(
-            plan.join_key_columns.len().min(rows.columns.len()) + plan.feature_names.len(),
-        );
+        let mut names = Vec::with_capacity(rows.columns.len() + plan.feature_names.len());
         let mut results = Vec::with_capacity(names.capacity());
 
         for &(name, values) in &rows.columns {
-            let Some(&value_type) = plan.join_key_columns.get(name) else {
+            let Some(echo) = plan.entity_columns.get(name) else {
                 continue;
             };
-            names.push(name.to_owned());
+            // An entity-name column is echoed as its join key, unless that is sent too.
+            if echo.output != name && rows.column(&echo.output).is_some() {
+                continue;
+            }
+            names.push(echo.output.clone());
             results.push(FeatureVector {
                 values: values
                     .iter()
                     .map(|v| {
-                        let typed = entities::coerced_value(v, value_type);
+                        let typed = entities::coerced_value(v, echo.value_type);
                         Bytes::from(typed.as_ref().unwrap_or(v).encode_to_vec())
                     })
                     .collect(),

@@ -47,9 +47,19 @@ pub struct Plan {
     pub key_sets: Vec<KeySetSpec>,
     /// `(name, version)` per distinct view read, for version metadata.
     pub metadata: Vec<FeatureViewMetadata>,
-    /// Request columns echoed as entity columns, with the type to coerce them to:
-    /// every join key of the project, plus aliased join-key columns of this plan.
-    pub join_key_columns: HashMap<String, ValueType>,
+    /// Request columns echoed as entity columns: every join key of the project,
+    /// aliased join-key columns of this plan, and entity names (Feast's deprecated
+    /// spelling, echoed under the join key's name).
+    pub entity_columns: HashMap<String, EntityColumn>,
+}
+
+/// How a request column is echoed in the response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntityColumn {
+    /// Output column name.
+    pub output: String,
+    /// Type the values are coerced to.
+    pub value_type: ValueType,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -110,6 +120,8 @@ pub struct KeySetSpec {
 pub struct KeyColumn {
     /// Request column holding the values (the join key, or its alias).
     pub request_column: String,
+    /// Column used when `request_column` is absent: the entity's name.
+    pub fallback_column: Option<String>,
     /// The view's join key.
     pub join_key: String,
     /// Type values are coerced to.
@@ -290,11 +302,13 @@ pub fn build(
     }
 
     let version = snapshot.settings.key_serialization;
+    let entity_by_join_key: HashMap<&str, &str> =
+        snapshot.entity_names().map(|(n, k)| (k, n)).collect();
     let mut key_sets: Vec<KeySetSpec> = Vec::new();
     let mut reads: Vec<(ReadSpec, Vec<u32>)> = Vec::new();
     let mut group_read = Vec::with_capacity(groups.len());
     for group in &groups {
-        let key_set = key_set_for(group, &mut key_sets, version);
+        let key_set = key_set_for(group, &mut key_sets, &entity_by_join_key, version);
         let read = reads
             .iter()
             .position(|(r, _)| r.key_set == key_set && Arc::ptr_eq(&r.layout, &group.view.layout))
@@ -347,13 +361,41 @@ pub fn build(
         }
     }
 
-    let mut join_key_columns: HashMap<String, ValueType> = snapshot
+    let mut entity_columns: HashMap<String, EntityColumn> = snapshot
         .entity_join_keys()
-        .map(|(k, t)| (k.to_owned(), t))
+        .map(|(k, t)| {
+            let column = EntityColumn {
+                output: k.to_owned(),
+                value_type: t,
+            };
+            (k.to_owned(), column)
+        })
         .collect();
+    for (name, join_key) in snapshot.entity_names() {
+        if let Some(t) = snapshot.entity_join_key(join_key)
+            && !entity_columns.contains_key(name)
+        {
+            let column = EntityColumn {
+                output: join_key.to_owned(),
+                value_type: t,
+            };
+            entity_columns.insert(name.to_owned(), column);
+        }
+    }
     for set in &key_sets {
         for c in &set.columns {
-            join_key_columns.insert(c.request_column.clone(), c.value_type);
+            let output = EntityColumn {
+                output: c.request_column.clone(),
+                value_type: c.value_type,
+            };
+            entity_columns.insert(c.request_column.clone(), output);
+            if let Some(fallback) = &c.fallback_column {
+                let output = EntityColumn {
+                    output: c.request_column.clone(),
+                    value_type: c.value_type,
+                };
+                entity_columns.insert(fallback.clone(), output);
+            }
         }
     }
 
@@ -368,7 +410,7 @@ pub fn build(
         reads,
         key_sets,
         metadata,
-        join_key_columns,
+        entity_columns,
     })
 }
 
@@ -478,6 +520,7 @@ fn check_collisions(names: &[String], full_names: bool) -> Result<(), Error> {
 fn key_set_for(
     group: &Group<'_>,
     key_sets: &mut Vec<KeySetSpec>,
+    entity_by_join_key: &HashMap<&str, &str>,
     version: crate::config::KeySerialization,
 ) -> usize {
     let view = group.view;
@@ -496,14 +539,19 @@ fn key_set_for(
     let mut columns: Vec<KeyColumn> = view
         .join_keys
         .iter()
-        .map(|jk| KeyColumn {
-            request_column: group
-                .join_key_map
-                .and_then(|m| m.get(&jk.name))
-                .cloned()
-                .unwrap_or_else(|| jk.name.clone()),
-            join_key: jk.name.clone(),
-            value_type: jk.value_type,
+        .map(|jk| {
+            let alias = group.join_key_map.and_then(|m| m.get(&jk.name));
+            KeyColumn {
+                request_column: alias.cloned().unwrap_or_else(|| jk.name.clone()),
+                fallback_column: match alias {
+                    Some(_) => None,
+                    None => entity_by_join_key
+                        .get(jk.name.as_str())
+                        .map(|n| (*n).to_owned()),
+                },
+                join_key: jk.name.clone(),
+                value_type: jk.value_type,
+            }
         })
         .collect();
     // Feast serializes keys sorted by join-key name.

@@ -1,0 +1,326 @@
+//! The daemon as an operator runs it: the `tern` binary (health, metrics, `tern get`,
+//! SIGTERM), and the drain of in-flight requests on shutdown.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use tern::proto::feast::serving::FieldStatus;
+use tern::serving::Clock;
+use tern::testing::{SyntheticRepo, TestServer, synthetic_value};
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+
+use crate::support::*;
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+/// A `tern serve` child process and its stderr lines.
+struct Daemon {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Daemon {
+    fn spawn(args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tern"))
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tern");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a JSON log line whose message is `message`; returns it parsed.
+    fn wait_for_log(&mut self, message: &str) -> serde_json::Value {
+        loop {
+            let line = self.lines.recv_timeout(DEADLINE).unwrap_or_else(|_| {
+                panic!("no log line {message:?}; saw:\n{}", self.seen.join("\n"))
+            });
+            self.seen.push(line.clone());
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                && v["message"] == message
+            {
+                return v;
+            }
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit without blocking the runtime, so clients
+    /// in this process can still answer the server's shutdown handshake.
+    async fn terminate(&mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let mut child =
+            std::mem::replace(&mut self.child, Command::new("true").spawn().expect("true"));
+        let wait = tokio::task::spawn_blocking(move || child.wait());
+        tokio::time::timeout(DEADLINE, wait)
+            .await
+            .expect("tern exits after SIGTERM")
+            .expect("join")
+            .expect("wait")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn http_get(addr: &str, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body).ok()?;
+    Some(body)
+}
+
+#[tokio::test]
+async fn tern_serve_binary_health_metrics_get_and_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = SyntheticRepo {
+        entities: 3,
+        features: 2,
+        ..SyntheticRepo::default()
+    };
+    let yaml = repo.write(dir.path()).unwrap();
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let mut daemon = Daemon::spawn(&[
+        "serve",
+        "--config",
+        yaml.to_str().unwrap(),
+        "--grpc-addr",
+        "127.0.0.1:0",
+        "--metrics-addr",
+        &metrics_addr,
+        "--log-format",
+        "json",
+    ]);
+    let loaded = daemon.wait_for_log("registry snapshot loaded");
+    assert_eq!(loaded["views"], 1, "{loaded}");
+    let serving = daemon.wait_for_log("serving gRPC");
+    let addr = serving["addr"].as_str().expect("addr field").to_owned();
+    let url = format!("http://{addr}");
+
+    let ch = channel(&url).await;
+    let status = HealthClient::new(ch.clone())
+        .check(HealthCheckRequest {
+            service: "feast.serving.ServingService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    assert_eq!(status, ServingStatus::Serving as i32);
+
+    let r = call(
+        &ch,
+        Path::FeatureServer,
+        refs_request(&["bench:f1"], vec![("driver_id", vec![int64(2)])]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(column(&r, "f1").0, [double(synthetic_value(2, 1))]);
+    assert_eq!(column(&r, "f1").1, [FieldStatus::Present]);
+
+    // `tern get`, as a person would try the server.
+    let out = Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args([
+            "get",
+            "--addr",
+            &url,
+            "--features",
+            "bench:f0,bench:f1",
+            "--entity",
+            "driver_id=1,3,42",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        ["driver_id", "f0", "f1"],
+        "{table}"
+    );
+    assert_eq!(
+        lines[1].split_whitespace().collect::<Vec<_>>(),
+        ["1", "1", "1.01"],
+        "{table}"
+    );
+    assert_eq!(
+        lines[3].split_whitespace().collect::<Vec<_>>(),
+        ["42", "<not", "found>", "<not", "found>"],
+        "{table}"
+    );
+
+    let metrics = eventually(DEADLINE, "metrics endpoint", || {
+        let addr = metrics_addr.clone();
+        async move { http_get(&addr, "/metrics").filter(|b| b.contains("tern_grpc_requests_total")) }
+    })
+    .await;
+    for expected in [
+        r#"tern_grpc_requests_total{service="GrpcFeatureServer",method="GetOnlineFeatures",code="OK"} 1"#,
+        r#"tern_grpc_requests_total{service="feast.serving.ServingService",method="GetOnlineFeatures",code="OK"} 1"#,
+        "tern_registry_generation 1",
+        "tern_entity_rows_total 4",
+        r#"tern_feature_values_total{status="NOT_FOUND"} 2"#,
+        "tern_store_read_duration_seconds_bucket{store=\"sqlite\"",
+        "tern_grpc_request_duration_seconds_bucket{",
+    ] {
+        assert!(
+            metrics.contains(expected),
+            "metrics lack {expected:?}:\n{metrics}"
+        );
+    }
+
+    // The client stays connected: shutdown must not wait on an idle connection.
+    let status = daemon.terminate().await;
+    assert!(status.success(), "exit status {status:?}");
+    daemon.wait_for_log("shutdown requested: health NOT_SERVING, draining in-flight requests");
+    daemon.wait_for_log("server stopped");
+    assert!(
+        !daemon
+            .seen
+            .iter()
+            .any(|l| l.contains("drain timeout reached")),
+        "an idle client connection held the drain open:\n{}",
+        daemon.seen.join("\n")
+    );
+    drop(ch);
+}
+
+#[tokio::test]
+async fn tern_serve_refuses_to_start_without_a_registry() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = dir.path().join("feature_store.yaml");
+    std::fs::write(&yaml, "project: demo\nregistry: data/registry.db\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args([
+            "serve",
+            "--config",
+            yaml.to_str().unwrap(),
+            "--grpc-addr",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Registry not found at path") && err.contains("registry.db"),
+        "{err}"
+    );
+
+    std::fs::write(
+        &yaml,
+        "project: demo\nregistry: {path: r.db, cache_ttl_seconds: soon}\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args(["serve", "--config", yaml.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cache_ttl_seconds"),
+        "a bad value names its key: {err}"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_drains_a_request_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = SyntheticRepo {
+        entities: 3,
+        features: 2,
+        ..SyntheticRepo::default()
+    };
+    let yaml = repo.write(dir.path()).unwrap();
+    let server = TestServer::start(&yaml, Clock::Fixed(repo.event_ts))
+        .await
+        .unwrap();
+    let addr = server.addr;
+    let ch = channel(&server.url()).await;
+
+    // A writer holds SQLite's exclusive lock: the read blocks in the store, in flight.
+    let mut writer = rusqlite::Connection::open(dir.path().join("data/online.db")).unwrap();
+    let lock = writer
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive)
+        .unwrap();
+    let request = tokio::spawn({
+        let ch = ch.clone();
+        async move {
+            call(
+                &ch,
+                Path::Serving,
+                refs_request(&["bench:f0"], vec![("driver_id", vec![int64(1)])]),
+            )
+            .await
+        }
+    });
+    let serving = server.serving.clone();
+    eventually(DEADLINE, "request in flight", || {
+        let n = serving.in_flight();
+        async move { (n == 1).then_some(()) }
+    })
+    .await;
+
+    let stopped = tokio::spawn(server.stop());
+    eventually(DEADLINE, "listener closed", || async move {
+        TcpStream::connect(addr).is_err().then_some(())
+    })
+    .await;
+    assert!(
+        !request.is_finished(),
+        "the request is still waiting on the lock"
+    );
+
+    lock.commit().unwrap();
+    let r = request
+        .await
+        .unwrap()
+        .expect("the in-flight request completes during the drain");
+    assert_eq!(column(&r, "f0").0, [double(synthetic_value(1, 0))]);
+    stopped
+        .await
+        .unwrap()
+        .expect("server stops cleanly after draining");
+}

@@ -1,0 +1,9 @@
+//! Integration tests: one binary, real servers on free loopback ports.
+
+// Helpers are `pub` for sibling modules of this test binary.
+#![allow(unreachable_pub)]
+
+mod support;
+
+mod daemon;
+mod serving;
