@@ -25,10 +25,8 @@ mod generated {
     include!(concat!(env!("OUT_DIR"), "/.GrpcFeatureServer.rs"));
 }
 
-use generated::grpc_feature_server_server::GrpcFeatureServer;
-pub use generated::grpc_feature_server_server::GrpcFeatureServerServer;
-use generated::serving_service_server::ServingService;
-pub use generated::serving_service_server::ServingServiceServer;
+pub use generated::grpc_feature_server_server::{GrpcFeatureServer, GrpcFeatureServerServer};
+pub use generated::serving_service_server::{ServingService, ServingServiceServer};
 
 /// Full gRPC service names, as health checks and reflection know them.
 pub const SERVING_SERVICE_NAME: &str = "feast.serving.ServingService";

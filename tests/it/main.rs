@@ -5,5 +5,7 @@
 
 mod support;
 
+mod compat;
 mod daemon;
+mod registry;
 mod serving;

@@ -206,7 +206,7 @@ async fn bad_requests_get_the_right_code_and_a_message_naming_the_culprit() {
     let one = || vec![("driver_id", vec![int64(1)])];
     let cases: Vec<(
         &str,
-        tern::proto::feast::serving::GetOnlineFeaturesRequest,
+        tern::proto::tern::wire::GetOnlineFeaturesRequest,
         Code,
         &str,
     )> = vec![

@@ -2,17 +2,13 @@
 
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use tern::proto::feast::serving::get_online_features_request::Kind;
-use tern::proto::feast::serving::serving_service_client::ServingServiceClient;
-use tern::proto::feast::serving::{
-    FeatureList, FieldStatus, GetOnlineFeaturesRequest, GetOnlineFeaturesResponse,
-};
+use tern::proto::feast::serving::{FeatureList, FieldStatus, GetOnlineFeaturesResponse};
 use tern::proto::feast::types::value::Val;
 use tern::proto::feast::types::{RepeatedValue, Value};
-use tern::proto::grpc_feature_server_client::GrpcFeatureServerClient;
+use tern::proto::tern::wire::get_online_features_request::Kind;
+use tern::proto::tern::wire::{Column, GetOnlineFeaturesRequest};
 use tonic::transport::Channel;
 
 /// Which gRPC path to call.
@@ -32,24 +28,32 @@ pub async fn channel(url: &str) -> Channel {
         .expect("connect")
 }
 
+/// Sends a GetOnlineFeatures request. The request is built as repeated entries
+/// (the same bytes as Feast's `map` field) so entity columns go out in the order
+/// given, as a Python or Go client's map would send them; the answer is decoded
+/// with Feast's response type.
 pub async fn call(
     channel: &Channel,
     path: Path,
     req: GetOnlineFeaturesRequest,
 ) -> Result<GetOnlineFeaturesResponse, tonic::Status> {
-    let r = match path {
-        Path::Serving => {
-            ServingServiceClient::new(channel.clone())
-                .get_online_features(req)
-                .await
-        }
-        Path::FeatureServer => {
-            GrpcFeatureServerClient::new(channel.clone())
-                .get_online_features(req)
-                .await
-        }
+    let route = match path {
+        Path::Serving => "/feast.serving.ServingService/GetOnlineFeatures",
+        Path::FeatureServer => "/GrpcFeatureServer/GetOnlineFeatures",
     };
-    r.map(tonic::Response::into_inner)
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let codec =
+        tonic_prost::ProstCodec::<GetOnlineFeaturesRequest, GetOnlineFeaturesResponse>::default();
+    grpc.unary(
+        tonic::Request::new(req),
+        route.parse().expect("route"),
+        codec,
+    )
+    .await
+    .map(tonic::Response::into_inner)
 }
 
 pub fn int64(v: i64) -> Value {
@@ -80,8 +84,11 @@ pub fn refs_request(refs: &[&str], entities: Vec<(&str, Vec<Value>)>) -> GetOnli
         })),
         entities: entities
             .into_iter()
-            .map(|(k, v)| (k.to_owned(), RepeatedValue { val: v }))
-            .collect::<BTreeMap<_, _>>(),
+            .map(|(k, v)| Column {
+                key: k.to_owned(),
+                value: Some(RepeatedValue { val: v }),
+            })
+            .collect(),
         ..Default::default()
     }
 }

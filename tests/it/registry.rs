@@ -1,0 +1,186 @@
+//! Feast's registry as Feast 0.67 wrote it (`examples/feature_repo/data/registry.db`).
+
+use std::path::{Path, PathBuf};
+
+use prost::Message;
+use tern::config;
+use tern::proto::feast::core as pb;
+use tern::registry::{Registry, file};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/feature_repo")
+}
+
+/// Decoding and encoding again loses nothing: the bytes equal Feast's own
+/// deterministic serialization of the same registry (map entries sorted), which the
+/// fixture script wrote with Feast's Python protos. A field Tern did not declare would
+/// be dropped by the decode and show up here as missing bytes.
+#[test]
+fn round_trip_loses_nothing() {
+    let path = repo().join("data/registry.db");
+    let original = std::fs::read(&path).unwrap();
+    let decoded = file::decode(&original, &path).unwrap();
+    let encoded = file::encode(&decoded);
+    let canonical = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/feast/registry.canonical.bin"),
+    )
+    .unwrap();
+    assert_eq!(encoded.len(), canonical.len(), "re-encoded size");
+    assert!(
+        encoded == canonical,
+        "re-encoded bytes differ from Feast's canonical serialization"
+    );
+
+    // The interesting parts are really there, not skipped as unknown fields.
+    assert!(
+        decoded
+            .feature_views
+            .iter()
+            .any(|v| v.spec.as_ref().is_some_and(|s| s.name == "driver_stats"))
+    );
+    let history = decoded
+        .feature_view_version_history
+        .as_ref()
+        .expect("field 18");
+    let versions: Vec<i32> = history
+        .records
+        .iter()
+        .filter(|r| r.feature_view_name == "driver_stats")
+        .map(|r| r.version_number)
+        .collect();
+    assert_eq!(versions, [0, 1, 2]);
+    for record in &history.records {
+        let view = pb::FeatureView::decode(record.feature_view_proto.as_slice()).unwrap();
+        assert_eq!(
+            view.encode_to_vec(),
+            record.feature_view_proto,
+            "snapshot of {} v{}",
+            record.feature_view_name,
+            record.version_number
+        );
+    }
+    let pinned = decoded
+        .feature_services
+        .iter()
+        .filter_map(|s| s.spec.as_ref())
+        .find(|s| s.name == "driver_svc_pinned")
+        .expect("pinned service");
+    assert_eq!(
+        pinned.features[0].version_tag,
+        Some(0),
+        "presence of version_tag 0 is kept"
+    );
+    assert!(!decoded.data_sources.is_empty(), "opaque data sources kept");
+}
+
+#[test]
+fn snapshot_indexes_views_versions_services_and_tables() {
+    let config = config::load(&repo().join("feature_store.yaml"), |_| None).unwrap();
+    let registry = Registry::load(&config).unwrap();
+    let snap = registry.snapshot();
+    assert_eq!(snap.settings.project, "tern_demo");
+    assert!(snap.settings.versioning);
+    let mut views = snap.view_names();
+    views.sort_unstable();
+    assert_eq!(
+        views,
+        [
+            "customer_profile",
+            "driver_customer",
+            "driver_stats",
+            "global_stats",
+            "zone_stats"
+        ]
+    );
+
+    let ds = snap.view("driver_stats").unwrap();
+    assert_eq!(ds.active.version, 1, "v2 was staged with --no-promote");
+    assert_eq!(ds.active.layout.sqlite_table, "tern_demo_driver_stats_v1");
+    assert_eq!(ds.versions.keys().copied().collect::<Vec<_>>(), [0, 1, 2]);
+    assert_eq!(
+        ds.version(0).unwrap().layout.sqlite_table,
+        "tern_demo_driver_stats"
+    );
+    assert_eq!(
+        ds.version(2).unwrap().layout.sqlite_table,
+        "tern_demo_driver_stats_v2"
+    );
+    assert!(
+        ds.version(2)
+            .unwrap()
+            .layout
+            .feature_index
+            .contains_key("vip_level")
+    );
+    assert!(!ds.active.layout.feature_index.contains_key("vip_level"));
+    assert!(
+        !ds.version(0)
+            .unwrap()
+            .layout
+            .feature_index
+            .contains_key("ratings")
+    );
+    assert_eq!(ds.active.ttl_seconds, Some(86400));
+    assert!(ds.version(9).is_none());
+
+    let dc = snap.view("driver_customer").unwrap();
+    let keys: Vec<&str> = dc
+        .active
+        .join_keys
+        .iter()
+        .map(|k| k.name.as_str())
+        .collect();
+    assert_eq!(keys, ["driver_id", "customer_id"]);
+    assert!(snap.view("global_stats").unwrap().active.is_entityless());
+    assert_eq!(snap.service_count(), 5);
+    assert_eq!(
+        snap.service("driver_svc_pinned").unwrap().projections[0].version_tag,
+        Some(0)
+    );
+
+    // With versioning off every version reads the unsuffixed table.
+    let off = config::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/feast/flag_off/feature_store.yaml"),
+        |_| None,
+    )
+    .unwrap();
+    let snap = Registry::load(&off).unwrap().snapshot();
+    assert_eq!(
+        snap.view("driver_stats")
+            .unwrap()
+            .active
+            .layout
+            .sqlite_table,
+        "tern_demo_driver_stats"
+    );
+}
+
+#[test]
+fn broken_registries_are_refused_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let original = std::fs::read(repo().join("data/registry.db")).unwrap();
+    let yaml = dir.path().join("feature_store.yaml");
+    std::fs::write(&yaml, "project: tern_demo\nregistry: registry.db\n").unwrap();
+    let config = config::load(&yaml, |_| None).unwrap();
+    let load = |bytes: &[u8]| {
+        std::fs::write(dir.path().join("registry.db"), bytes).unwrap();
+        Registry::load(&config).map(|_| ()).unwrap_err().to_string()
+    };
+    assert!(load(b"").contains("has no project 'tern_demo' (projects found: none)"));
+    assert!(load(b"\xff\xff\xff garbage").contains("is not a valid Feast registry"));
+    assert!(
+        load(&original[..original.len() / 2]).contains("registry.db"),
+        "cut in the middle"
+    );
+
+    std::fs::write(&yaml, "project: other\nregistry: registry.db\n").unwrap();
+    std::fs::write(dir.path().join("registry.db"), &original).unwrap();
+    let err = Registry::load(&config::load(&yaml, |_| None).unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("has no project 'other' (projects found: tern_demo)"),
+        "{err}"
+    );
+}
