@@ -1,1 +1,351 @@
-fn main() {}
+//! Open-loop load run against `tern serve`, beside the same load against a no-op tonic
+//! server answering the same response bodies (the floor: generator, gRPC and loopback
+//! cost with no feature serving at all).
+//!
+//! Requests are sent on a fixed schedule from a dedicated sender thread; each latency
+//! is counted from the request's scheduled time, not from when it was actually sent,
+//! so a stalled server or a late generator shows up in the tail instead of being
+//! hidden (a closed-loop tool would just send less).
+//!
+//! `cargo bench --bench load` (env: LOAD_RATES="1000,4000", LOAD_SECONDS=10).
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use prost::Message;
+use tern::proto::feast::serving::get_online_features_request::Kind;
+use tern::proto::feast::serving::serving_service_client::ServingServiceClient;
+use tern::proto::feast::serving::{FeatureList, GetOnlineFeaturesRequest};
+use tern::proto::feast::types::value::Val;
+use tern::proto::feast::types::{RepeatedValue, Value};
+use tern::proto::tern::wire;
+use tern::testing::SyntheticRepo;
+use tonic::transport::Channel;
+
+const CONNECTIONS: usize = 4;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--noop-server") {
+        noop::serve(&args[i + 1..]);
+        return;
+    }
+    let rates: Vec<f64> = std::env::var("LOAD_RATES")
+        .unwrap_or_else(|_| "1000,4000".into())
+        .split(',')
+        .map(|r| r.trim().parse().expect("LOAD_RATES: numbers"))
+        .collect();
+    let seconds: u64 = std::env::var("LOAD_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = SyntheticRepo::default();
+    let yaml = repo.write(dir.path()).expect("write repo");
+    let mut tern = Server::spawn(
+        Command::new(env!("CARGO_BIN_EXE_tern")).args([
+            "serve",
+            "--config",
+            yaml.to_str().expect("utf8 path"),
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ]),
+        |line| {
+            let v: serde_json::Value = serde_json::from_str(line).ok()?;
+            (v["message"] == "serving gRPC")
+                .then(|| v["addr"].as_str().map(str::to_owned))
+                .flatten()
+        },
+    );
+
+    let scenarios: Vec<(&str, GetOnlineFeaturesRequest)> =
+        vec![("1x10", request(&repo, 1)), ("100x10", request(&repo, 100))];
+    let tern_channels = rt.block_on(channels(tern.addr));
+    // The no-op server answers with Tern's own response bytes for each scenario.
+    let mut bodies = Vec::new();
+    for (name, req) in &scenarios {
+        let resp = rt
+            .block_on(
+                ServingServiceClient::new(tern_channels[0].clone())
+                    .get_online_features(req.clone()),
+            )
+            .expect("tern answers");
+        let path = dir.path().join(format!("{name}.bin"));
+        std::fs::write(&path, resp.into_inner().encode_to_vec()).expect("write body");
+        bodies.push(path.to_string_lossy().into_owned());
+    }
+    let mut noop_args = vec!["--noop-server".to_owned()];
+    noop_args.extend(bodies);
+    let mut noop = Server::spawn(
+        Command::new(std::env::current_exe().expect("exe")).args(&noop_args),
+        |line| line.strip_prefix("listening ").map(str::to_owned),
+    );
+    let noop_channels = rt.block_on(channels(noop.addr));
+
+    println!("machine: {}", machine_line());
+    println!(
+        "open loop, {CONNECTIONS} HTTP/2 connections, {seconds}s per run, latency from scheduled send time"
+    );
+    println!(
+        "| scenario | rate (req/s) | server | p50 (ms) | p99 (ms) | p99.9 (ms) | max (ms) | achieved (req/s) | errors |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for (name, req) in &scenarios {
+        for &rate in &rates {
+            for (server, chans) in [("no-op floor", &noop_channels), ("tern", &tern_channels)] {
+                // Warm up connections, caches and plans, then measure.
+                let _ = run(&rt, chans, req, rate, Duration::from_secs(1));
+                let r = run(&rt, chans, req, rate, Duration::from_secs(seconds));
+                let q = |p: f64| r.hist.value_at_quantile(p) as f64 / 1000.0;
+                println!(
+                    "| {name} | {rate:.0} | {server} | {:.3} | {:.3} | {:.3} | {:.3} | {:.0} | {} |",
+                    q(0.5),
+                    q(0.99),
+                    q(0.999),
+                    r.hist.max() as f64 / 1000.0,
+                    r.achieved,
+                    r.errors
+                );
+            }
+        }
+    }
+    tern.stop();
+    noop.stop();
+}
+
+fn request(repo: &SyntheticRepo, entities: i64) -> GetOnlineFeaturesRequest {
+    let ids = (0..entities)
+        .map(|i| 1 + (i * 7919) % repo.entities)
+        .map(|id| Value {
+            val: Some(Val::Int64Val(id)),
+        });
+    GetOnlineFeaturesRequest {
+        kind: Some(Kind::Features(FeatureList { val: repo.refs() })),
+        entities: [("driver_id".to_owned(), RepeatedValue { val: ids.collect() })].into(),
+        ..Default::default()
+    }
+}
+
+async fn channels(addr: SocketAddr) -> Vec<Channel> {
+    let mut out = Vec::new();
+    for _ in 0..CONNECTIONS {
+        let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .expect("url")
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .expect("connect");
+        out.push(ch);
+    }
+    out
+}
+
+struct RunResult {
+    hist: Histogram<u64>,
+    errors: u64,
+    achieved: f64,
+}
+
+fn run(
+    rt: &tokio::runtime::Runtime,
+    channels: &[Channel],
+    req: &GetOnlineFeaturesRequest,
+    rate: f64,
+    duration: Duration,
+) -> RunResult {
+    let total = (rate * duration.as_secs_f64()) as usize;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Duration, bool)>();
+    let handle = rt.handle().clone();
+    let req = Arc::new(req.clone());
+    let start = Instant::now() + Duration::from_millis(50);
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let channels = channels.to_vec();
+    // The schedule lives on its own thread: a busy runtime must not delay sends.
+    let sender = std::thread::spawn(move || {
+        for i in 0..total {
+            let scheduled = start + interval * i as u32;
+            let now = Instant::now();
+            if scheduled > now {
+                std::thread::sleep(scheduled - now);
+            }
+            let (ch, req, tx) = (
+                channels[i % channels.len()].clone(),
+                req.clone(),
+                tx.clone(),
+            );
+            handle.spawn(async move {
+                let ok = ServingServiceClient::new(ch)
+                    .get_online_features((*req).clone())
+                    .await
+                    .is_ok();
+                let _ = tx.send((scheduled.elapsed(), ok));
+            });
+        }
+    });
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+    let mut errors = 0;
+    let mut done = 0;
+    rt.block_on(async {
+        while let Some((latency, ok)) = rx.recv().await {
+            let _ = hist.record((latency.as_micros() as u64).max(1));
+            errors += u64::from(!ok);
+            done += 1;
+            if done == total {
+                break;
+            }
+        }
+    });
+    sender.join().expect("sender");
+    let elapsed = start.elapsed().as_secs_f64();
+    RunResult {
+        hist,
+        errors,
+        achieved: done as f64 / elapsed,
+    }
+}
+
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Server {
+    fn spawn(cmd: &mut Command, addr_of: impl Fn(&str) -> Option<String>) -> Self {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn server");
+        let (out, err) = (
+            child.stdout.take().expect("stdout"),
+            child.stderr.take().expect("stderr"),
+        );
+        let (tx, rx) = std::sync::mpsc::channel();
+        for stream in [
+            Box::new(out) as Box<dyn std::io::Read + Send>,
+            Box::new(err),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        let addr = loop {
+            let line = rx
+                .recv_timeout(Duration::from_secs(30))
+                .expect("server prints its address");
+            if let Some(a) = addr_of(&line) {
+                break a.parse().expect("address");
+            }
+        };
+        Self { child, addr }
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn machine_line() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .next()
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_owned())
+        })
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map_or(0, |kb| kb / 1024 / 1024);
+    format!("{cpu}, {cores} cores, {mem} GiB, {}", std::env::consts::OS)
+}
+
+mod noop {
+    //! A tonic server with Tern's service shape that answers every GetOnlineFeatures
+    //! with a fixed, pre-encoded body and does nothing else.
+
+    use super::*;
+    use tern::grpc::{ServingService, ServingServiceServer};
+    use tern::proto::feast::serving::{GetFeastServingInfoRequest, GetFeastServingInfoResponse};
+    use tonic::{Request, Response, Status};
+
+    struct Noop {
+        one: wire::GetOnlineFeaturesResponse,
+        many: wire::GetOnlineFeaturesResponse,
+    }
+
+    #[tonic::async_trait]
+    impl ServingService for Noop {
+        async fn get_feast_serving_info(
+            &self,
+            _: Request<GetFeastServingInfoRequest>,
+        ) -> Result<Response<GetFeastServingInfoResponse>, Status> {
+            Ok(Response::new(GetFeastServingInfoResponse::default()))
+        }
+
+        async fn get_online_features(
+            &self,
+            request: Request<wire::GetOnlineFeaturesRequest>,
+        ) -> Result<Response<wire::GetOnlineFeaturesResponse>, Status> {
+            let rows = request
+                .get_ref()
+                .entities
+                .first()
+                .and_then(|c| c.value.as_ref())
+                .map_or(0, |v| v.val.len());
+            Ok(Response::new(if rows <= 1 {
+                self.one.clone()
+            } else {
+                self.many.clone()
+            }))
+        }
+    }
+
+    pub(super) fn serve(bodies: &[String]) {
+        let read = |p: &String| {
+            wire::GetOnlineFeaturesResponse::decode(std::fs::read(p).expect("body").as_slice())
+                .expect("decode body")
+        };
+        let noop = Noop {
+            one: read(&bodies[0]),
+            many: read(&bodies[1]),
+        };
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            println!("listening {}", listener.local_addr().expect("addr"));
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            tonic::transport::Server::builder()
+                .add_service(ServingServiceServer::new(noop))
+                .serve_with_incoming(incoming)
+                .await
+                .expect("serve");
+        });
+    }
+}

@@ -1,1 +1,110 @@
-fn main() {}
+//! In-process request path: plan lookup, entity keys, the SQLite read on the reader
+//! pool, and response assembly, for 1 entity x 10 features and 100 entities x 10
+//! features. The baseline, measured in the same run, is the bare SQLite work: the same
+//! prepared SELECT for the same keys on one connection, without Tern around it.
+//! Report the ratio (tern / baseline) in BENCHMARKS.md.
+
+use std::hint::black_box;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use tern::config::KeySerialization;
+use tern::proto::feast::types::value::Val;
+use tern::proto::feast::types::{RepeatedValue, Value};
+use tern::proto::tern::wire::Column;
+use tern::registry::Registry;
+use tern::serving::{Clock, Request, Selection, Serving};
+use tern::store::{EntityValue, SqliteStore, Store, key};
+use tern::testing::SyntheticRepo;
+
+fn ids(n: i64) -> Vec<i64> {
+    // Spread over the table, so reads are not all one page.
+    (0..n).map(|i| 1 + (i * 7919) % 1000).collect()
+}
+
+fn bench(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = SyntheticRepo::default();
+    let yaml = repo.write(dir.path()).expect("write repo");
+    let config = tern::config::load(&yaml, |_| None).expect("config");
+    let registry = Arc::new(Registry::load(&config).expect("registry"));
+    let db = dir.path().join("data/online.db");
+    let store = Store::Sqlite(SqliteStore::open(&db, 2).expect("store"));
+    let serving = Serving::new(registry, store, Clock::Fixed(repo.event_ts));
+    let refs = repo.refs();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+
+    let conn = rusqlite::Connection::open(&db).expect("open");
+    rusqlite::vtab::array::load_module(&conn).expect("rarray");
+    let select = "SELECT entity_key, feature_name, value, event_ts FROM synthetic_bench WHERE entity_key IN rarray(?1)";
+
+    let mut group = c.benchmark_group("get_online_features");
+    for entities in [1i64, 100] {
+        let columns = vec![Column {
+            key: "driver_id".into(),
+            value: Some(RepeatedValue {
+                val: ids(entities)
+                    .into_iter()
+                    .map(|id| Value {
+                        val: Some(Val::Int64Val(id)),
+                    })
+                    .collect(),
+            }),
+        }];
+        let label = format!("{entities}x10");
+        group.bench_with_input(BenchmarkId::new("tern", &label), &columns, |b, columns| {
+            b.iter(|| {
+                let req = Request {
+                    selection: Some(Selection::Refs(&refs)),
+                    entities: columns,
+                    full_feature_names: false,
+                    include_metadata: false,
+                };
+                black_box(
+                    rt.block_on(serving.get_online_features(req))
+                        .expect("answer"),
+                )
+            })
+        });
+
+        let keys: Vec<Vec<u8>> = ids(entities)
+            .into_iter()
+            .map(|id| {
+                let mut k = key::key_prefix(&["driver_id"], KeySerialization::V3);
+                key::push_value(&mut k, &EntityValue::Int64(id));
+                k
+            })
+            .collect();
+        group.bench_with_input(
+            BenchmarkId::new("baseline_sqlite_select", &label),
+            &keys,
+            |b, keys| {
+                b.iter(|| {
+                    let ids: Rc<Vec<rusqlite::types::Value>> = Rc::new(
+                        keys.iter()
+                            .map(|k| rusqlite::types::Value::Blob(k.clone()))
+                            .collect(),
+                    );
+                    let mut stmt = conn.prepare_cached(select).expect("prepare");
+                    let mut rows = stmt.query([ids]).expect("query");
+                    let mut bytes = 0usize;
+                    while let Some(row) = rows.next().expect("row") {
+                        if let Ok(rusqlite::types::ValueRef::Blob(v)) = row.get_ref(2) {
+                            bytes += v.len();
+                        }
+                    }
+                    black_box(bytes)
+                })
+            },
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

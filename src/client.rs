@@ -6,18 +6,16 @@ use std::fmt::Write as _;
 use anyhow::{Context, bail};
 
 use crate::cli::{GetArgs, ServicePath};
-use crate::proto::feast::serving::get_online_features_request::Kind;
-use crate::proto::feast::serving::serving_service_client::ServingServiceClient;
-use crate::proto::feast::serving::{
-    FeatureList, FieldStatus, GetOnlineFeaturesRequest, GetOnlineFeaturesResponse,
-};
+use crate::error::code_label;
+use crate::proto::feast::serving::{FeatureList, FieldStatus, GetOnlineFeaturesResponse};
 use crate::proto::feast::types::value::Val;
 use crate::proto::feast::types::{RepeatedValue, Value};
-use crate::proto::grpc_feature_server_client::GrpcFeatureServerClient;
+use crate::proto::tern::wire::{self, get_online_features_request::Kind};
 
-/// Builds the request `args` describe.
-pub fn request(args: &GetArgs) -> anyhow::Result<GetOnlineFeaturesRequest> {
-    let mut entities = std::collections::BTreeMap::new();
+/// Builds the request `args` describe. Entity columns keep their command-line order
+/// (the request is built as repeated entries, the same bytes as Feast's map).
+pub fn request(args: &GetArgs) -> anyhow::Result<wire::GetOnlineFeaturesRequest> {
+    let mut entities = Vec::with_capacity(args.entities.len());
     for spec in &args.entities {
         let Some((column, values)) = spec.split_once('=') else {
             bail!("--entity {spec:?}: expected join_key=value[,value...], e.g. driver_id=1001");
@@ -28,7 +26,10 @@ pub fn request(args: &GetArgs) -> anyhow::Result<GetOnlineFeaturesRequest> {
                 val: Some(Val::StringVal(v.to_owned())),
             })
             .collect();
-        entities.insert(column.to_owned(), RepeatedValue { val });
+        entities.push(wire::Column {
+            key: column.to_owned(),
+            value: Some(RepeatedValue { val }),
+        });
     }
     let kind = match &args.feature_service {
         Some(name) => Kind::FeatureService(name.clone()),
@@ -36,11 +37,11 @@ pub fn request(args: &GetArgs) -> anyhow::Result<GetOnlineFeaturesRequest> {
             val: args.features.clone(),
         }),
     };
-    Ok(GetOnlineFeaturesRequest {
+    Ok(wire::GetOnlineFeaturesRequest {
         kind: Some(kind),
         entities,
         full_feature_names: args.full_feature_names,
-        request_context: Default::default(),
+        request_context: Vec::new(),
         include_feature_view_version_metadata: args.metadata,
     })
 }
@@ -54,19 +55,20 @@ pub async fn get(args: &GetArgs) -> anyhow::Result<String> {
         .connect()
         .await
         .with_context(|| format!("cannot connect to {}", args.addr))?;
-    let response = match args.service {
-        ServicePath::Serving => {
-            ServingServiceClient::new(channel)
-                .get_online_features(req)
-                .await
-        }
-        ServicePath::FeatureServer => {
-            GrpcFeatureServerClient::new(channel)
-                .get_online_features(req)
-                .await
-        }
+    let route = match args.service {
+        ServicePath::Serving => "/feast.serving.ServingService/GetOnlineFeatures",
+        ServicePath::FeatureServer => "/GrpcFeatureServer/GetOnlineFeatures",
     };
-    let response = response.map_err(|s| anyhow::anyhow!("{:?}: {}", s.code(), s.message()))?;
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready()
+        .await
+        .with_context(|| format!("cannot reach {}", args.addr))?;
+    let codec = tonic_prost::ProstCodec::<wire::GetOnlineFeaturesRequest, GetOnlineFeaturesResponse>::default();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(route);
+    let response = grpc
+        .unary(tonic::Request::new(req), path, codec)
+        .await
+        .map_err(|s| anyhow::anyhow!("{}: {}", code_label(s.code()), s.message()))?;
     Ok(render(&response.into_inner(), args.timestamps))
 }
 

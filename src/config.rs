@@ -106,12 +106,12 @@ pub enum KeySerialization {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {cause}")]
     Read {
         /// The YAML path.
         path: PathBuf,
         /// The I/O error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// Not YAML, or a value of the wrong type (serde's message names the key).
     #[error("{path}: {message}")]
@@ -141,7 +141,7 @@ const DEFAULT_SQLITE_PATH: &str = "data/online.db";
 pub fn load(path: &Path, env: impl Fn(&str) -> Option<String>) -> Result<RepoConfig, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_owned(),
-        source,
+        cause: source,
     })?;
     let repo_dir = path
         .parent()

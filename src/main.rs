@@ -1,3 +1,4 @@
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -7,10 +8,29 @@ use tern::cli::{Cli, Command};
 use tern::server::{self, ServerSettings, StoreSettings};
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let cli = Cli::parse();
-    tern::telemetry::init_logging(cli.log_format, &cli.log_level).map_err(anyhow::Error::msg)?;
-    match cli.command {
+    if let Err(e) = tern::telemetry::init_logging(cli.log_format, &cli.log_level) {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
+    let serving = matches!(cli.command, Command::Serve(_));
+    match run(cli.command).await {
+        Ok(()) => ExitCode::SUCCESS,
+        // The daemon reports through its log (text or JSON); `get` prints for a person.
+        Err(e) if serving => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Serve(args) => {
             if let Some(addr) = args.metrics_addr {
                 tern::telemetry::install_metrics(addr)

@@ -3,6 +3,7 @@
 //! Owns: the tracing subscriber (text or JSON, level from `--log-level` or
 //! `RUST_LOG`) and the Prometheus HTTP exporter. Metric names live in `metrics`.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder};
@@ -24,7 +25,8 @@ pub fn init_logging(format: LogFormat, level: &str) -> Result<(), String> {
         .map_err(|e| format!("invalid log level '{level}': {e}"))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let result = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder

@@ -26,7 +26,7 @@ pub fn read(path: &Path) -> Result<pb::Registry, RegistryError> {
 pub fn decode(bytes: &[u8], path: &Path) -> Result<pb::Registry, RegistryError> {
     pb::Registry::decode(bytes).map_err(|source| RegistryError::Decode {
         path: path.to_owned(),
-        source,
+        cause: source,
     })
 }
 
@@ -43,7 +43,7 @@ fn read_stable(path: &Path) -> Result<Vec<u8>, RegistryError> {
         } else {
             RegistryError::Io {
                 path: path.to_owned(),
-                source,
+                cause: source,
             }
         }
     };

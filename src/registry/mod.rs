@@ -28,20 +28,20 @@ pub enum RegistryError {
     #[error("Registry not found at path \"{0}\". Have you run \"feast apply\"?")]
     NotFound(PathBuf),
     /// The file exists but cannot be read.
-    #[error("cannot read registry {path}: {source}")]
+    #[error("cannot read registry {path}: {cause}")]
     Io {
         /// Registry file.
         path: PathBuf,
         /// I/O error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// Not a serialized `feast.core.Registry` (garbage or cut in the middle of a field).
-    #[error("registry {path} is not a valid Feast registry: {source}")]
+    #[error("registry {path} is not a valid Feast registry: {cause}")]
     Decode {
         /// Registry file.
         path: PathBuf,
         /// Protobuf decode error.
-        source: prost::DecodeError,
+        cause: prost::DecodeError,
     },
     /// Decodes, but does not hold the configured project: empty, truncated at a field
     /// boundary, or the wrong registry.

@@ -110,20 +110,20 @@ pub enum StoreError {
         path: PathBuf,
     },
     /// The database is locked by a writer for longer than the busy timeout.
-    #[error("SQLite online store {path} is busy (locked by a writer): {source}")]
+    #[error("SQLite online store {path} is busy (locked by a writer): {cause}")]
     Busy {
         /// Database file.
         path: PathBuf,
         /// SQLite's error.
-        source: rusqlite::Error,
+        cause: rusqlite::Error,
     },
     /// Any other SQLite failure (corrupt file, I/O error).
-    #[error("SQLite online store {path}: {source}")]
+    #[error("SQLite online store {path}: {cause}")]
     Sqlite {
         /// Database file.
         path: PathBuf,
         /// SQLite's error.
-        source: rusqlite::Error,
+        cause: rusqlite::Error,
     },
     /// Too many reads queued: shed load rather than queue without bound.
     #[error("online store overloaded: {queued} reads already queued")]

@@ -117,7 +117,7 @@ impl OnlineStore for SqliteStore {
 fn open_reader(path: &Path) -> Result<Connection, StoreError> {
     let err = |source| StoreError::Sqlite {
         path: path.to_owned(),
-        source,
+        cause: source,
     };
     // Read-only: Tern never writes on the serving path, and a missing file must be an
     // error rather than a new empty database.
@@ -260,7 +260,7 @@ fn classify_error(path: &Path, table: &str, source: rusqlite::Error) -> StoreErr
     ) {
         return StoreError::Busy {
             path: path.to_owned(),
-            source,
+            cause: source,
         };
     }
     if source.to_string().contains("no such table") {
@@ -271,7 +271,7 @@ fn classify_error(path: &Path, table: &str, source: rusqlite::Error) -> StoreErr
     }
     StoreError::Sqlite {
         path: path.to_owned(),
-        source,
+        cause: source,
     }
 }
 
