@@ -36,9 +36,12 @@ const STATEMENT_CACHE: usize = 512;
 
 /// The SELECT for one table. `rarray(?1)` binds the whole key batch as one parameter,
 /// so the statement text (and its cached plan) does not depend on the batch size.
+/// Driving the join from the array makes SQLite seek the table's key index once per
+/// key with no temporary index (faster than `IN rarray(?1)`), and the array's rowid is
+/// the key's 1-based position in the batch, so rows need no key lookup at all.
 pub(crate) fn select_statement(table: &str) -> String {
     format!(
-        "SELECT entity_key, feature_name, value, event_ts FROM {} WHERE entity_key IN rarray(?1)",
+        "SELECT k.rowid, t.feature_name, t.value, t.event_ts FROM rarray(?1) AS k JOIN {} AS t ON t.entity_key = k.value",
         quote_identifier(table)
     )
 }
@@ -163,18 +166,7 @@ fn read_views(
         let table = layout.sqlite_table.as_str();
         let n_slots = read.slots.len();
         let mut rows = ViewRows::new(read.keys.len(), n_slots);
-
-        // feature index in the layout -> slot in this read
-        let mut slot_of = vec![usize::MAX; layout.features.len()];
-        for (slot, &feature) in read.slots.iter().enumerate() {
-            if let Some(s) = slot_of.get_mut(feature as usize) {
-                *s = slot;
-            }
-        }
-        let mut key_index: HashMap<&[u8], usize> = HashMap::with_capacity(read.keys.len());
-        for (i, k) in read.keys.iter().enumerate() {
-            key_index.insert(k, i);
-        }
+        let slots = SlotLookup::new(&layout.features, &read.slots);
         let ids: Rc<Vec<rusqlite::types::Value>> = Rc::new(
             read.keys
                 .iter()
@@ -187,12 +179,16 @@ fn read_views(
             .map_err(|e| classify(table, e))?;
         let mut cursor = stmt.query([ids]).map_err(|e| classify(table, e))?;
         while let Some(row) = cursor.next().map_err(|e| classify(table, e))? {
-            let (Ok(ValueRef::Blob(key)), Ok(ValueRef::Text(feature))) =
+            let (Ok(ValueRef::Integer(position)), Ok(ValueRef::Text(feature))) =
                 (row.get_ref(0), row.get_ref(1))
             else {
                 continue;
             };
-            let Some(&k) = key_index.get(key) else {
+            // rarray's rowid: the key's 1-based position in the batch.
+            let Some(k) = usize::try_from(position - 1)
+                .ok()
+                .filter(|k| *k < rows.timestamps.len())
+            else {
                 continue;
             };
             let ts = event_time(row.get_ref(3).unwrap_or(ValueRef::Null));
@@ -204,12 +200,7 @@ fn read_views(
             {
                 *entity_ts = Some(ts);
             }
-            let slot = std::str::from_utf8(feature)
-                .ok()
-                .and_then(|f| layout.feature_index.get(f))
-                .and_then(|&i| slot_of.get(i as usize).copied())
-                .filter(|&s| s != usize::MAX);
-            if let Some(slot) = slot {
+            if let Some(slot) = slots.slot(feature) {
                 let start = arena.len();
                 if let Ok(ValueRef::Blob(v)) = row.get_ref(2) {
                     arena.extend_from_slice(v);
@@ -231,6 +222,39 @@ fn read_views(
         }
     }
     Ok(results)
+}
+
+/// Maps a stored feature name to its slot in a read, by bytes (no UTF-8 check, no
+/// hashing for the usual handful of features).
+struct SlotLookup<'a> {
+    wanted: Vec<(&'a [u8], usize)>,
+    by_name: Option<HashMap<&'a [u8], usize>>,
+}
+
+impl<'a> SlotLookup<'a> {
+    /// Above this many slots a map beats a linear scan.
+    const LINEAR_MAX: usize = 16;
+
+    fn new(features: &'a [String], slots: &[u32]) -> Self {
+        let wanted: Vec<(&[u8], usize)> = slots
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, &f)| features.get(f as usize).map(|name| (name.as_bytes(), slot)))
+            .collect();
+        let by_name = (wanted.len() > Self::LINEAR_MAX).then(|| wanted.iter().copied().collect());
+        Self { wanted, by_name }
+    }
+
+    fn slot(&self, feature: &[u8]) -> Option<usize> {
+        match &self.by_name {
+            Some(map) => map.get(feature).copied(),
+            None => self
+                .wanted
+                .iter()
+                .find(|(name, _)| *name == feature)
+                .map(|(_, slot)| *slot),
+        }
+    }
 }
 
 /// `event_ts` as Feast writes it: integer epoch seconds. Real seconds are accepted;
@@ -430,6 +454,22 @@ mod tests {
         assert_eq!(
             rows.values,
             vec![v(b"\x20\x08"), None, v(b""), v(b"\x20\x07"), None, None]
+        );
+    }
+
+    #[test]
+    fn slot_lookup_by_name() {
+        let names: Vec<String> = vec!["x".into(), "y".into(), "z".into()];
+        let slots = SlotLookup::new(&names, &[2, 0]);
+        assert_eq!(
+            (slots.slot(b"z"), slots.slot(b"x"), slots.slot(b"y")),
+            (Some(0), Some(1), None)
+        );
+        let many: Vec<String> = (0..40).map(|i| format!("f{i}")).collect();
+        let slots = SlotLookup::new(&many, &(0..40).rev().collect::<Vec<u32>>());
+        assert_eq!(
+            (slots.slot(b"f39"), slots.slot(b"f0"), slots.slot(b"f40")),
+            (Some(0), Some(39), None)
         );
     }
 
