@@ -96,6 +96,8 @@ pub struct SyntheticRepo {
     pub ttl_seconds: i64,
     /// Event time of every row.
     pub event_ts: i64,
+    /// Entity key layout written (and declared in the YAML).
+    pub key_serialization: KeySerialization,
 }
 
 impl Default for SyntheticRepo {
@@ -106,6 +108,7 @@ impl Default for SyntheticRepo {
             features: 10,
             ttl_seconds: 0,
             event_ts: 1_736_467_200,
+            key_serialization: KeySerialization::V3,
         }
     }
 }
@@ -188,7 +191,7 @@ impl SyntheticRepo {
         let mut conn = rusqlite::Connection::open(data.join("online.db"))?;
         let table = format!("{}_{}", self.project, Self::VIEW);
         sqlite::create_table(&conn, &table)?;
-        let prefix = key::key_prefix(&["driver_id"], KeySerialization::V3);
+        let prefix = key::key_prefix(&["driver_id"], self.key_serialization);
         let mut rows = Vec::with_capacity(self.entities as usize * self.features);
         for id in 1..=self.entities {
             let mut k = prefix.clone();
@@ -217,8 +220,12 @@ impl SyntheticRepo {
         std::fs::write(
             &yaml,
             format!(
-                "project: {}\nregistry: data/registry.db\nonline_store:\n  type: sqlite\n  path: data/online.db\n",
-                self.project
+                "project: {}\nregistry: data/registry.db\nonline_store:\n  type: sqlite\n  path: data/online.db\nentity_key_serialization_version: {}\n",
+                self.project,
+                match self.key_serialization {
+                    KeySerialization::V2 => 2,
+                    KeySerialization::V3 => 3,
+                }
             ),
         )?;
         Ok(yaml)

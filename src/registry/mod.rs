@@ -1,6 +1,6 @@
 //! Feast's registry: loading it, and the snapshot requests are served from.
 //!
-//! Owns: reading a registry source ([`file`]), turning it into an immutable indexed
+//! Owns: reading a registry source ([`mod@file`]), turning it into an immutable indexed
 //! [`Snapshot`], and the handle that publishes snapshots atomically ([`Registry`]).
 //! Does not own: resolving a request against a snapshot (`serving::plan`).
 

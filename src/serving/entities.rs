@@ -386,6 +386,35 @@ mod tests {
     }
 
     #[test]
+    fn duplicate_rows_share_one_key() {
+        use crate::config::KeySerialization;
+        use crate::serving::plan::{KeyColumn, KeySetSpec};
+        let set = KeySetSpec {
+            columns: vec![KeyColumn {
+                request_column: "driver_id".into(),
+                fallback_column: None,
+                join_key: "driver_id".into(),
+                value_type: ValueType::Int64,
+            }],
+            prefix: key::key_prefix(&["driver_id"], KeySerialization::V3),
+            entityless: false,
+            view: "v".into(),
+        };
+        let cols = [column(
+            "driver_id",
+            vec![
+                v(Val::Int64Val(7)),
+                v(Val::StringVal("8".into())),
+                v(Val::Int32Val(7)),
+                v(Val::Int64Val(7)),
+            ],
+        )];
+        let keys = encode_keys(&EntityRows::new(&cols).unwrap(), &set).unwrap();
+        assert_eq!(keys.batch.len(), 2, "7 is read once for its three rows");
+        assert_eq!(keys.row_to_key, [0, 1, 0, 0]);
+    }
+
+    #[test]
     fn column_validation() {
         assert_eq!(EntityRows::new(&[]).unwrap_err(), EntityError::NoEntities);
         let ragged = [

@@ -199,6 +199,8 @@ async fn tern_serve_binary_health_metrics_get_and_sigterm() {
         r#"tern_grpc_requests_total{service="GrpcFeatureServer",method="GetOnlineFeatures",code="OK"} 1"#,
         r#"tern_grpc_requests_total{service="feast.serving.ServingService",method="GetOnlineFeatures",code="OK"} 1"#,
         "tern_registry_generation 1",
+        "tern_registry_load_duration_seconds_count 1",
+        "tern_requests_in_flight 0",
         "tern_entity_rows_total 4",
         r#"tern_feature_values_total{status="NOT_FOUND"} 2"#,
         "tern_store_read_duration_seconds_bucket{store=\"sqlite\"",

@@ -388,3 +388,58 @@ async fn serving_info_health_and_reflection() {
     }
     server.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn entity_key_serialization_v2() {
+    let repo = SyntheticRepo {
+        key_serialization: tern::config::KeySerialization::V2,
+        ..small()
+    };
+    let (_dir, server) = start(&repo, Clock::Fixed(T)).await;
+    let ch = channel(&server.url()).await;
+    let r = call(
+        &ch,
+        Path::Serving,
+        refs_request(&["bench:f1"], vec![("driver_id", vec![int64(4)])]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(column(&r, "f1").0, [double(synthetic_value(4, 1))]);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn reflection_lists_feast_services() {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let (_dir, server) = start(&small(), Clock::Fixed(T)).await;
+    let ch = channel(&server.url()).await;
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = ServerReflectionClient::new(ch)
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = stream.message().await.unwrap().expect("one answer");
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("unexpected reflection answer");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for expected in [
+        "feast.serving.ServingService",
+        "GrpcFeatureServer",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} not in {names:?}"
+        );
+    }
+    server.stop().await.unwrap();
+}
