@@ -52,6 +52,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .btree_map(".")
         // Stored values are sliced out of one read buffer, never copied per value.
         .bytes(".tern.wire.FeatureVector.values")
+        .bytes(".tern.wire.GetOnlineFeaturesResponse.metadata")
         .include_file("proto.rs")
         .compile_fds(fds)?;
 

@@ -114,6 +114,9 @@ pub enum Error {
     /// Not (yet) served by Tern.
     #[error("{0}")]
     Unimplemented(String),
+    /// A bug in Tern: an invariant did not hold.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 fn collision_hint(full_feature_names: bool) -> &'static str {
@@ -140,6 +143,7 @@ impl Error {
             | Error::ViewNotServable { .. }
             | Error::ViewBroken { .. } => Code::FailedPrecondition,
             Error::OnDemandTransform { .. } | Error::Unimplemented(_) => Code::Unimplemented,
+            Error::Internal(_) => Code::Internal,
             Error::Store(e) => match e {
                 StoreError::MissingTable { .. } => Code::FailedPrecondition,
                 StoreError::Busy { .. } | StoreError::Closed => Code::Unavailable,

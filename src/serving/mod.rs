@@ -21,10 +21,10 @@ pub use plan::{Plan, PlanCache, Selection};
 
 use crate::error::Error;
 use crate::metrics as m;
-use crate::proto::feast::serving::{FeatureList, FieldStatus, GetOnlineFeaturesResponseMetadata};
+use crate::proto::feast::serving::FieldStatus;
 use crate::proto::tern::wire::{Column, FeatureVector, GetOnlineFeaturesResponse};
 use crate::registry::Registry;
-use crate::store::{OnlineStore, Store, ViewRead};
+use crate::store::{OnlineStore, Store, ViewRead, ViewRows};
 use entities::EntityRows;
 
 /// Wall-clock source for ttl checks. Tests pin it: fixture data is older than its ttl.
@@ -156,11 +156,18 @@ impl Serving {
             metrics::counter!(m::STORE_ERRORS, "store" => store, "kind" => store_error_kind(e))
                 .increment(1);
         })?;
+        if found.len() != plan.reads.len() {
+            return Err(Error::Internal(format!(
+                "the online store answered {} reads out of {}",
+                found.len(),
+                plan.reads.len()
+            )));
+        }
 
         let now = self.clock.now_seconds();
         let mut counts = [0u64; 5];
-        let mut names = Vec::with_capacity(rows.columns.len() + plan.feature_names.len());
-        let mut results = Vec::with_capacity(names.capacity());
+        let mut entity_names: Vec<&str> = Vec::with_capacity(rows.columns.len());
+        let mut results = Vec::with_capacity(rows.columns.len() + plan.columns.len());
 
         for &(name, values) in &rows.columns {
             let Some(echo) = plan.entity_columns.get(name) else {
@@ -170,7 +177,7 @@ impl Serving {
             if echo.output != name && rows.column(&echo.output).is_some() {
                 continue;
             }
-            names.push(echo.output.clone());
+            entity_names.push(&echo.output);
             results.push(FeatureVector {
                 values: values
                     .iter()
@@ -184,50 +191,17 @@ impl Serving {
             });
         }
 
-        for (column, name) in plan.columns.iter().zip(&plan.feature_names) {
+        for column in &plan.columns {
             let read = &plan.reads[column.read];
-            let rows_found = &found[column.read];
-            let row_to_key = &keys[read.key_set].row_to_key;
-            let n_slots = read.slots.len();
-            let mut vector = FeatureVector {
-                values: Vec::with_capacity(rows.rows),
-                statuses: Vec::with_capacity(rows.rows),
-                event_timestamps: Vec::with_capacity(rows.rows),
-            };
-            for &k in row_to_key {
-                let k = k as usize;
-                let (value, status, ts) = match rows_found.timestamps.get(k).copied().flatten() {
-                    None => (Bytes::new(), FieldStatus::NotFound, Timestamp::default()),
-                    Some(ts) => match rows_found
-                        .values
-                        .get(k * n_slots + column.slot)
-                        .cloned()
-                        .flatten()
-                    {
-                        None => (Bytes::new(), FieldStatus::NotFound, ts),
-                        Some(v) if is_null(&v) => (Bytes::new(), FieldStatus::NullValue, ts),
-                        Some(v) => {
-                            let stale = read
-                                .ttl_seconds
-                                .is_some_and(|ttl| now.saturating_sub(ts.seconds) > ttl);
-                            (
-                                v,
-                                if stale {
-                                    FieldStatus::OutsideMaxAge
-                                } else {
-                                    FieldStatus::Present
-                                },
-                                ts,
-                            )
-                        }
-                    },
-                };
-                counts[status as usize] += 1;
-                vector.values.push(value);
-                vector.statuses.push(status as i32);
-                vector.event_timestamps.push(ts);
-            }
-            names.push(name.clone());
+            let vector = feature_column(
+                &found[column.read],
+                &keys[read.key_set].row_to_key,
+                read.slots.len(),
+                column.slot,
+                read.ttl_seconds,
+                now,
+                &mut counts,
+            );
             results.push(vector);
         }
 
@@ -238,18 +212,80 @@ impl Serving {
         }
 
         Ok(GetOnlineFeaturesResponse {
-            metadata: Some(GetOnlineFeaturesResponseMetadata {
-                feature_names: Some(FeatureList { val: names }),
-                feature_view_metadata: if req.include_metadata {
-                    plan.metadata.clone()
-                } else {
-                    Vec::new()
-                },
-            }),
+            metadata: metadata_bytes(&entity_names, &plan, req.include_metadata),
             results,
             status: false,
         })
     }
+}
+
+/// One feature column: per request row, the value, status and event time of its entity.
+fn feature_column(
+    found: &ViewRows,
+    row_to_key: &[u32],
+    n_slots: usize,
+    slot: usize,
+    ttl_seconds: Option<i64>,
+    now: i64,
+    counts: &mut [u64; 5],
+) -> FeatureVector {
+    let mut vector = FeatureVector {
+        values: Vec::with_capacity(row_to_key.len()),
+        statuses: Vec::with_capacity(row_to_key.len()),
+        event_timestamps: Vec::with_capacity(row_to_key.len()),
+    };
+    for &k in row_to_key {
+        let k = k as usize;
+        let stored = found.values.get(k * n_slots + slot).cloned().flatten();
+        let (value, status, ts) = match (found.timestamps.get(k).copied().flatten(), stored) {
+            (None, _) => (Bytes::new(), FieldStatus::NotFound, Timestamp::default()),
+            (Some(ts), None) => (Bytes::new(), FieldStatus::NotFound, ts),
+            (Some(ts), Some(v)) if is_null(&v) => (Bytes::new(), FieldStatus::NullValue, ts),
+            (Some(ts), Some(v)) => {
+                let stale = ttl_seconds.is_some_and(|ttl| now.saturating_sub(ts.seconds) > ttl);
+                let status = if stale {
+                    FieldStatus::OutsideMaxAge
+                } else {
+                    FieldStatus::Present
+                };
+                (v, status, ts)
+            }
+        };
+        counts[status as usize] += 1;
+        vector.values.push(value);
+        vector.statuses.push(status as i32);
+        vector.event_timestamps.push(ts);
+    }
+    vector
+}
+
+/// Encodes `GetOnlineFeaturesResponseMetadata`: the request's entity column names,
+/// then the plan's pre-encoded feature names and (when asked) view versions.
+fn metadata_bytes(entity_names: &[&str], plan: &Plan, include_views: bool) -> Bytes {
+    use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
+    let mut names = Vec::with_capacity(
+        entity_names.iter().map(|n| n.len() + 2).sum::<usize>() + plan.encoded_feature_names.len(),
+    );
+    for name in entity_names {
+        // FeatureList.val (field 1), written from the borrowed name.
+        encode_key(1, WireType::LengthDelimited, &mut names);
+        encode_varint(name.len() as u64, &mut names);
+        names.extend_from_slice(name.as_bytes());
+    }
+    names.extend_from_slice(&plan.encoded_feature_names);
+    let views: &[u8] = if include_views {
+        &plan.encoded_view_metadata
+    } else {
+        &[]
+    };
+    let mut out =
+        Vec::with_capacity(1 + encoded_len_varint(names.len() as u64) + names.len() + views.len());
+    // field 1: feature_names (a FeatureList whose only field is the repeated names)
+    encode_key(1, WireType::LengthDelimited, &mut out);
+    encode_varint(names.len() as u64, &mut out);
+    out.extend_from_slice(&names);
+    out.extend_from_slice(views);
+    Bytes::from(out)
 }
 
 /// A stored null: Feast writes an empty value; `Value{null_val: NULL}` means the same.

@@ -12,6 +12,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use bytes::Bytes;
 use dashmap::DashMap;
 
 use crate::error::Error;
@@ -47,6 +48,11 @@ pub struct Plan {
     pub key_sets: Vec<KeySetSpec>,
     /// `(name, version)` per distinct view read, for version metadata.
     pub metadata: Vec<FeatureViewMetadata>,
+    /// `feature_names` encoded as `FeatureList.val` entries (field 1), ready to append.
+    pub encoded_feature_names: Bytes,
+    /// `metadata` encoded as `GetOnlineFeaturesResponseMetadata.feature_view_metadata`
+    /// entries (field 2), ready to append.
+    pub encoded_view_metadata: Bytes,
     /// Request columns echoed as entity columns: every join key of the project,
     /// aliased join-key columns of this plan, and entity names (Feast's deprecated
     /// spelling, echoed under the join key's name).
@@ -399,8 +405,19 @@ pub fn build(
         }
     }
 
+    let mut encoded_feature_names = Vec::new();
+    for name in &feature_names {
+        prost::encoding::string::encode(1, name, &mut encoded_feature_names);
+    }
+    let mut encoded_view_metadata = Vec::new();
+    for m in &metadata {
+        prost::encoding::message::encode(2, m, &mut encoded_view_metadata);
+    }
+
     Ok(Plan {
         generation: snapshot.generation,
+        encoded_feature_names: Bytes::from(encoded_feature_names),
+        encoded_view_metadata: Bytes::from(encoded_view_metadata),
         identity: match selection {
             Selection::Refs(r) => Identity::Refs(r.to_vec(), full_names),
             Selection::Service(s) => Identity::Service(s.to_owned(), full_names),
