@@ -50,6 +50,10 @@ pub struct ServeArgs {
     /// Time in-flight RPCs get to finish on SIGTERM, in seconds.
     #[arg(long, env = "TERN_DRAIN_TIMEOUT_S", default_value_t = 10)]
     pub drain_timeout_s: u64,
+    /// Upper bound for one request's Redis reads (and for connecting), in milliseconds;
+    /// a slower read answers DEADLINE_EXCEEDED.
+    #[arg(long, env = "TERN_STORE_TIMEOUT_MS", default_value_t = 250)]
+    pub store_timeout_ms: u64,
     /// SQLite reader threads (default: number of CPUs, at least 2).
     #[arg(long, env = "TERN_SQLITE_READERS")]
     pub sqlite_readers: Option<usize>,

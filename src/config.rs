@@ -67,21 +67,140 @@ pub enum OnlineStoreConfig {
 pub struct RedisConfig {
     /// `redis` or `redis_cluster` (Feast's `redis_sentinel` is refused).
     pub redis_type: RedisType,
-    /// `host:port[,host:port],key=value,...`; may hold a password, so never logged.
-    pub connection_string: String,
+    /// `host:port` entries of the connection string; a single server uses the first.
+    pub nodes: Vec<(String, u16)>,
+    /// `username=` (Redis ACL user).
+    pub username: Option<String>,
+    /// `password=`; never logged.
+    pub password: Option<String>,
+    /// `db=` (single server only).
+    pub db: i64,
+    /// `ssl=true` and its certificate options.
+    pub tls: Option<RedisTls>,
     /// `key_ttl_seconds`: expiry Feast sets on writes; reads ignore it.
     pub key_ttl_seconds: Option<u64>,
 }
 
+/// TLS options of a Redis connection string (redis-py's names).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisTls {
+    /// `ssl_ca_certs`: PEM file of the CA to trust instead of the system roots.
+    pub ca_certs: Option<PathBuf>,
+    /// `ssl_certfile` + `ssl_keyfile`: client certificate and key (PEM) for mutual TLS.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// `ssl_cert_reqs`: `required` (default) verifies the server; `none` does not.
+    pub verify: bool,
+}
+
 impl fmt::Debug for RedisConfig {
-    // The connection string can carry a password.
+    // The password must never reach a log line.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisConfig")
             .field("redis_type", &self.redis_type)
-            .field("connection_string", &"<redacted>")
+            .field("nodes", &self.nodes)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("db", &self.db)
+            .field("tls", &self.tls)
             .field("key_ttl_seconds", &self.key_ttl_seconds)
             .finish()
     }
+}
+
+impl RedisConfig {
+    /// `host:port[,host:port]` for messages (no credentials).
+    pub fn display_nodes(&self) -> String {
+        let nodes: Vec<String> = self.nodes.iter().map(|(h, p)| format!("{h}:{p}")).collect();
+        nodes.join(",")
+    }
+}
+
+/// Parses Feast's `connection_string`: comma-separated `host:port` and `key=value` tokens.
+/// Errors name the offending token or key, never a value (it may be a password).
+fn parse_connection_string(text: &str, repo_dir: &Path) -> Result<Connection, String> {
+    let mut nodes = Vec::new();
+    let (mut username, mut password, mut db) = (None, None, 0i64);
+    let (mut ssl, mut ca, mut certfile, mut keyfile, mut verify) = (false, None, None, None, true);
+    for token in text.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        if let Some((key, value)) = token.split_once('=') {
+            let value = value.trim().trim_matches('"');
+            let flag = |v: &str| match v.to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" => Ok(true),
+                "false" | "0" | "no" => Ok(false),
+                _ => Err(format!("option '{key}' expects true or false")),
+            };
+            match key.trim() {
+                "password" => password = Some(value.to_owned()),
+                "username" => username = Some(value.to_owned()),
+                "db" => {
+                    db = value
+                        .parse()
+                        .map_err(|_| "option 'db' expects a database number".to_owned())?
+                }
+                "ssl" => ssl = flag(value)?,
+                "ssl_ca_certs" => ca = Some(resolve(repo_dir, value)),
+                "ssl_certfile" => certfile = Some(resolve(repo_dir, value)),
+                "ssl_keyfile" => keyfile = Some(resolve(repo_dir, value)),
+                "ssl_cert_reqs" => {
+                    verify = match value.to_ascii_lowercase().as_str() {
+                        "required" | "optional" => true,
+                        "none" => false,
+                        _ => {
+                            return Err(
+                                "option 'ssl_cert_reqs' expects required, optional or none".into(),
+                            );
+                        }
+                    }
+                }
+                other => {
+                    return Err(format!(
+                        "unknown option '{other}' (accepted: password, username, db, ssl, ssl_ca_certs, ssl_certfile, ssl_keyfile, ssl_cert_reqs)"
+                    ));
+                }
+            }
+        } else {
+            let (host, port) = token
+                .rsplit_once(':')
+                .ok_or_else(|| format!("'{token}' is neither host:port nor key=value"))?;
+            let port: u16 = port
+                .parse()
+                .map_err(|_| format!("'{token}': the port must be a number from 1 to 65535"))?;
+            if host.is_empty() || port == 0 {
+                return Err(format!("'{token}' is not a valid host:port"));
+            }
+            nodes.push((host.trim_matches(['[', ']']).to_owned(), port));
+        }
+    }
+    if nodes.is_empty() {
+        return Err("no host:port given".into());
+    }
+    let client_cert = match (certfile, keyfile) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        _ => return Err("ssl_certfile and ssl_keyfile go together".into()),
+    };
+    let tls = ssl.then_some(RedisTls {
+        ca_certs: ca,
+        client_cert,
+        verify,
+    });
+    Ok(Connection {
+        nodes,
+        username,
+        password,
+        db,
+        tls,
+    })
+}
+
+/// The parts of a connection string.
+#[derive(Debug)]
+struct Connection {
+    nodes: Vec<(String, u16)>,
+    username: Option<String>,
+    password: Option<String>,
+    db: i64,
+    tls: Option<RedisTls>,
 }
 
 /// Redis deployment shape.
@@ -317,11 +436,22 @@ fn build_online_store(raw: RawOnlineStore, repo_dir: &Path) -> Result<OnlineStor
                     format!("'{client}' is not a Feast redis client: use 'redis' or 'glide'"),
                 ));
             }
+            let text = raw.connection_string.as_deref().unwrap_or("localhost:6379");
+            let Connection {
+                nodes,
+                username,
+                password,
+                db,
+                tls,
+            } = parse_connection_string(text, repo_dir)
+                .map_err(|msg| ("online_store.connection_string", msg))?;
             Ok(OnlineStoreConfig::Redis(RedisConfig {
                 redis_type,
-                connection_string: raw
-                    .connection_string
-                    .unwrap_or_else(|| "localhost:6379".to_owned()),
+                nodes,
+                username,
+                password,
+                db,
+                tls,
                 key_ttl_seconds: raw.key_ttl_seconds,
             }))
         }
@@ -549,14 +679,85 @@ mod tests {
             panic!("expected redis")
         };
         assert_eq!(r.redis_type, RedisType::Cluster);
+        assert_eq!(r.nodes, [("h1".to_owned(), 6379), ("h2".to_owned(), 6379)]);
+        assert_eq!(r.password.as_deref(), Some("s3cret"));
         assert_eq!(
-            r.connection_string,
-            "h1:6379,h2:6379,password=s3cret,ssl=true"
+            r.tls,
+            Some(RedisTls {
+                ca_certs: None,
+                client_cert: None,
+                verify: true
+            })
         );
         assert_eq!(r.key_ttl_seconds, Some(60));
         assert!(
             !format!("{r:?}").contains("s3cret"),
             "debug output hides the password"
+        );
+    }
+
+    #[test]
+    fn connection_string_options_and_errors() {
+        let Connection {
+            nodes,
+            username: user,
+            password: pass,
+            db,
+            tls,
+        } = parse_connection_string(
+            "127.0.0.1:7000, password=p@ss=word,username=tern,db=3,ssl=True,ssl_ca_certs=ca.pem,\
+             ssl_certfile=/abs/c.pem,ssl_keyfile=k.pem,ssl_cert_reqs=none",
+            Path::new("/repo"),
+        )
+        .unwrap();
+        assert_eq!(nodes, [("127.0.0.1".to_owned(), 7000)]);
+        assert_eq!(
+            (user.as_deref(), pass.as_deref(), db),
+            (Some("tern"), Some("p@ss=word"), 3)
+        );
+        let tls = tls.unwrap();
+        assert_eq!(tls.ca_certs, Some("/repo/ca.pem".into()));
+        assert_eq!(
+            tls.client_cert,
+            Some(("/abs/c.pem".into(), "/repo/k.pem".into()))
+        );
+        assert!(!tls.verify);
+
+        for (bad, says) in [
+            (
+                "localhost",
+                "'localhost' is neither host:port nor key=value",
+            ),
+            ("localhost:port", "the port must be a number"),
+            ("localhost:0", "not a valid host:port"),
+            ("localhost:6379,pasword=hunter2", "unknown option 'pasword'"),
+            (
+                "localhost:6379,db=x",
+                "option 'db' expects a database number",
+            ),
+            (
+                "localhost:6379,ssl=maybe",
+                "option 'ssl' expects true or false",
+            ),
+            (
+                "localhost:6379,ssl_certfile=c.pem",
+                "ssl_certfile and ssl_keyfile go together",
+            ),
+            ("password=hunter2", "no host:port given"),
+        ] {
+            let err = parse_connection_string(bad, Path::new("/repo")).unwrap_err();
+            assert!(err.contains(says), "{bad}: {err}");
+            assert!(
+                !err.contains("hunter2"),
+                "{bad}: the message leaks a value: {err}"
+            );
+        }
+        let yaml = "project: demo\nregistry: r.db\nonline_store: {type: redis, connection_string: 'h:1,pwd=x'}\n";
+        assert!(
+            parse_str(yaml)
+                .unwrap_err()
+                .to_string()
+                .contains("online_store.connection_string: unknown option 'pwd'")
         );
     }
 

@@ -148,7 +148,11 @@ impl Error {
                 StoreError::MissingTable { .. } => Code::FailedPrecondition,
                 StoreError::Busy { .. } | StoreError::Closed => Code::Unavailable,
                 StoreError::Overloaded { .. } => Code::ResourceExhausted,
-                StoreError::Sqlite { .. } | StoreError::Thread(_) => Code::Internal,
+                StoreError::Sqlite { .. } | StoreError::Thread(_) | StoreError::Protocol { .. } => {
+                    Code::Internal
+                }
+                StoreError::Unavailable { .. } => Code::Unavailable,
+                StoreError::Timeout { .. } => Code::DeadlineExceeded,
             },
         }
     }

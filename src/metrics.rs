@@ -19,6 +19,10 @@ pub const FEATURE_VALUES: &str = "tern_feature_values_total";
 pub const STORE_READ_DURATION: &str = "tern_store_read_duration_seconds";
 /// Counter: failed online-store reads, by `store` and error `kind`.
 pub const STORE_ERRORS: &str = "tern_store_errors_total";
+/// Gauge: 1 while the online store answers health checks, 0 while it does not, by `store`.
+pub const STORE_UP: &str = "tern_store_up";
+/// Counter: times the online store answered again after failing health checks, by `store`.
+pub const STORE_RECONNECTS: &str = "tern_store_reconnects_total";
 /// Gauge: generation of the registry snapshot being served.
 pub const REGISTRY_GENERATION: &str = "tern_registry_generation";
 /// Histogram: time to read and index a registry, in seconds.
@@ -54,6 +58,14 @@ pub fn describe() {
     describe_counter!(
         STORE_ERRORS,
         "Failed online store reads, by store and error kind"
+    );
+    describe_gauge!(
+        STORE_UP,
+        "1 while the online store answers health checks, else 0"
+    );
+    describe_counter!(
+        STORE_RECONNECTS,
+        "Times the online store came back after failing health checks"
     );
     describe_gauge!(
         REGISTRY_GENERATION,
@@ -93,6 +105,8 @@ mod tests {
             FEATURE_VALUES,
             STORE_READ_DURATION,
             STORE_ERRORS,
+            STORE_UP,
+            STORE_RECONNECTS,
             REGISTRY_GENERATION,
             REGISTRY_LOAD_SECONDS,
         ];

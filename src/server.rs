@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
@@ -23,9 +23,10 @@ use crate::grpc::{
     FEATURE_SERVER_NAME, FeatureService, GrpcFeatureServerServer, SERVING_SERVICE_NAME,
     ServingServiceServer,
 };
+use crate::metrics as m;
 use crate::registry::{Registry, RegistryError};
 use crate::serving::{Clock, Serving};
-use crate::store::{SqliteStore, Store, StoreError};
+use crate::store::{OnlineStore, RedisSettings, RedisStore, SqliteStore, Store, StoreError};
 
 /// Server knobs (CLI flags).
 #[derive(Debug, Clone)]
@@ -57,6 +58,10 @@ impl Default for ServerSettings {
 pub struct StoreSettings {
     /// SQLite reader threads (each owns one read-only connection).
     pub sqlite_readers: usize,
+    /// Upper bound for one request's reads from a networked store (Redis), and for
+    /// connecting to it. Well under a second: a feature lookup that takes longer is
+    /// better answered with an error the model server can act on.
+    pub timeout: Duration,
 }
 
 impl Default for StoreSettings {
@@ -65,6 +70,7 @@ impl Default for StoreSettings {
             sqlite_readers: std::thread::available_parallelism()
                 .map_or(2, |n| n.get())
                 .max(2),
+            timeout: Duration::from_millis(250),
         }
     }
 }
@@ -100,12 +106,13 @@ pub fn open_serving(
         OnlineStoreConfig::Sqlite { path } => {
             Store::Sqlite(SqliteStore::open(path, store.sqlite_readers)?)
         }
-        OnlineStoreConfig::Redis(_) => {
-            return Err(StartupError::Unsupported(
-                "online_store type 'redis' is not served by this version of Tern yet; use the sqlite online store"
-                    .into(),
-            ));
-        }
+        OnlineStoreConfig::Redis(redis) => Store::Redis(RedisStore::open(
+            redis,
+            &config.project,
+            RedisSettings {
+                timeout: store.timeout,
+            },
+        )?),
     };
     Ok(Serving::new(registry, store, clock))
 }
@@ -121,12 +128,20 @@ pub async fn run(
         .local_addr()
         .map_or_else(|e| e.to_string(), |a| a.to_string());
     let (health, health_service) = tonic_health::server::health_reporter();
-    // The registry is loaded before `run` is called: ready from the first accept.
-    for name in ["", SERVING_SERVICE_NAME, FEATURE_SERVER_NAME] {
-        health
-            .set_service_status(name, ServingStatus::Serving)
-            .await;
-    }
+    // The registry is loaded before `run` is called; whether we are ready now depends
+    // on the online store answering, and is kept up to date by the watcher.
+    let up = check_store(&serving, None).await;
+    set_all(
+        &health,
+        if up {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        },
+    )
+    .await;
+    let (stop_watch, stopped) = watch::channel(false);
+    let watcher = tokio::spawn(watch_store(serving.clone(), health.clone(), up, stopped));
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::proto::REFLECTION_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -155,11 +170,10 @@ pub async fn run(
     let signal = async move {
         shutdown.await;
         tracing::info!("shutdown requested: health NOT_SERVING, draining in-flight requests");
-        for name in ["", SERVING_SERVICE_NAME, FEATURE_SERVER_NAME] {
-            reporter
-                .set_service_status(name, ServingStatus::NotServing)
-                .await;
-        }
+        // Stop the watcher first, so it cannot turn health back to SERVING.
+        let _ = stop_watch.send(true);
+        let _ = watcher.await;
+        set_all(&reporter, ServingStatus::NotServing).await;
         let _ = drain_tx.send(());
     };
 
@@ -193,6 +207,64 @@ pub async fn run(
     }
     tracing::info!("server stopped");
     Ok(())
+}
+
+/// How often the store is checked while it answers, and while it does not.
+const STORE_CHECK_UP: Duration = Duration::from_secs(1);
+const STORE_CHECK_DOWN: Duration = Duration::from_millis(250);
+
+async fn set_all(health: &tonic_health::server::HealthReporter, status: ServingStatus) {
+    for name in ["", SERVING_SERVICE_NAME, FEATURE_SERVER_NAME] {
+        health.set_service_status(name, status).await;
+    }
+}
+
+/// Pings the online store; logs and counts a change from `was_up`.
+async fn check_store(serving: &Serving, was_up: Option<bool>) -> bool {
+    let store = serving.store();
+    let result = store.ping().await;
+    let up = result.is_ok();
+    metrics::gauge!(m::STORE_UP, "store" => store.kind().as_str()).set(if up { 1.0 } else { 0.0 });
+    match (was_up, &result) {
+        (Some(true) | None, Err(e)) => {
+            tracing::error!(error = %e, "online store not answering: health NOT_SERVING until it does")
+        }
+        (Some(false), Ok(())) => {
+            metrics::counter!(m::STORE_RECONNECTS, "store" => store.kind().as_str()).increment(1);
+            tracing::info!("online store answering again: health SERVING");
+        }
+        _ => {}
+    }
+    up
+}
+
+/// Keeps health in step with the online store until `stop` turns true.
+async fn watch_store(
+    serving: Arc<Serving>,
+    health: tonic_health::server::HealthReporter,
+    mut up: bool,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let wait = if up { STORE_CHECK_UP } else { STORE_CHECK_DOWN };
+        tokio::select! {
+            _ = stop.changed() => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+        let now_up = check_store(&serving, Some(up)).await;
+        if now_up != up {
+            set_all(
+                &health,
+                if now_up {
+                    ServingStatus::Serving
+                } else {
+                    ServingStatus::NotServing
+                },
+            )
+            .await;
+            up = now_up;
+        }
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -34,7 +34,14 @@ impl TestServer {
         let config = config::load(config_path, |_| None)
             .map_err(|e| StartupError::Unsupported(e.to_string()))?;
         let serving = tokio::task::spawn_blocking(move || {
-            server::open_serving(&config, &StoreSettings { sqlite_readers: 2 }, clock)
+            server::open_serving(
+                &config,
+                &StoreSettings {
+                    sqlite_readers: 2,
+                    ..StoreSettings::default()
+                },
+                clock,
+            )
         })
         .await
         .map_err(|e| StartupError::Unsupported(e.to_string()))??;

@@ -113,6 +113,11 @@ impl Serving {
         &self.registry
     }
 
+    /// The online store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// Number of cached resolution plans (for tests and diagnostics).
     pub fn cached_plans(&self) -> usize {
         self.plans.len()
@@ -302,5 +307,8 @@ fn store_error_kind(e: &crate::store::StoreError) -> &'static str {
         E::Overloaded { .. } => "overloaded",
         E::Thread(_) => "thread",
         E::Closed => "closed",
+        E::Unavailable { .. } => "unavailable",
+        E::Timeout { .. } => "timeout",
+        E::Protocol { .. } => "protocol",
     }
 }

@@ -10,6 +10,7 @@
 //! (next) can send one pipelined round trip. There is no per-key read to loop over.
 
 pub mod key;
+pub mod redis;
 pub mod sqlite;
 
 use std::collections::HashMap;
@@ -20,6 +21,7 @@ use bytes::Bytes;
 use prost_types::Timestamp;
 
 pub use key::{EntityValue, KeyBatch};
+pub use redis::{RedisSettings, RedisStore};
 pub use sqlite::SqliteStore;
 
 /// How one view version is laid out in the online stores. Built once per snapshot.
@@ -36,6 +38,11 @@ pub struct StorageLayout {
     pub features: Vec<String>,
     /// Feature name -> index in `features`.
     pub feature_index: HashMap<String, u32>,
+    /// Redis hash field per feature: murmur3_32 (seed 0) of `{storage_name}:{feature}`,
+    /// 4 bytes little-endian.
+    pub redis_fields: Vec<[u8; 4]>,
+    /// Redis hash field holding the event time: `_ts:{storage_name}`.
+    pub redis_ts_field: Vec<u8>,
 }
 
 impl StorageLayout {
@@ -54,12 +61,19 @@ impl StorageLayout {
             .enumerate()
             .map(|(i, f)| (f.clone(), u32::try_from(i).unwrap_or(u32::MAX)))
             .collect();
+        let redis_fields = features
+            .iter()
+            .map(|f| redis::field_name(&storage_name, f))
+            .collect();
+        let redis_ts_field = format!("_ts:{storage_name}").into_bytes();
         Self {
             storage_name,
             sqlite_table,
             sqlite_select,
             features,
             feature_index,
+            redis_fields,
+            redis_ts_field,
         }
     }
 }
@@ -134,6 +148,30 @@ pub enum StoreError {
     /// A reader thread could not be started.
     #[error("cannot start an online store reader thread: {0}")]
     Thread(std::io::Error),
+    /// The store cannot be reached (connection refused, reset, authentication).
+    #[error("online store {store} is unavailable: {detail}")]
+    Unavailable {
+        /// Which store (no credentials).
+        store: String,
+        /// What failed.
+        detail: String,
+    },
+    /// The store did not answer within the store timeout.
+    #[error("online store {store} did not answer within {} ms", after.as_millis())]
+    Timeout {
+        /// Which store.
+        store: String,
+        /// The timeout.
+        after: std::time::Duration,
+    },
+    /// The store answered something that is not Feast's layout or protocol.
+    #[error("online store {store} answered unexpectedly: {detail}")]
+    Protocol {
+        /// Which store.
+        store: String,
+        /// What was unexpected.
+        detail: String,
+    },
     /// The store's workers have stopped (shutdown).
     #[error("online store is shutting down")]
     Closed,
@@ -147,6 +185,9 @@ pub trait OnlineStore {
         reads: Vec<ViewRead>,
     ) -> impl Future<Output = Result<Vec<ViewRows>, StoreError>> + Send;
 
+    /// Checks that the store answers (for health reporting).
+    fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+
     /// A short name for logs and metric labels.
     fn kind(&self) -> StoreKind;
 }
@@ -156,6 +197,8 @@ pub trait OnlineStore {
 pub enum StoreKind {
     /// SQLite file.
     Sqlite,
+    /// Redis or Redis Cluster.
+    Redis,
 }
 
 impl StoreKind {
@@ -163,6 +206,7 @@ impl StoreKind {
     pub fn as_str(self) -> &'static str {
         match self {
             StoreKind::Sqlite => "sqlite",
+            StoreKind::Redis => "redis",
         }
     }
 }
@@ -173,18 +217,29 @@ impl StoreKind {
 pub enum Store {
     /// Feast's SQLite layout.
     Sqlite(SqliteStore),
+    /// Feast's Redis layout.
+    Redis(RedisStore),
 }
 
 impl OnlineStore for Store {
     async fn read(&self, reads: Vec<ViewRead>) -> Result<Vec<ViewRows>, StoreError> {
         match self {
             Store::Sqlite(s) => s.read(reads).await,
+            Store::Redis(s) => s.read(reads).await,
+        }
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.ping().await,
+            Store::Redis(s) => s.ping().await,
         }
     }
 
     fn kind(&self) -> StoreKind {
         match self {
             Store::Sqlite(s) => s.kind(),
+            Store::Redis(s) => s.kind(),
         }
     }
 }

@@ -112,6 +112,11 @@ impl OnlineStore for SqliteStore {
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
+    /// A read of nothing through the pool: proves a reader thread answers.
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.read(Vec::new()).await.map(drop)
+    }
+
     fn kind(&self) -> StoreKind {
         StoreKind::Sqlite
     }

@@ -393,12 +393,22 @@ async fn every_feast_case_matches_over_both_paths() {
     )
     .await
     .expect("serve flag-off repo");
+    check_all_cases(&flag_on.url(), &flag_off.url()).await;
+    flag_on.stop().await.unwrap();
+    flag_off.stop().await.unwrap();
+}
+
+/// Sends every fixture case to the server for its config (`on_url` with online
+/// versioning on, `off_url` with it off), over both gRPC paths, and checks each
+/// answer against Feast's (with Tern's deliberate deviations). Any store must pass.
+pub(crate) async fn check_all_cases(on_url: &str, off_url: &str) {
+    let fixture = load_fixture();
+    let now = fixture.reference_time;
     let channels = [
-        ("on", channel(&flag_on.url()).await),
-        ("off", channel(&flag_off.url()).await),
+        ("on", channel(on_url).await),
+        ("off", channel(off_url).await),
     ];
     let oracle = active_oracle(&fixture, now);
-
     let mut checked = 0;
     for case in &fixture.cases {
         let ch = &channels
@@ -418,8 +428,6 @@ async fn every_feast_case_matches_over_both_paths() {
         fixture.cases.len() >= 80,
         "the fixture holds the whole case list"
     );
-    flag_on.stop().await.unwrap();
-    flag_off.stop().await.unwrap();
 }
 
 fn check_case(

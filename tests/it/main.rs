@@ -7,5 +7,7 @@ mod support;
 
 mod compat;
 mod daemon;
+mod redis_store;
+mod redis_support;
 mod registry;
 mod serving;

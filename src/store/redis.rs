@@ -1,0 +1,613 @@
+//! Feast's Redis online store layout, read in one round trip per request.
+//!
+//! Layout (what Feast 0.67 writes): one hash per entity, keyed by the entity-key bytes
+//! followed by the project name, shared by every view and version. A feature's field is
+//! the 4-byte little-endian murmur3_32 (seed 0) of `{storage_name}:{feature}`
+//! (`driver_stats`, `driver_stats_v1`, ...); `_ts:{storage_name}` holds the event time as
+//! a serialized `google.protobuf.Timestamp`; values are serialized `feast.types.Value`s,
+//! an empty value being a stored null. Field names are computed once per snapshot
+//! (`StorageLayout`).
+//!
+//! A request's reads go out as one pipeline of HMGETs: on a single server over one
+//! multiplexed connection; on a cluster as one pipeline per node, grouped with a slot
+//! map kept here. Every read is bounded by the store timeout, so an unreachable Redis
+//! gives a prompt error rather than a hung request; reconnection is automatic.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use ::redis::cluster_async::ClusterConnection;
+use ::redis::cluster_routing::SingleNodeRoutingInfo;
+use ::redis::{
+    Client, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, Pipeline, RedisConnectionInfo,
+    Value,
+};
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use prost::Message;
+
+use super::{OnlineStore, StoreError, StoreKind, ViewRead, ViewRows};
+use crate::config::{RedisConfig, RedisTls, RedisType};
+
+/// The hash field of `feature` in the view stored as `storage_name`.
+pub fn field_name(storage_name: &str, feature: &str) -> [u8; 4] {
+    let mut name = Vec::with_capacity(storage_name.len() + 1 + feature.len());
+    name.extend_from_slice(storage_name.as_bytes());
+    name.push(b':');
+    name.extend_from_slice(feature.as_bytes());
+    mur3::murmurhash3_x86_32(&name, 0).to_le_bytes()
+}
+
+/// Store-level knobs.
+#[derive(Debug, Clone, Copy)]
+pub struct RedisSettings {
+    /// Upper bound for one request's reads (and for connecting).
+    pub timeout: Duration,
+}
+
+/// Handle to a Redis (or Redis Cluster) online store. Cheap to clone.
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("name", &self.inner.name)
+            .finish()
+    }
+}
+
+struct Inner {
+    backend: Backend,
+    /// Appended to every entity key: Feast's Redis keys end with the project name.
+    project: Vec<u8>,
+    timeout: Duration,
+    /// `redis host:port[,...]` for messages; never holds credentials.
+    name: String,
+}
+
+enum Backend {
+    /// A multiplexed connection that reconnects by itself after I/O errors.
+    Single(ConnectionManager),
+    Cluster(Cluster),
+}
+
+struct Cluster {
+    conn: ClusterConnection,
+    /// Which node serves which slot, to send one pipeline per node. Refreshed when a
+    /// node pipeline fails (the cluster client itself follows MOVED for single commands).
+    slots: ArcSwap<SlotMap>,
+    refreshing: AtomicBool,
+}
+
+impl RedisStore {
+    /// Prepares connections without waiting for Redis: a daemon starting while Redis is
+    /// down still starts (health reports NOT_SERVING until Redis answers). Must run
+    /// inside a tokio runtime.
+    pub fn open(
+        config: &RedisConfig,
+        project: &str,
+        settings: RedisSettings,
+    ) -> Result<Self, StoreError> {
+        install_crypto_provider();
+        let name = format!("redis {}", config.display_nodes());
+        let bad = |detail: String| StoreError::Unavailable {
+            store: name.clone(),
+            detail,
+        };
+        let certs = tls_certificates(config.tls.as_ref()).map_err(bad)?;
+        let backend = match config.redis_type {
+            RedisType::Single => {
+                let (host, port) = config
+                    .nodes
+                    .first()
+                    .cloned()
+                    .ok_or_else(|| bad("no host:port".into()))?;
+                let info = connection_info(config, &host, port).map_err(|e| bad(e.to_string()))?;
+                let client = match certs {
+                    Some(certs) => Client::build_with_tls(info, certs),
+                    None => Client::open(info),
+                }
+                .map_err(|e| bad(e.to_string()))?;
+                let manager = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(settings.timeout))
+                    .set_response_timeout(Some(settings.timeout))
+                    // Keep retrying quickly: Redis is expected back within seconds.
+                    .set_min_delay(Duration::from_millis(50))
+                    .set_max_delay(Duration::from_millis(500))
+                    .set_number_of_retries(8);
+                Backend::Single(
+                    ConnectionManager::new_lazy_with_config(client, manager)
+                        .map_err(|e| bad(e.to_string()))?,
+                )
+            }
+            RedisType::Cluster => {
+                let mut nodes = Vec::with_capacity(config.nodes.len());
+                for (host, port) in &config.nodes {
+                    nodes.push(
+                        connection_info(config, host, *port).map_err(|e| bad(e.to_string()))?,
+                    );
+                }
+                let mut builder = ::redis::cluster::ClusterClientBuilder::new(nodes)
+                    .connection_timeout(settings.timeout)
+                    .response_timeout(settings.timeout)
+                    .retries(2);
+                if let Some(certs) = certs {
+                    builder = builder.certs(certs);
+                }
+                let client = builder.build().map_err(|e| bad(e.to_string()))?;
+                let conn = client.get_pending_async_connection_with_config(
+                    ::redis::cluster::ClusterConfig::new(),
+                );
+                Backend::Cluster(Cluster {
+                    conn,
+                    slots: ArcSwap::from_pointee(SlotMap::default()),
+                    refreshing: AtomicBool::new(false),
+                })
+            }
+        };
+        Ok(Self {
+            inner: Arc::new(Inner {
+                backend,
+                project: project.as_bytes().to_vec(),
+                timeout: settings.timeout,
+                name,
+            }),
+        })
+    }
+
+    /// `redis host:port` for messages.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    async fn read_inner(&self, reads: &[ViewRead]) -> Result<Vec<ViewRows>, StoreError> {
+        let commands = commands(reads, &self.inner.project);
+        let replies = match &self.inner.backend {
+            Backend::Single(conn) => {
+                let mut pipe = Pipeline::with_capacity(commands.len());
+                for c in &commands {
+                    pipe.add_command(c.cmd.clone());
+                }
+                pipe.query_async::<Vec<Value>>(&mut conn.clone())
+                    .await
+                    .map_err(|e| self.unavailable(&e))?
+            }
+            Backend::Cluster(cluster) => self.cluster_read(cluster, &commands).await?,
+        };
+        if replies.len() != commands.len() {
+            return Err(self.protocol(format!(
+                "{} replies for {} commands",
+                replies.len(),
+                commands.len()
+            )));
+        }
+        let mut out: Vec<ViewRows> = reads
+            .iter()
+            .map(|r| ViewRows::new(r.keys.len(), r.slots.len()))
+            .collect();
+        for (c, reply) in commands.iter().zip(replies) {
+            let Value::Array(fields) = reply else {
+                return Err(self.protocol(format!("HMGET answered {reply:?}")));
+            };
+            let rows = &mut out[c.read];
+            let n_slots = reads[c.read].slots.len();
+            if fields.len() != n_slots + 1 {
+                return Err(self.protocol(format!(
+                    "HMGET answered {} fields for {}",
+                    fields.len(),
+                    n_slots + 1
+                )));
+            }
+            let mut found = false;
+            let mut fields = fields.into_iter();
+            for slot in 0..n_slots {
+                if let Some(Value::BulkString(v)) = fields.next() {
+                    rows.values[c.key * n_slots + slot] = Some(Bytes::from(v));
+                    found = true;
+                }
+            }
+            let ts = match fields.next() {
+                Some(Value::BulkString(raw)) => {
+                    found = true;
+                    prost_types::Timestamp::decode(raw.as_slice()).unwrap_or_default()
+                }
+                _ => prost_types::Timestamp::default(),
+            };
+            // No field and no timestamp: the entity is not stored for this view.
+            if found {
+                rows.timestamps[c.key] = Some(ts);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn cluster_read(
+        &self,
+        cluster: &Cluster,
+        commands: &[Command],
+    ) -> Result<Vec<Value>, StoreError> {
+        if cluster.slots.load().is_empty() {
+            self.refresh_slots(cluster).await?;
+        }
+        let slots = cluster.slots.load_full();
+        // One pipeline per node, commands in request order within each.
+        let mut groups: Vec<(NodeAddr, Vec<usize>)> = Vec::new();
+        for (i, c) in commands.iter().enumerate() {
+            let node = slots
+                .node_for(key_slot(&c.key_bytes))
+                .cloned()
+                .unwrap_or_default();
+            match groups.iter_mut().find(|(n, _)| *n == node) {
+                Some((_, members)) => members.push(i),
+                None => groups.push((node, vec![i])),
+            }
+        }
+        let sends = groups.iter().map(|(node, members)| {
+            let mut conn = cluster.conn.clone();
+            async move {
+                let mut pipe = Pipeline::with_capacity(members.len());
+                for &i in members {
+                    pipe.add_command(commands[i].cmd.clone());
+                }
+                let route = SingleNodeRoutingInfo::ByAddress {
+                    host: node.0.clone(),
+                    port: node.1,
+                };
+                match conn.route_pipeline(pipe, 0, members.len(), route).await {
+                    Ok(values) => Ok((values, false)),
+                    // Topology moved or the map is stale: let the client route each
+                    // command (it follows MOVED), and refresh the map.
+                    Err(_) => {
+                        let singles = members.iter().map(|&i| {
+                            let mut conn = conn.clone();
+                            async move { commands[i].cmd.query_async::<Value>(&mut conn).await }
+                        });
+                        let values = futures_util::future::try_join_all(singles).await?;
+                        Ok::<_, ::redis::RedisError>((values, true))
+                    }
+                }
+            }
+        });
+        let answers = futures_util::future::join_all(sends).await;
+        let mut replies = vec![Value::Nil; commands.len()];
+        let mut stale = false;
+        for ((_, members), answer) in groups.iter().zip(answers) {
+            let (values, fell_back) = answer.map_err(|e| self.unavailable(&e))?;
+            stale |= fell_back;
+            if values.len() != members.len() {
+                return Err(self.protocol(format!(
+                    "{} replies for {} commands",
+                    values.len(),
+                    members.len()
+                )));
+            }
+            for (&i, v) in members.iter().zip(values) {
+                replies[i] = v;
+            }
+        }
+        if stale {
+            // Best effort, off the request path.
+            let store = self.clone();
+            tokio::spawn(async move {
+                if let Backend::Cluster(cluster) = &store.inner.backend {
+                    let _ = store.refresh_slots(cluster).await;
+                }
+            });
+        }
+        Ok(replies)
+    }
+
+    async fn refresh_slots(&self, cluster: &Cluster) -> Result<(), StoreError> {
+        if cluster.refreshing.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let result = ::redis::cmd("CLUSTER")
+            .arg("SLOTS")
+            .query_async::<Value>(&mut cluster.conn.clone())
+            .await;
+        cluster.refreshing.store(false, Ordering::Release);
+        let map = SlotMap::parse(&result.map_err(|e| self.unavailable(&e))?)
+            .ok_or_else(|| self.protocol("CLUSTER SLOTS answered an unexpected shape".into()))?;
+        cluster.slots.store(Arc::new(map));
+        Ok(())
+    }
+
+    fn unavailable(&self, e: &::redis::RedisError) -> StoreError {
+        if e.is_timeout() {
+            return StoreError::Timeout {
+                store: self.inner.name.clone(),
+                after: self.inner.timeout,
+            };
+        }
+        StoreError::Unavailable {
+            store: self.inner.name.clone(),
+            detail: e.to_string(),
+        }
+    }
+
+    fn protocol(&self, detail: String) -> StoreError {
+        StoreError::Protocol {
+            store: self.inner.name.clone(),
+            detail,
+        }
+    }
+}
+
+impl OnlineStore for RedisStore {
+    async fn read(&self, reads: Vec<ViewRead>) -> Result<Vec<ViewRows>, StoreError> {
+        match tokio::time::timeout(self.inner.timeout, self.read_inner(&reads)).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Timeout {
+                store: self.inner.name.clone(),
+                after: self.inner.timeout,
+            }),
+        }
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let check = async {
+            match &self.inner.backend {
+                Backend::Single(conn) => ::redis::cmd("PING")
+                    .query_async::<String>(&mut conn.clone())
+                    .await
+                    .map(drop)
+                    .map_err(|e| self.unavailable(&e)),
+                // Answering CLUSTER SLOTS proves a node is up and refreshes the map.
+                Backend::Cluster(cluster) => self.refresh_slots(cluster).await,
+            }
+        };
+        match tokio::time::timeout(self.inner.timeout, check).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Timeout {
+                store: self.inner.name.clone(),
+                after: self.inner.timeout,
+            }),
+        }
+    }
+
+    fn kind(&self) -> StoreKind {
+        StoreKind::Redis
+    }
+}
+
+/// One HMGET of one entity for one read.
+struct Command {
+    read: usize,
+    key: usize,
+    /// The Redis key (for slot routing).
+    key_bytes: Vec<u8>,
+    cmd: ::redis::Cmd,
+}
+
+fn commands(reads: &[ViewRead], project: &[u8]) -> Vec<Command> {
+    let mut out = Vec::with_capacity(reads.iter().map(|r| r.keys.len()).sum());
+    for (r, read) in reads.iter().enumerate() {
+        let layout = &read.layout;
+        for (k, entity_key) in read.keys.iter().enumerate() {
+            let mut key_bytes = Vec::with_capacity(entity_key.len() + project.len());
+            key_bytes.extend_from_slice(entity_key);
+            key_bytes.extend_from_slice(project);
+            let mut cmd = ::redis::cmd("HMGET");
+            cmd.arg(&key_bytes);
+            for &slot in read.slots.iter() {
+                if let Some(field) = layout.redis_fields.get(slot as usize) {
+                    cmd.arg(&field[..]);
+                }
+            }
+            cmd.arg(&layout.redis_ts_field);
+            out.push(Command {
+                read: r,
+                key: k,
+                key_bytes,
+                cmd,
+            });
+        }
+    }
+    out
+}
+
+fn connection_info(
+    config: &RedisConfig,
+    host: &str,
+    port: u16,
+) -> ::redis::RedisResult<ConnectionInfo> {
+    let addr = match &config.tls {
+        Some(tls) => ConnectionAddr::TcpTls {
+            host: host.to_owned(),
+            port,
+            insecure: !tls.verify,
+            tls_params: None,
+        },
+        None => ConnectionAddr::Tcp(host.to_owned(), port),
+    };
+    let mut redis = RedisConnectionInfo::default().set_db(config.db);
+    if let Some(user) = &config.username {
+        redis = redis.set_username(user);
+    }
+    if let Some(password) = &config.password {
+        redis = redis.set_password(password);
+    }
+    Ok(addr.into_connection_info()?.set_redis_settings(redis))
+}
+
+fn tls_certificates(tls: Option<&RedisTls>) -> Result<Option<::redis::TlsCertificates>, String> {
+    let Some(tls) = tls else { return Ok(None) };
+    if tls.ca_certs.is_none() && tls.client_cert.is_none() {
+        return Ok(None);
+    }
+    let read = |path: &std::path::Path, what: &str| {
+        std::fs::read(path).map_err(|e| format!("cannot read {what} {}: {e}", path.display()))
+    };
+    let root_cert = tls
+        .ca_certs
+        .as_deref()
+        .map(|p| read(p, "ssl_ca_certs"))
+        .transpose()?;
+    let client_tls = match &tls.client_cert {
+        Some((cert, key)) => Some(::redis::ClientTlsConfig {
+            client_cert: read(cert, "ssl_certfile")?,
+            client_key: read(key, "ssl_keyfile")?,
+        }),
+        None => None,
+    };
+    Ok(Some(::redis::TlsCertificates {
+        client_tls,
+        root_cert,
+    }))
+}
+
+/// rustls needs one process-wide crypto provider; redis does not pick one.
+fn install_crypto_provider() {
+    // Err means one is already installed, which is what we want.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// `(host, port)` of a cluster node.
+type NodeAddr = (String, u16);
+
+/// Slot ranges and the primary serving each, from `CLUSTER SLOTS`.
+#[derive(Debug, Default)]
+struct SlotMap {
+    /// `(first slot, last slot, primary)`, sorted by first slot.
+    ranges: Vec<(u16, u16, NodeAddr)>,
+}
+
+impl SlotMap {
+    fn parse(reply: &Value) -> Option<Self> {
+        let Value::Array(entries) = reply else {
+            return None;
+        };
+        let mut ranges = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let Value::Array(parts) = entry else {
+                return None;
+            };
+            let (Some(Value::Int(start)), Some(Value::Int(end)), Some(Value::Array(primary))) =
+                (parts.first(), parts.get(1), parts.get(2))
+            else {
+                return None;
+            };
+            let host = match primary.first() {
+                Some(Value::BulkString(h)) => String::from_utf8_lossy(h).into_owned(),
+                Some(Value::SimpleString(h)) => h.clone(),
+                _ => return None,
+            };
+            let Some(Value::Int(port)) = primary.get(1) else {
+                return None;
+            };
+            ranges.push((
+                u16::try_from(*start).ok()?,
+                u16::try_from(*end).ok()?,
+                (host, u16::try_from(*port).ok()?),
+            ));
+        }
+        ranges.sort_by_key(|r| r.0);
+        Some(Self { ranges })
+    }
+
+    fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
+    }
+
+    fn node_for(&self, slot: u16) -> Option<&NodeAddr> {
+        let i = self
+            .ranges
+            .partition_point(|r| r.0 <= slot)
+            .checked_sub(1)?;
+        self.ranges.get(i).filter(|r| slot <= r.1).map(|r| &r.2)
+    }
+}
+
+/// Redis Cluster's slot of a key: CRC16 (XMODEM) of the key, or of its `{hash tag}`,
+/// modulo 16384. Computed over raw bytes: Feast's keys are binary.
+fn key_slot(key: &[u8]) -> u16 {
+    let tagged = key
+        .iter()
+        .position(|&b| b == b'{')
+        .and_then(|open| {
+            let rest = &key[open + 1..];
+            rest.iter()
+                .position(|&b| b == b'}')
+                .map(|close| &rest[..close])
+        })
+        .filter(|tag| !tag.is_empty())
+        .unwrap_or(key);
+    crc16_xmodem(tagged) % 16384
+}
+
+fn crc16_xmodem(data: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &byte in data {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_names_match_feast() {
+        // Vectors from Feast's layout (mmh3, seed 0, little-endian).
+        assert_eq!(
+            field_name("driver_hourly_stats", "conv_rate"),
+            [0x61, 0x60, 0xe3, 0xda]
+        );
+        assert_eq!(
+            field_name("driver_hourly_stats", "acc_rate"),
+            [0xfa, 0x5e, 0x58, 0xad]
+        );
+        assert_eq!(
+            field_name("driver_hourly_stats_v1", "conv_rate"),
+            [0xf6, 0x64, 0x37, 0xf8]
+        );
+        assert_eq!(
+            u32::from_le_bytes(field_name("driver_stats", "conv_rate")),
+            336_622_586
+        );
+    }
+
+    #[test]
+    fn slots_match_redis() {
+        // Values from Redis' CLUSTER KEYSLOT.
+        assert_eq!(key_slot(b"foo"), 12182);
+        assert_eq!(key_slot(b"bar"), 5061);
+        assert_eq!(key_slot(b"{user1000}.following"), key_slot(b"user1000"));
+        assert_eq!(
+            key_slot(b"foo{}{bar}"),
+            key_slot(b"foo{}{bar}"),
+            "empty tag: whole key"
+        );
+        assert_eq!(key_slot(b"foo{}{bar}"), crc16_xmodem(b"foo{}{bar}") % 16384);
+        assert_eq!(crc16_xmodem(b"123456789"), 0x31c3);
+    }
+
+    #[test]
+    fn slot_map_lookup() {
+        let n = |p| ("127.0.0.1".to_owned(), p);
+        let map = SlotMap {
+            ranges: vec![(0, 5460, n(1)), (5461, 10922, n(2)), (10923, 16383, n(3))],
+        };
+        assert_eq!(map.node_for(0), Some(&n(1)));
+        assert_eq!(map.node_for(5461), Some(&n(2)));
+        assert_eq!(map.node_for(16383), Some(&n(3)));
+        let gap = SlotMap {
+            ranges: vec![(10, 20, n(1))],
+        };
+        assert_eq!(gap.node_for(5), None);
+        assert_eq!(gap.node_for(21), None);
+    }
+}
