@@ -7,8 +7,12 @@
 //! so a stalled server or a late generator shows up in the tail instead of being
 //! hidden (a closed-loop tool would just send less).
 //!
-//! `cargo bench --bench load` (env: LOAD_RATES_1="1000,4000" for 1 entity x 10 features,
-//! LOAD_RATES_100="500,1000" for 100 x 10, LOAD_SECONDS=10).
+//! For each store (SQLite and Redis) it also measures capacity with a closed loop, and
+//! for Redis runs `redis-benchmark` HMGETs against the same Redis, in the same run.
+//!
+//! `cargo bench --bench load` (env: LOAD_STORE="sqlite,redis", LOAD_RATES_1="1000,4000"
+//! for 1 entity x 10 features, LOAD_RATES_100="500,1000" for 100 x 10, LOAD_SECONDS=10,
+//! LOAD_REDIS_CONNECTIONS=1).
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -45,92 +49,319 @@ fn main() {
     };
     let rates_small = rates("LOAD_RATES_1", "1000,4000");
     let rates_large = rates("LOAD_RATES_100", "500,1000");
-    let seconds: u64 = std::env::var("LOAD_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10);
+    let env_num = |var: &str, default: u64| {
+        std::env::var(var)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(default)
+    };
+    let seconds = env_num("LOAD_SECONDS", 10);
+    let stores = std::env::var("LOAD_STORE").unwrap_or_else(|_| "sqlite,redis".into());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .expect("runtime");
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let repo = SyntheticRepo::default();
-    let yaml = repo.write(dir.path()).expect("write repo");
-    let mut tern = Server::spawn(
-        Command::new(env!("CARGO_BIN_EXE_tern")).args([
-            "serve",
-            "--config",
-            yaml.to_str().expect("utf8 path"),
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-        ]),
-        |line| {
-            let v: serde_json::Value = serde_json::from_str(line).ok()?;
-            (v["message"] == "serving gRPC")
-                .then(|| v["addr"].as_str().map(str::to_owned))
-                .flatten()
-        },
-    );
-
-    let scenarios: Vec<(&str, GetOnlineFeaturesRequest, &[f64])> = vec![
-        ("1x10", request(&repo, 1), &rates_small),
-        ("100x10", request(&repo, 100), &rates_large),
-    ];
-    let tern_channels = rt.block_on(channels(tern.addr));
-    // The no-op server answers with Tern's own response bytes for each scenario.
-    let mut bodies = Vec::new();
-    for (name, req, _) in &scenarios {
-        let resp = rt
-            .block_on(
-                ServingServiceClient::new(tern_channels[0].clone())
-                    .get_online_features(req.clone()),
-            )
-            .expect("tern answers");
-        let path = dir.path().join(format!("{name}.bin"));
-        std::fs::write(&path, resp.into_inner().encode_to_vec()).expect("write body");
-        bodies.push(path.to_string_lossy().into_owned());
-    }
-    let mut noop_args = vec!["--noop-server".to_owned()];
-    noop_args.extend(bodies);
-    let mut noop = Server::spawn(
-        Command::new(std::env::current_exe().expect("exe")).args(&noop_args),
-        |line| line.strip_prefix("listening ").map(str::to_owned),
-    );
-    let noop_channels = rt.block_on(channels(noop.addr));
-
     println!("machine: {}", machine_line());
     println!(
         "open loop, {CONNECTIONS} HTTP/2 connections, {seconds}s per run, latency from scheduled send time"
     );
-    println!(
-        "| scenario | rate (req/s) | server | p50 (ms) | p99 (ms) | p99.9 (ms) | max (ms) | achieved (req/s) | errors |"
-    );
-    println!("|---|---|---|---|---|---|---|---|---|");
-    for (name, req, rates) in &scenarios {
-        for &rate in rates.iter() {
+    let repo = SyntheticRepo::default();
+    let scenarios: Vec<(&str, GetOnlineFeaturesRequest, &[f64])> = vec![
+        ("1x10", request(&repo, 1), &rates_small),
+        ("100x10", request(&repo, 100), &rates_large),
+    ];
+    for store in stores.split(',').map(str::trim) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut redis = None;
+        let mut extra_args = Vec::new();
+        let yaml = match store {
+            "sqlite" => repo.write(dir.path()).expect("write repo"),
+            "redis" => {
+                let server = RedisServer::start();
+                let yaml = rt
+                    .block_on(repo.write_redis(dir.path(), &server.addr()))
+                    .expect("write redis repo");
+                extra_args = vec![
+                    "--redis-connections".to_owned(),
+                    env_num("LOAD_REDIS_CONNECTIONS", 1).to_string(),
+                ];
+                redis = Some(server);
+                yaml
+            }
+            other => panic!("LOAD_STORE: unknown store {other}"),
+        };
+        let mut tern = Server::spawn(
+            Command::new(env!("CARGO_BIN_EXE_tern"))
+                .args([
+                    "serve",
+                    "--config",
+                    yaml.to_str().expect("utf8 path"),
+                    "--grpc-addr",
+                    "127.0.0.1:0",
+                ])
+                .args(["--log-format", "json"])
+                .args(&extra_args),
+            |line| {
+                let v: serde_json::Value = serde_json::from_str(line).ok()?;
+                (v["message"] == "serving gRPC")
+                    .then(|| v["addr"].as_str().map(str::to_owned))
+                    .flatten()
+            },
+        );
+        let tern_channels = rt.block_on(channels(tern.addr));
+        // The no-op server answers with Tern's own response bytes for each scenario.
+        let mut noop_args = vec!["--noop-server".to_owned()];
+        for (name, req, _) in &scenarios {
+            let resp = rt
+                .block_on(
+                    ServingServiceClient::new(tern_channels[0].clone())
+                        .get_online_features(req.clone()),
+                )
+                .expect("tern answers");
+            let path = dir.path().join(format!("{name}.bin"));
+            std::fs::write(&path, resp.into_inner().encode_to_vec()).expect("write body");
+            noop_args.push(path.to_string_lossy().into_owned());
+        }
+        let mut noop = Server::spawn(
+            Command::new(std::env::current_exe().expect("exe")).args(&noop_args),
+            |line| line.strip_prefix("listening ").map(str::to_owned),
+        );
+        let noop_channels = rt.block_on(channels(noop.addr));
+
+        println!(
+            "\n## {store}{}",
+            if extra_args.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", extra_args.join(" "))
+            }
+        );
+        println!(
+            "| scenario | rate (req/s) | server | p50 (ms) | p99 (ms) | p99.9 (ms) | max (ms) | achieved (req/s) | errors |"
+        );
+        println!("|---|---|---|---|---|---|---|---|---|");
+        for (name, req, rates) in &scenarios {
+            for &rate in rates.iter() {
+                for (server, chans) in [("no-op floor", &noop_channels), ("tern", &tern_channels)] {
+                    // Warm up connections, caches and plans, then measure.
+                    let _ = run(&rt, chans, req, rate, Duration::from_secs(1));
+                    let r = run(&rt, chans, req, rate, Duration::from_secs(seconds));
+                    let q = |p: f64| r.hist.value_at_quantile(p) as f64 / 1000.0;
+                    println!(
+                        "| {name} | {rate:.0} | {server} | {:.3} | {:.3} | {:.3} | {:.3} | {:.0} | {} |",
+                        q(0.5),
+                        q(0.99),
+                        q(0.999),
+                        r.hist.max() as f64 / 1000.0,
+                        r.achieved,
+                        r.errors
+                    );
+                }
+            }
+        }
+        println!(
+            "\nclosed loop, {SATURATION_IN_FLIGHT} requests in flight, {seconds}s: maximum throughput"
+        );
+        println!("| scenario | server | requests/s | p50 (ms) | p99 (ms) | errors |");
+        println!("|---|---|---|---|---|---|");
+        for (name, req, _) in &scenarios {
             for (server, chans) in [("no-op floor", &noop_channels), ("tern", &tern_channels)] {
-                // Warm up connections, caches and plans, then measure.
-                let _ = run(&rt, chans, req, rate, Duration::from_secs(1));
-                let r = run(&rt, chans, req, rate, Duration::from_secs(seconds));
+                let _ = saturate(&rt, chans, req, Duration::from_secs(1));
+                let r = saturate(&rt, chans, req, Duration::from_secs(seconds));
                 let q = |p: f64| r.hist.value_at_quantile(p) as f64 / 1000.0;
                 println!(
-                    "| {name} | {rate:.0} | {server} | {:.3} | {:.3} | {:.3} | {:.3} | {:.0} | {} |",
+                    "| {name} | {server} | {:.0} | {:.3} | {:.3} | {} |",
+                    r.achieved,
                     q(0.5),
                     q(0.99),
-                    q(0.999),
-                    r.hist.max() as f64 / 1000.0,
-                    r.achieved,
                     r.errors
                 );
             }
         }
+        if let Some(redis) = &redis {
+            println!(
+                "\nredis-benchmark on the same Redis, same run ({CONNECTIONS} clients; one HMGET of 11 fields, and 100 per pipeline):"
+            );
+            println!("| command | requests/s | p50 (ms) | p99 (ms) |");
+            println!("|---|---|---|---|");
+            for (label, pipeline) in [("HMGET x1", 1), ("HMGET x100 pipelined", 100)] {
+                let (rps, p50, p99) = redis.benchmark_hmget(seconds, pipeline);
+                println!("| {label} | {rps:.0} | {p50:.3} | {p99:.3} |");
+            }
+        }
+        tern.stop();
+        noop.stop();
     }
-    tern.stop();
-    noop.stop();
+}
+
+/// Requests kept in flight by the closed-loop throughput run.
+const SATURATION_IN_FLIGHT: usize = 32;
+
+/// Closed loop: `SATURATION_IN_FLIGHT` workers each send the next request as soon as
+/// the previous one answers. This measures capacity (requests/s), not latency under a
+/// given load; the open-loop runs are the latency figures.
+fn saturate(
+    rt: &tokio::runtime::Runtime,
+    channels: &[Channel],
+    req: &GetOnlineFeaturesRequest,
+    duration: Duration,
+) -> RunResult {
+    let req = Arc::new(req.clone());
+    let start = Instant::now();
+    let end = start + duration;
+    let workers: Vec<_> = (0..SATURATION_IN_FLIGHT)
+        .map(|i| {
+            let (ch, req) = (channels[i % channels.len()].clone(), req.clone());
+            rt.spawn(async move {
+                let mut hist =
+                    Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+                let (mut done, mut errors) = (0u64, 0u64);
+                while Instant::now() < end {
+                    let t = Instant::now();
+                    let ok = ServingServiceClient::new(ch.clone())
+                        .get_online_features((*req).clone())
+                        .await
+                        .is_ok();
+                    let _ = hist.record((t.elapsed().as_micros() as u64).max(1));
+                    done += 1;
+                    errors += u64::from(!ok);
+                }
+                (hist, done, errors)
+            })
+        })
+        .collect();
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+    let (mut done, mut errors) = (0, 0);
+    for w in workers {
+        let (h, d, e) = rt.block_on(w).expect("worker");
+        hist.add(h).expect("merge");
+        done += d;
+        errors += e;
+    }
+    RunResult {
+        hist,
+        errors,
+        achieved: done as f64 / start.elapsed().as_secs_f64(),
+    }
+}
+
+/// A `redis-server` for the benchmark, on a free port.
+struct RedisServer {
+    child: Child,
+    port: u16,
+}
+
+impl RedisServer {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        let mut child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server");
+        let out = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(out).lines();
+        loop {
+            match lines.next() {
+                Some(Ok(line)) if line.contains("Ready to accept connections") => break,
+                Some(_) => {}
+                None => panic!("redis-server exited"),
+            }
+        }
+        // Keep draining its output so it never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Self { child, port }
+    }
+
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// redis-benchmark HMGET of an 11-field hash shaped like a Feast entity hash
+    /// (10 features of 9 bytes and a timestamp): (requests/s, p50 ms, p99 ms).
+    fn benchmark_hmget(&self, seconds: u64, pipeline: usize) -> (f64, f64, f64) {
+        let port = self.port.to_string();
+        let mut hset = vec![
+            "-p".to_owned(),
+            port.clone(),
+            "HSET".into(),
+            "bench:hash".into(),
+        ];
+        for f in 0..10 {
+            hset.extend([format!("f{f}"), "x".repeat(9)]);
+        }
+        hset.extend(["_ts".into(), "x".repeat(6)]);
+        let ok = Command::new("redis-cli")
+            .args(&hset)
+            .stdout(Stdio::null())
+            .status()
+            .expect("redis-cli");
+        assert!(ok.success());
+        let requests = (50_000 * seconds as usize).max(pipeline * 100);
+        let mut args = vec![
+            "-p".to_owned(),
+            port,
+            "-c".into(),
+            CONNECTIONS.to_string(),
+            "-n".into(),
+            requests.to_string(),
+            "-P".into(),
+            pipeline.to_string(),
+            "HMGET".into(),
+            "bench:hash".into(),
+        ];
+        args.extend((0..10).map(|f| format!("f{f}")));
+        args.push("_ts".into());
+        let out = Command::new("redis-benchmark")
+            .args(&args)
+            .output()
+            .expect("redis-benchmark");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let rps = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("throughput summary: "))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0.0);
+        // "latency summary (msec):" then a header "avg min p50 p95 p99 max" and values.
+        let lat: Vec<f64> = text
+            .lines()
+            .skip_while(|l| !l.contains("latency summary"))
+            .nth(2)
+            .map(|l| {
+                l.split_whitespace()
+                    .filter_map(|v| v.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        (
+            rps,
+            lat.get(2).copied().unwrap_or(0.0),
+            lat.get(4).copied().unwrap_or(0.0),
+        )
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 fn request(repo: &SyntheticRepo, entities: i64) -> GetOnlineFeaturesRequest {

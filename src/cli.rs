@@ -54,6 +54,9 @@ pub struct ServeArgs {
     /// a slower read answers DEADLINE_EXCEEDED.
     #[arg(long, env = "TERN_STORE_TIMEOUT_MS", default_value_t = 250)]
     pub store_timeout_ms: u64,
+    /// Multiplexed connections to a single Redis server (requests are spread over them).
+    #[arg(long, env = "TERN_REDIS_CONNECTIONS", default_value_t = 1)]
+    pub redis_connections: usize,
     /// SQLite reader threads (default: number of CPUs, at least 2).
     #[arg(long, env = "TERN_SQLITE_READERS")]
     pub sqlite_readers: Option<usize>,

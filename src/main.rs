@@ -42,6 +42,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     .sqlite_readers
                     .unwrap_or(StoreSettings::default().sqlite_readers),
                 timeout: Duration::from_millis(args.store_timeout_ms),
+                redis_connections: args.redis_connections,
             };
             let serving = tokio::task::spawn_blocking(move || {
                 server::open_serving(&config, &store, Default::default())

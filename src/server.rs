@@ -62,6 +62,8 @@ pub struct StoreSettings {
     /// connecting to it. Well under a second: a feature lookup that takes longer is
     /// better answered with an error the model server can act on.
     pub timeout: Duration,
+    /// Multiplexed connections to a single Redis server.
+    pub redis_connections: usize,
 }
 
 impl Default for StoreSettings {
@@ -71,6 +73,7 @@ impl Default for StoreSettings {
                 .map_or(2, |n| n.get())
                 .max(2),
             timeout: Duration::from_millis(250),
+            redis_connections: 1,
         }
     }
 }
@@ -111,6 +114,7 @@ pub fn open_serving(
             &config.project,
             RedisSettings {
                 timeout: store.timeout,
+                connections: store.redis_connections,
             },
         )?),
     };

@@ -223,11 +223,75 @@ impl SyntheticRepo {
             }),
         )?;
 
+        self.write_yaml(dir, "  type: sqlite\n  path: data/online.db\n")
+    }
+
+    /// Writes `feature_store.yaml` and `data/registry.db` under `dir`, and the values
+    /// into the Redis server at `addr` in Feast's layout; returns the YAML's path.
+    pub async fn write_redis(
+        &self,
+        dir: &Path,
+        addr: &str,
+    ) -> Result<PathBuf, Box<dyn std::error::Error + Send + Sync>> {
+        std::fs::create_dir_all(dir.join("data"))?;
+        std::fs::write(
+            dir.join("data/registry.db"),
+            self.registry().encode_to_vec(),
+        )?;
+        let features: Vec<String> = (0..self.features).map(|f| format!("f{f}")).collect();
+        let layout = crate::store::StorageLayout::new(&self.project, Self::VIEW, 0, features);
+        let mut conn = ::redis::Client::open(format!("redis://{addr}"))?
+            .get_multiplexed_async_connection()
+            .await?;
+        let prefix = key::key_prefix(&["driver_id"], self.key_serialization);
+        let ts = prost_types::Timestamp {
+            seconds: self.event_ts,
+            nanos: 0,
+        };
+        for chunk in (1..=self.entities).collect::<Vec<_>>().chunks(500) {
+            let mut pipe = ::redis::pipe();
+            for &id in chunk {
+                let mut k = prefix.clone();
+                key::push_value(&mut k, &EntityValue::Int64(id));
+                let values: Vec<Vec<u8>> = (0..self.features)
+                    .map(|f| {
+                        Value {
+                            val: Some(Val::DoubleVal(synthetic_value(id, f))),
+                        }
+                        .encode_to_vec()
+                    })
+                    .collect();
+                let slots: Vec<(usize, &[u8])> = values
+                    .iter()
+                    .enumerate()
+                    .map(|(f, v)| (f, v.as_slice()))
+                    .collect();
+                pipe.add_command(crate::store::redis::hset_command(
+                    &k,
+                    &self.project,
+                    &layout,
+                    &slots,
+                    ts,
+                ));
+            }
+            pipe.query_async::<()>(&mut conn).await?;
+        }
+        self.write_yaml(
+            dir,
+            &format!("  type: redis\n  connection_string: \"{addr}\"\n"),
+        )
+    }
+
+    fn write_yaml(
+        &self,
+        dir: &Path,
+        online_store: &str,
+    ) -> Result<PathBuf, Box<dyn std::error::Error + Send + Sync>> {
         let yaml = dir.join("feature_store.yaml");
         std::fs::write(
             &yaml,
             format!(
-                "project: {}\nregistry: data/registry.db\nonline_store:\n  type: sqlite\n  path: data/online.db\nentity_key_serialization_version: {}\n",
+                "project: {}\nregistry: data/registry.db\nonline_store:\n{online_store}entity_key_serialization_version: {}\n",
                 self.project,
                 match self.key_serialization {
                     KeySerialization::V2 => 2,

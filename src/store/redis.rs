@@ -14,7 +14,7 @@
 //! gives a prompt error rather than a hung request; reconnection is automatic.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -40,11 +40,39 @@ pub fn field_name(storage_name: &str, feature: &str) -> [u8; 4] {
     mur3::murmurhash3_x86_32(&name, 0).to_le_bytes()
 }
 
+/// One entity's values of one view as Feast's `feast materialize` writes them: an
+/// HSET of each feature's field and of `_ts:{view}`. `values` pairs a feature's index
+/// in `layout.features` with its serialized `feast.types.Value` (empty for null).
+pub fn hset_command(
+    entity_key: &[u8],
+    project: &str,
+    layout: &super::StorageLayout,
+    values: &[(usize, &[u8])],
+    event_time: prost_types::Timestamp,
+) -> ::redis::Cmd {
+    let mut key = Vec::with_capacity(entity_key.len() + project.len());
+    key.extend_from_slice(entity_key);
+    key.extend_from_slice(project.as_bytes());
+    let mut cmd = ::redis::cmd("HSET");
+    cmd.arg(key);
+    for &(feature, value) in values {
+        if let Some(field) = layout.redis_fields.get(feature) {
+            cmd.arg(&field[..]).arg(value);
+        }
+    }
+    cmd.arg(&layout.redis_ts_field)
+        .arg(event_time.encode_to_vec());
+    cmd
+}
+
 /// Store-level knobs.
 #[derive(Debug, Clone, Copy)]
 pub struct RedisSettings {
     /// Upper bound for one request's reads (and for connecting).
     pub timeout: Duration,
+    /// Multiplexed connections to a single server, used in turn (each pipelines many
+    /// requests; more than one helps only when one connection's I/O task saturates).
+    pub connections: usize,
 }
 
 /// Handle to a Redis (or Redis Cluster) online store. Cheap to clone.
@@ -71,8 +99,9 @@ struct Inner {
 }
 
 enum Backend {
-    /// A multiplexed connection that reconnects by itself after I/O errors.
-    Single(ConnectionManager),
+    /// Multiplexed connections that reconnect by themselves after I/O errors, used in
+    /// turn.
+    Single(Vec<ConnectionManager>, AtomicUsize),
     Cluster(Cluster),
 }
 
@@ -120,10 +149,13 @@ impl RedisStore {
                     .set_min_delay(Duration::from_millis(50))
                     .set_max_delay(Duration::from_millis(500))
                     .set_number_of_retries(8);
-                Backend::Single(
-                    ConnectionManager::new_lazy_with_config(client, manager)
-                        .map_err(|e| bad(e.to_string()))?,
-                )
+                let connections = (0..settings.connections.max(1))
+                    .map(|_| {
+                        ConnectionManager::new_lazy_with_config(client.clone(), manager.clone())
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| bad(e.to_string()))?;
+                Backend::Single(connections, AtomicUsize::new(0))
             }
             RedisType::Cluster => {
                 let mut nodes = Vec::with_capacity(config.nodes.len());
@@ -166,14 +198,16 @@ impl RedisStore {
     }
 
     async fn read_inner(&self, reads: &[ViewRead]) -> Result<Vec<ViewRows>, StoreError> {
-        let commands = commands(reads, &self.inner.project);
+        let mut commands = commands(reads, &self.inner.project);
         let replies = match &self.inner.backend {
-            Backend::Single(conn) => {
+            Backend::Single(connections, next) => {
                 let mut pipe = Pipeline::with_capacity(commands.len());
-                for c in &commands {
-                    pipe.add_command(c.cmd.clone());
+                for c in &mut commands {
+                    // Moved, not cloned: the rest of `Command` is enough from here on.
+                    pipe.add_command(std::mem::replace(&mut c.cmd, ::redis::Cmd::new()));
                 }
-                pipe.query_async::<Vec<Value>>(&mut conn.clone())
+                let mut conn = pick(connections, next);
+                pipe.query_async::<Vec<Value>>(&mut conn)
                     .await
                     .map_err(|e| self.unavailable(&e))?
             }
@@ -352,8 +386,8 @@ impl OnlineStore for RedisStore {
     async fn ping(&self) -> Result<(), StoreError> {
         let check = async {
             match &self.inner.backend {
-                Backend::Single(conn) => ::redis::cmd("PING")
-                    .query_async::<String>(&mut conn.clone())
+                Backend::Single(connections, next) => ::redis::cmd("PING")
+                    .query_async::<String>(&mut pick(connections, next))
                     .await
                     .map(drop)
                     .map_err(|e| self.unavailable(&e)),
@@ -373,6 +407,12 @@ impl OnlineStore for RedisStore {
     fn kind(&self) -> StoreKind {
         StoreKind::Redis
     }
+}
+
+fn pick(connections: &[ConnectionManager], next: &AtomicUsize) -> ConnectionManager {
+    let i = next.fetch_add(1, Ordering::Relaxed) % connections.len().max(1);
+    // `open` makes at least one connection.
+    connections[i].clone()
 }
 
 /// One HMGET of one entity for one read.

@@ -450,3 +450,54 @@ impl TapMkdir for std::path::PathBuf {
         self
     }
 }
+
+#[tokio::test]
+async fn written_in_feasts_layout_and_read_back() {
+    let redis = RedisServer::start(&[]);
+    let repo = tern::testing::SyntheticRepo {
+        entities: 20,
+        features: 3,
+        ..Default::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = repo.write_redis(dir.path(), &redis.addr()).await.unwrap();
+    let server = TestServer::start(&yaml, Clock::Fixed(repo.event_ts))
+        .await
+        .unwrap();
+    let r = call(
+        &channel(&server.url()).await,
+        Path::Serving,
+        refs_request(
+            &["bench:f2"],
+            vec![("driver_id", vec![int64(7), int64(21)])],
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        column(&r, "f2").0,
+        [
+            double(tern::testing::synthetic_value(7, 2)),
+            Default::default()
+        ]
+    );
+    assert_eq!(
+        column(&r, "f2").1,
+        [FieldStatus::Present, FieldStatus::NotFound]
+    );
+    assert_eq!(column(&r, "f2").2, [repo.event_ts, 0]);
+    // The hash is Feast's: key = entity key + project, murmur3 field names, _ts:{view}.
+    let mut conn = connect(&redis.addr()).await;
+    let mut key = tern::store::key::key_prefix(&["driver_id"], tern::config::KeySerialization::V3);
+    tern::store::key::push_value(&mut key, &tern::store::EntityValue::Int64(7));
+    key.extend_from_slice(b"synthetic");
+    let fields: Vec<Vec<u8>> = redis::cmd("HKEYS")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(fields.len(), 4);
+    assert!(fields.contains(&b"_ts:bench".to_vec()));
+    assert!(fields.contains(&tern::store::redis::field_name("bench", "f2").to_vec()));
+    server.stop().await.unwrap();
+}
