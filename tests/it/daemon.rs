@@ -326,3 +326,60 @@ async fn shutdown_drains_a_request_in_flight() {
         .unwrap()
         .expect("server stops cleanly after draining");
 }
+
+#[tokio::test]
+async fn passwords_stay_out_of_the_logs() {
+    use crate::redis_support::{RedisServer, redis_repo_yaml};
+    const RIGHT: &str = "Right-Secret-4711";
+    const WRONG: &str = "Wrong-Secret-0815";
+    let redis = RedisServer::start(&["--requirepass", RIGHT]);
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!(
+        "  type: redis\n  connection_string: \"{},password={WRONG}\"\n",
+        redis.addr()
+    );
+    let yaml = redis_repo_yaml(dir.path(), &store, true);
+    let mut daemon = Daemon::spawn(&[
+        "serve",
+        "--config",
+        yaml.to_str().unwrap(),
+        "--grpc-addr",
+        "127.0.0.1:0",
+        "--log-format",
+        "json",
+        "--log-level",
+        "debug",
+    ]);
+    let refused =
+        daemon.wait_for_log("online store not answering: health NOT_SERVING until it does");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&redis.addr()),
+        "{refused}"
+    );
+    let serving = daemon.wait_for_log("serving gRPC");
+    let url = format!("http://{}", serving["addr"].as_str().unwrap());
+    let ch = channel(&url).await;
+    let status = call(
+        &ch,
+        Path::Serving,
+        refs_request(
+            &["driver_stats:conv_rate"],
+            vec![("driver_id", vec![int64(1001)])],
+        ),
+    )
+    .await
+    .unwrap_err();
+    assert!(!status.message().contains(WRONG));
+    drop(ch);
+    let status = daemon.terminate().await;
+    assert!(status.success());
+    daemon.wait_for_log("server stopped");
+    let logs = daemon.seen.join("\n");
+    assert!(
+        !logs.contains(WRONG) && !logs.contains(RIGHT),
+        "a password reached the log:\n{logs}"
+    );
+}
