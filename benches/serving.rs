@@ -6,14 +6,13 @@
 
 use std::hint::black_box;
 use std::rc::Rc;
-use std::sync::Arc;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use tern::config::KeySerialization;
 use tern::proto::feast::types::value::Val;
 use tern::proto::feast::types::{RepeatedValue, Value};
 use tern::proto::tern::wire::Column;
-use tern::registry::Registry;
+use tern::registry::Reloader;
 use tern::serving::{Clock, Request, Selection, Serving};
 use tern::store::{EntityValue, SqliteStore, Store, key};
 use tern::testing::SyntheticRepo;
@@ -28,16 +27,19 @@ fn bench(c: &mut Criterion) {
     let repo = SyntheticRepo::default();
     let yaml = repo.write(dir.path()).expect("write repo");
     let config = tern::config::load(&yaml, |_| None).expect("config");
-    let registry = Arc::new(Registry::load(&config).expect("registry"));
-    let db = dir.path().join("data/online.db");
-    let store = Store::Sqlite(SqliteStore::open(&db, 2).expect("store"));
-    let serving = Serving::new(registry, store, Clock::Fixed(repo.event_ts));
-    let refs = repo.refs();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .expect("runtime");
+    let registry = rt
+        .block_on(Reloader::open(&config))
+        .expect("registry")
+        .registry();
+    let db = dir.path().join("data/online.db");
+    let store = Store::Sqlite(SqliteStore::open(&db, 2).expect("store"));
+    let serving = Serving::new(registry, store, Clock::Fixed(repo.event_ts));
+    let refs = repo.refs();
 
     let conn = rusqlite::Connection::open(&db).expect("open");
     rusqlite::vtab::array::load_module(&conn).expect("rarray");

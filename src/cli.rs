@@ -57,6 +57,10 @@ pub struct ServeArgs {
     /// Multiplexed connections to a single Redis server (requests are spread over them).
     #[arg(long, env = "TERN_REDIS_CONNECTIONS", default_value_t = 1)]
     pub redis_connections: usize,
+    /// If the registry cannot be loaded at start-up, keep retrying every second (logging
+    /// why) instead of exiting. The gRPC port opens once it loads.
+    #[arg(long, env = "TERN_WAIT_FOR_REGISTRY")]
+    pub wait_for_registry: bool,
     /// SQLite reader threads (default: number of CPUs, at least 2).
     #[arg(long, env = "TERN_SQLITE_READERS")]
     pub sqlite_readers: Option<usize>,

@@ -43,11 +43,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     .unwrap_or(StoreSettings::default().sqlite_readers),
                 timeout: Duration::from_millis(args.store_timeout_ms),
                 redis_connections: args.redis_connections,
+                wait_for_registry: args.wait_for_registry,
             };
-            let serving = tokio::task::spawn_blocking(move || {
-                server::open_serving(&config, &store, Default::default())
-            })
-            .await??;
+            let (serving, reloader) =
+                server::open_serving(&config, &store, Default::default()).await?;
+            tokio::spawn(server::reload_on_sighup(reloader.handle()));
             let settings = ServerSettings {
                 request_timeout: Duration::from_millis(args.request_timeout_ms),
                 drain_timeout: Duration::from_secs(args.drain_timeout_s),
@@ -60,6 +60,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             server::run(
                 listener,
                 Arc::new(serving),
+                Some(reloader),
                 &settings,
                 server::shutdown_signal(),
             )

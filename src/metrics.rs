@@ -25,6 +25,10 @@ pub const STORE_UP: &str = "tern_store_up";
 pub const STORE_RECONNECTS: &str = "tern_store_reconnects_total";
 /// Gauge: generation of the registry snapshot being served.
 pub const REGISTRY_GENERATION: &str = "tern_registry_generation";
+/// Counter: registry reload attempts, by `result` (swapped, unchanged, failed).
+pub const REGISTRY_RELOADS: &str = "tern_registry_reloads_total";
+/// Gauge: Unix time of the last reload (or initial load) that succeeded.
+pub const REGISTRY_LAST_SUCCESS: &str = "tern_registry_last_success_timestamp_seconds";
 /// Histogram: time to read and index a registry, in seconds.
 pub const REGISTRY_LOAD_SECONDS: &str = "tern_registry_load_duration_seconds";
 
@@ -71,6 +75,14 @@ pub fn describe() {
         REGISTRY_GENERATION,
         "Generation of the registry snapshot being served"
     );
+    describe_counter!(
+        REGISTRY_RELOADS,
+        "Registry reload attempts, by result (swapped, unchanged, failed)"
+    );
+    describe_gauge!(
+        REGISTRY_LAST_SUCCESS,
+        "Unix time of the last successful registry load"
+    );
     describe_histogram!(
         REGISTRY_LOAD_SECONDS,
         Unit::Seconds,
@@ -108,6 +120,8 @@ mod tests {
             STORE_UP,
             STORE_RECONNECTS,
             REGISTRY_GENERATION,
+            REGISTRY_RELOADS,
+            REGISTRY_LAST_SUCCESS,
             REGISTRY_LOAD_SECONDS,
         ];
         let unique: std::collections::HashSet<_> = names.iter().collect();

@@ -24,7 +24,7 @@ use crate::grpc::{
     ServingServiceServer,
 };
 use crate::metrics as m;
-use crate::registry::{Registry, RegistryError};
+use crate::registry::{RegistryError, ReloadHandle, Reloader};
 use crate::serving::{Clock, Serving};
 use crate::store::{OnlineStore, RedisSettings, RedisStore, SqliteStore, Store, StoreError};
 
@@ -64,6 +64,9 @@ pub struct StoreSettings {
     pub timeout: Duration,
     /// Multiplexed connections to a single Redis server.
     pub redis_connections: usize,
+    /// At start-up, wait (retrying every second) for a loadable registry instead of
+    /// exiting.
+    pub wait_for_registry: bool,
 }
 
 impl Default for StoreSettings {
@@ -74,6 +77,7 @@ impl Default for StoreSettings {
                 .max(2),
             timeout: Duration::from_millis(250),
             redis_connections: 1,
+            wait_for_registry: false,
         }
     }
 }
@@ -99,15 +103,25 @@ pub enum StartupError {
 }
 
 /// Loads the registry and opens the online store named by `config`. Blocking.
-pub fn open_serving(
+pub async fn open_serving(
     config: &RepoConfig,
     store: &StoreSettings,
     clock: Clock,
-) -> Result<Serving, StartupError> {
-    let registry = Arc::new(Registry::load(config)?);
+) -> Result<(Serving, Reloader), StartupError> {
+    let reloader = if store.wait_for_registry {
+        Reloader::open_waiting(config, REGISTRY_RETRY).await
+    } else {
+        Reloader::open(config).await?
+    };
     let store = match &config.online_store {
         OnlineStoreConfig::Sqlite { path } => {
-            Store::Sqlite(SqliteStore::open(path, store.sqlite_readers)?)
+            let (path, readers) = (path.clone(), store.sqlite_readers);
+            // Opening checks the file: blocking work, off the reactor.
+            Store::Sqlite(
+                tokio::task::spawn_blocking(move || SqliteStore::open(&path, readers))
+                    .await
+                    .map_err(|e| StartupError::Unsupported(e.to_string()))??,
+            )
         }
         OnlineStoreConfig::Redis(redis) => Store::Redis(RedisStore::open(
             redis,
@@ -118,13 +132,37 @@ pub fn open_serving(
             },
         )?),
     };
-    Ok(Serving::new(registry, store, clock))
+    Ok((Serving::new(reloader.registry(), store, clock), reloader))
+}
+
+/// How often `--wait-for-registry` tries again.
+const REGISTRY_RETRY: Duration = Duration::from_secs(1);
+
+/// Forces a registry reload on every SIGHUP, for as long as the process runs.
+pub async fn reload_on_sighup(handle: ReloadHandle) {
+    #[cfg(unix)]
+    {
+        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGHUP; registry reloads by timer only");
+                return;
+            }
+        };
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP received: reloading the registry");
+            handle.force();
+        }
+    }
+    #[cfg(not(unix))]
+    drop(handle);
 }
 
 /// Serves gRPC on `listener` until `shutdown` resolves, then drains (see module docs).
 pub async fn run(
     listener: TcpListener,
     serving: Arc<Serving>,
+    reloader: Option<Reloader>,
     settings: &ServerSettings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartupError> {
@@ -145,7 +183,13 @@ pub async fn run(
     )
     .await;
     let (stop_watch, stopped) = watch::channel(false);
-    let watcher = tokio::spawn(watch_store(serving.clone(), health.clone(), up, stopped));
+    let watcher = tokio::spawn(watch_store(
+        serving.clone(),
+        health.clone(),
+        up,
+        stopped.clone(),
+    ));
+    let reloads = reloader.map(|r| tokio::spawn(r.run(stopped)));
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::proto::REFLECTION_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -177,6 +221,9 @@ pub async fn run(
         // Stop the watcher first, so it cannot turn health back to SERVING.
         let _ = stop_watch.send(true);
         let _ = watcher.await;
+        if let Some(reloads) = reloads {
+            let _ = reloads.await;
+        }
         set_all(&reporter, ServingStatus::NotServing).await;
         let _ = drain_tx.send(());
     };

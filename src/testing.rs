@@ -13,6 +13,7 @@ use crate::config::{self, KeySerialization};
 use crate::proto::feast::core as pb;
 use crate::proto::feast::types::value::Val;
 use crate::proto::feast::types::{Value, value_type::Enum as ValueType};
+use crate::registry::{ReloadHandle, Reloader};
 use crate::server::{self, ServerSettings, StartupError, StoreSettings};
 use crate::serving::{Clock, Serving};
 use crate::store::{EntityValue, key, sqlite};
@@ -24,43 +25,43 @@ pub struct TestServer {
     pub addr: SocketAddr,
     /// The serving core behind it.
     pub serving: Arc<Serving>,
+    /// Forces registry reloads and reads reload counters.
+    pub reload: Option<ReloadHandle>,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), StartupError>>,
 }
 
 impl TestServer {
-    /// Loads `feature_store.yaml` and serves it with `clock`.
+    /// Loads `feature_store.yaml` and serves it with `clock`, reloading the registry as
+    /// the daemon does.
     pub async fn start(config_path: &Path, clock: Clock) -> Result<Self, StartupError> {
         let config = config::load(config_path, |_| None)
             .map_err(|e| StartupError::Unsupported(e.to_string()))?;
-        let serving = tokio::task::spawn_blocking(move || {
-            server::open_serving(
-                &config,
-                &StoreSettings {
-                    sqlite_readers: 2,
-                    ..StoreSettings::default()
-                },
-                clock,
-            )
-        })
-        .await
-        .map_err(|e| StartupError::Unsupported(e.to_string()))??;
-        Self::serve(Arc::new(serving)).await
+        let settings = StoreSettings {
+            sqlite_readers: 2,
+            ..StoreSettings::default()
+        };
+        let (serving, reloader) = server::open_serving(&config, &settings, clock).await?;
+        Self::serve(Arc::new(serving), Some(reloader)).await
     }
 
-    /// Serves an already built core.
-    pub async fn serve(serving: Arc<Serving>) -> Result<Self, StartupError> {
+    /// Serves an already built core (and reloads its registry, if given a reloader).
+    pub async fn serve(
+        serving: Arc<Serving>,
+        reloader: Option<Reloader>,
+    ) -> Result<Self, StartupError> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .map_err(|e| StartupError::Unsupported(e.to_string()))?;
         let addr = listener
             .local_addr()
             .map_err(|e| StartupError::Unsupported(e.to_string()))?;
+        let reload = reloader.as_ref().map(Reloader::handle);
         let (tx, rx) = oneshot::channel::<()>();
         let core = serving.clone();
         let task = tokio::spawn(async move {
             let settings = ServerSettings::default();
-            server::run(listener, core, &settings, async {
+            server::run(listener, core, reloader, &settings, async {
                 let _ = rx.await;
             })
             .await
@@ -68,6 +69,7 @@ impl TestServer {
         Ok(Self {
             addr,
             serving,
+            reload,
             shutdown: Some(tx),
             task,
         })

@@ -2,8 +2,10 @@
 //! header, no compression and no framing.
 //!
 //! Feast rewrites the file in place (truncate, write, fsync), so a reader can catch it
-//! half-written. The file is read between two `stat`s and read again if it changed;
-//! emptiness and a missing project are caught by `Snapshot::build`.
+//! half-written. Defences, in layers: the file is read between two `stat`s and read
+//! again if it changed; the reload loop only reads a change once the file has looked
+//! the same on two polls in a row; and a decoded registry that lacks the configured
+//! project (written late in the file) is refused by `Snapshot::build`.
 
 use std::io::ErrorKind;
 use std::path::Path;
@@ -17,16 +19,40 @@ use crate::proto::feast::core as pb;
 /// Attempts before giving up on a file that keeps changing under us.
 const READ_ATTEMPTS: usize = 3;
 
-/// Reads and decodes a registry file.
-pub fn read(path: &Path) -> Result<pb::Registry, RegistryError> {
-    decode(&read_stable(path)?, path)
+/// What `stat` says about the file; a change in any part means "look again". The
+/// inode catches an atomic rename that keeps size and mtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStamp {
+    len: u64,
+    modified: Option<SystemTime>,
+    inode: u64,
+}
+
+/// The file's current stamp.
+pub fn stamp(path: &Path) -> Result<FileStamp, RegistryError> {
+    let meta = std::fs::metadata(path).map_err(|e| io_error(path, e))?;
+    #[cfg(unix)]
+    let inode = std::os::unix::fs::MetadataExt::ino(&meta);
+    #[cfg(not(unix))]
+    let inode = 0;
+    Ok(FileStamp {
+        len: meta.len(),
+        modified: meta.modified().ok(),
+        inode,
+    })
+}
+
+/// Reads and decodes a registry file; returns it with the stamp of what was read.
+pub fn read(path: &Path) -> Result<(pb::Registry, FileStamp), RegistryError> {
+    let (bytes, stamp) = read_stable(path)?;
+    Ok((decode(&bytes, path)?, stamp))
 }
 
 /// Decodes registry bytes.
 pub fn decode(bytes: &[u8], path: &Path) -> Result<pb::Registry, RegistryError> {
-    pb::Registry::decode(bytes).map_err(|source| RegistryError::Decode {
+    pb::Registry::decode(bytes).map_err(|cause| RegistryError::Decode {
         path: path.to_owned(),
-        cause: source,
+        cause,
     })
 }
 
@@ -36,32 +62,26 @@ pub fn encode(registry: &pb::Registry) -> Vec<u8> {
     registry.encode_to_vec()
 }
 
-fn read_stable(path: &Path) -> Result<Vec<u8>, RegistryError> {
-    let io = |source: std::io::Error| {
-        if source.kind() == ErrorKind::NotFound {
-            RegistryError::NotFound(path.to_owned())
-        } else {
-            RegistryError::Io {
-                path: path.to_owned(),
-                cause: source,
-            }
+fn io_error(path: &Path, cause: std::io::Error) -> RegistryError {
+    if cause.kind() == ErrorKind::NotFound {
+        RegistryError::NotFound(path.to_owned())
+    } else {
+        RegistryError::Io {
+            path: path.to_owned(),
+            cause,
         }
-    };
-    let mut last = Vec::new();
+    }
+}
+
+fn read_stable(path: &Path) -> Result<(Vec<u8>, FileStamp), RegistryError> {
     for _ in 0..READ_ATTEMPTS {
-        let before = stamp(path).map_err(io)?;
-        last = std::fs::read(path).map_err(io)?;
-        let after = stamp(path).map_err(io)?;
-        if before == after && after.0 == last.len() as u64 {
-            return Ok(last);
+        let before = stamp(path)?;
+        let bytes = std::fs::read(path).map_err(|e| io_error(path, e))?;
+        let after = stamp(path)?;
+        if before == after && after.len == bytes.len() as u64 {
+            return Ok((bytes, after));
         }
         tracing::debug!(path = %path.display(), "registry changed while being read; reading again");
     }
-    // Still changing: hand back the last read; decoding and validation decide.
-    Ok(last)
-}
-
-fn stamp(path: &Path) -> std::io::Result<(u64, Option<SystemTime>)> {
-    let meta = std::fs::metadata(path)?;
-    Ok((meta.len(), meta.modified().ok()))
+    Err(RegistryError::Unstable(path.to_owned()))
 }

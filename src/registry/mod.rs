@@ -1,22 +1,23 @@
-//! Feast's registry: loading it, and the snapshot requests are served from.
+//! Feast's registry: where it is read from, the snapshot requests are served from, and
+//! keeping that snapshot fresh.
 //!
-//! Owns: reading a registry source ([`mod@file`]), turning it into an immutable indexed
-//! [`Snapshot`], and the handle that publishes snapshots atomically ([`Registry`]).
-//! Does not own: resolving a request against a snapshot (`serving::plan`).
+//! Owns: registry sources ([`file`], [`sql`]), the immutable indexed [`Snapshot`], the
+//! handle that publishes snapshots atomically ([`Registry`]) and the reload loop
+//! ([`reload`]). Does not own: resolving a request against a snapshot
+//! (`serving::plan`).
 
 pub mod file;
+pub mod reload;
 pub mod snapshot;
+pub mod sql;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
 
 use arc_swap::ArcSwap;
 
-use crate::config::{RegistrySource, RepoConfig};
-use crate::metrics as m;
-use crate::proto::feast::core as pb;
+pub use reload::{ReloadHandle, Reloader};
 pub use snapshot::{
     JoinKey, ServiceDef, Snapshot, SnapshotSettings, ViewEntry, ViewKind, ViewVersion,
 };
@@ -35,10 +36,13 @@ pub enum RegistryError {
         /// I/O error.
         cause: std::io::Error,
     },
+    /// The file kept changing while being read (a writer is rewriting it).
+    #[error("registry {0} changed while it was being read; it is being rewritten")]
+    Unstable(PathBuf),
     /// Not a serialized `feast.core.Registry` (garbage or cut in the middle of a field).
     #[error("registry {path} is not a valid Feast registry: {cause}")]
     Decode {
-        /// Registry file.
+        /// Registry file (or table, for a SQL registry).
         path: PathBuf,
         /// Protobuf decode error.
         cause: prost::DecodeError,
@@ -56,7 +60,15 @@ pub enum RegistryError {
         /// Projects present, comma-separated.
         found: String,
     },
-    /// A registry kind this build cannot read yet.
+    /// The SQL registry's database failed (connection, query, or an unexpected row).
+    #[error("SQL registry {source_name}: {detail}")]
+    Sql {
+        /// The database, without credentials.
+        source_name: String,
+        /// What failed.
+        detail: String,
+    },
+    /// A registry this build cannot read.
     #[error("{0}")]
     Unsupported(String),
 }
@@ -68,38 +80,18 @@ pub struct Registry {
     /// contending with each other or with a reload, and keep the `Arc` they loaded for
     /// the whole request, so a swap never changes a request half-way.
     current: ArcSwap<Snapshot>,
-    /// Generation of the next published snapshot (monotonic).
+    /// Generation the next published snapshot gets (monotonic; only publishing moves
+    /// it, so generations count swaps).
     next_generation: AtomicU64,
-    settings: SnapshotSettings,
-    source: RegistrySource,
 }
 
 impl Registry {
-    /// Loads the registry named by `config` (blocking I/O: call at start-up or from
-    /// `spawn_blocking`).
-    pub fn load(config: &RepoConfig) -> Result<Self, RegistryError> {
-        let settings = SnapshotSettings::from_config(config);
-        let source = config.registry.source.clone();
-        let started = Instant::now();
-        let proto = read_source(&source)?;
-        let snapshot = Snapshot::build(proto, &settings, 1, &source_name(&source))?;
-        record_load(&snapshot, started);
-        Ok(Self {
+    /// A registry serving `snapshot` as generation 1.
+    pub fn new(mut snapshot: Snapshot) -> Self {
+        snapshot.generation = 1;
+        Self {
             current: ArcSwap::from_pointee(snapshot),
             next_generation: AtomicU64::new(2),
-            settings,
-            source,
-        })
-    }
-
-    /// Wraps an already built snapshot (tests and benches).
-    pub fn from_snapshot(snapshot: Snapshot, source: RegistrySource) -> Self {
-        let next = snapshot.generation + 1;
-        Self {
-            settings: snapshot.settings.clone(),
-            current: ArcSwap::from_pointee(snapshot),
-            next_generation: AtomicU64::new(next),
-            source,
         }
     }
 
@@ -108,53 +100,12 @@ impl Registry {
         self.current.load_full()
     }
 
-    /// Reads the source again and publishes the result if it builds; on failure the
-    /// current snapshot stays. Blocking I/O.
-    pub fn reload(&self) -> Result<Arc<Snapshot>, RegistryError> {
-        let started = Instant::now();
-        let proto = read_source(&self.source)?;
-        let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
-        let snapshot = Snapshot::build(
-            proto,
-            &self.settings,
-            generation,
-            &source_name(&self.source),
-        )?;
-        record_load(&snapshot, started);
+    /// Publishes `snapshot` as the next generation: requests starting after this see
+    /// it; requests in flight finish on the one they loaded.
+    pub fn publish(&self, mut snapshot: Snapshot) -> Arc<Snapshot> {
+        snapshot.generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
         let snapshot = Arc::new(snapshot);
         self.current.store(snapshot.clone());
-        Ok(snapshot)
+        snapshot
     }
-}
-
-fn read_source(source: &RegistrySource) -> Result<pb::Registry, RegistryError> {
-    match source {
-        RegistrySource::File(path) => file::read(path),
-        RegistrySource::Sql(_) => Err(RegistryError::Unsupported(
-            "registry_type: sql is not supported by this version of Tern yet; use a file registry (registry.db)"
-                .into(),
-        )),
-    }
-}
-
-fn source_name(source: &RegistrySource) -> String {
-    match source {
-        RegistrySource::File(path) => path.display().to_string(),
-        RegistrySource::Sql(_) => "SQL registry".into(),
-    }
-}
-
-fn record_load(snapshot: &Snapshot, started: Instant) {
-    let elapsed = started.elapsed();
-    metrics::gauge!(m::REGISTRY_GENERATION).set(snapshot.generation as f64);
-    metrics::histogram!(m::REGISTRY_LOAD_SECONDS).record(elapsed.as_secs_f64());
-    tracing::info!(
-        generation = snapshot.generation,
-        project = %snapshot.settings.project,
-        views = snapshot.view_count(),
-        services = snapshot.service_count(),
-        entities = snapshot.entity_count(),
-        load_ms = elapsed.as_secs_f64() * 1e3,
-        "registry snapshot loaded"
-    );
 }

@@ -10,4 +10,5 @@ mod daemon;
 mod redis_store;
 mod redis_support;
 mod registry;
+mod reload;
 mod serving;

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use prost::Message;
 use tern::config;
 use tern::proto::feast::core as pb;
-use tern::registry::{Registry, file};
+use tern::registry::{Reloader, file};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/feature_repo")
@@ -73,11 +73,10 @@ fn round_trip_loses_nothing() {
     assert!(!decoded.data_sources.is_empty(), "opaque data sources kept");
 }
 
-#[test]
-fn snapshot_indexes_views_versions_services_and_tables() {
+#[tokio::test]
+async fn snapshot_indexes_views_versions_services_and_tables() {
     let config = config::load(&repo().join("feature_store.yaml"), |_| None).unwrap();
-    let registry = Registry::load(&config).unwrap();
-    let snap = registry.snapshot();
+    let snap = Reloader::open(&config).await.unwrap().registry().snapshot();
     assert_eq!(snap.settings.project, "tern_demo");
     assert!(snap.settings.versioning);
     let mut views = snap.view_names();
@@ -145,7 +144,7 @@ fn snapshot_indexes_views_versions_services_and_tables() {
         |_| None,
     )
     .unwrap();
-    let snap = Registry::load(&off).unwrap().snapshot();
+    let snap = Reloader::open(&off).await.unwrap().registry().snapshot();
     assert_eq!(
         snap.view("driver_stats")
             .unwrap()
@@ -156,27 +155,42 @@ fn snapshot_indexes_views_versions_services_and_tables() {
     );
 }
 
-#[test]
-fn broken_registries_are_refused_with_a_reason() {
+#[tokio::test]
+async fn broken_registries_are_refused_with_a_reason() {
     let dir = tempfile::tempdir().unwrap();
     let original = std::fs::read(repo().join("data/registry.db")).unwrap();
     let yaml = dir.path().join("feature_store.yaml");
     std::fs::write(&yaml, "project: tern_demo\nregistry: registry.db\n").unwrap();
     let config = config::load(&yaml, |_| None).unwrap();
-    let load = |bytes: &[u8]| {
+    let load = async |bytes: &[u8]| {
         std::fs::write(dir.path().join("registry.db"), bytes).unwrap();
-        Registry::load(&config).map(|_| ()).unwrap_err().to_string()
+        Reloader::open(&config)
+            .await
+            .map(|_| ())
+            .unwrap_err()
+            .to_string()
     };
-    assert!(load(b"").contains("has no project 'tern_demo' (projects found: none)"));
-    assert!(load(b"\xff\xff\xff garbage").contains("is not a valid Feast registry"));
     assert!(
-        load(&original[..original.len() / 2]).contains("registry.db"),
+        load(b"")
+            .await
+            .contains("has no project 'tern_demo' (projects found: none)")
+    );
+    assert!(
+        load(b"\xff\xff\xff garbage")
+            .await
+            .contains("is not a valid Feast registry")
+    );
+    assert!(
+        load(&original[..original.len() / 2])
+            .await
+            .contains("registry.db"),
         "cut in the middle"
     );
 
     std::fs::write(&yaml, "project: other\nregistry: registry.db\n").unwrap();
     std::fs::write(dir.path().join("registry.db"), &original).unwrap();
-    let err = Registry::load(&config::load(&yaml, |_| None).unwrap())
+    let err = Reloader::open(&config::load(&yaml, |_| None).unwrap())
+        .await
         .unwrap_err()
         .to_string();
     assert!(

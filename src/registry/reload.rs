@@ -1,0 +1,396 @@
+//! Keeping the served snapshot fresh without disturbing requests.
+//!
+//! The [`Reloader`] owns the registry source and runs as one background task. It
+//! reloads every `cache_ttl_seconds` (0: never by timer), on a forced reload (SIGHUP,
+//! [`ReloadHandle::force`]), and for a file registry as soon as the file has changed
+//! and then stayed the same for one more poll. Reading, decoding and indexing run off
+//! the async reactor; the result is published with one atomic swap. A registry that
+//! does not load (missing, garbage, truncated, half-written, wrong project) is logged
+//! with its file and cause, counted, and retried; the last good snapshot keeps serving.
+//! A reload that finds the same content (`version_id` and `last_updated` for a file,
+//! the table fingerprint for SQL) publishes nothing.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{mpsc, watch};
+
+use super::file::{self, FileStamp};
+use super::sql::{self, SqlSource};
+use super::{Registry, RegistryError, Snapshot, SnapshotSettings};
+use crate::config::{RegistrySource, RepoConfig};
+use crate::metrics as m;
+use crate::proto::feast::core as pb;
+
+/// How often a file registry is `stat`ed for changes.
+pub const FILE_POLL: Duration = Duration::from_millis(500);
+
+/// Counters a caller can read (tests, diagnostics).
+#[derive(Debug, Default)]
+pub struct ReloadStats {
+    swaps: AtomicU64,
+    unchanged: AtomicU64,
+    failures: AtomicU64,
+}
+
+/// A cheap, cloneable handle to a running [`Reloader`].
+#[derive(Debug, Clone)]
+pub struct ReloadHandle {
+    force: mpsc::Sender<()>,
+    stats: Arc<ReloadStats>,
+}
+
+impl ReloadHandle {
+    /// Asks for a reload now (re-read, rebuild and publish, even if unchanged).
+    pub fn force(&self) {
+        // A full queue already holds a pending forced reload.
+        let _ = self.force.try_send(());
+    }
+
+    /// Snapshots published by reloads (the initial load not counted).
+    pub fn swaps(&self) -> u64 {
+        self.stats.swaps.load(Ordering::Relaxed)
+    }
+
+    /// Reloads that found the same content.
+    pub fn unchanged(&self) -> u64 {
+        self.stats.unchanged.load(Ordering::Relaxed)
+    }
+
+    /// Reload attempts that failed.
+    pub fn failures(&self) -> u64 {
+        self.stats.failures.load(Ordering::Relaxed)
+    }
+}
+
+enum Source {
+    File(PathBuf),
+    Sql(SqlSource),
+}
+
+/// What identifies the content last published.
+#[derive(Debug, Clone, PartialEq)]
+enum Loaded {
+    File {
+        stamp: FileStamp,
+        version_id: String,
+        last_updated: Option<prost_types::Timestamp>,
+    },
+    Sql(sql::Fingerprint),
+}
+
+/// What a reload did.
+#[derive(Debug)]
+pub enum Outcome {
+    /// A new snapshot was published.
+    Swapped(Arc<Snapshot>),
+    /// The content was the same; nothing was published.
+    Unchanged,
+}
+
+/// Loads the registry and keeps it fresh. See the module docs.
+pub struct Reloader {
+    registry: Arc<Registry>,
+    source: Source,
+    name: String,
+    settings: SnapshotSettings,
+    ttl: Option<Duration>,
+    loaded: Loaded,
+    /// A file stamp seen once, waiting to be seen again before it is read.
+    pending: Option<FileStamp>,
+    /// The last failure logged, so a failure that repeats every poll is logged once.
+    last_error: Option<String>,
+    force_tx: mpsc::Sender<()>,
+    force_rx: mpsc::Receiver<()>,
+    stats: Arc<ReloadStats>,
+}
+
+impl std::fmt::Debug for Reloader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reloader")
+            .field("source", &self.name)
+            .finish()
+    }
+}
+
+impl Reloader {
+    /// Loads the registry `config` names. Fails if it cannot be loaded.
+    pub async fn open(config: &RepoConfig) -> Result<Self, RegistryError> {
+        let settings = SnapshotSettings::from_config(config);
+        let (mut source, name) = match &config.registry.source {
+            RegistrySource::File(path) => (Source::File(path.clone()), path.display().to_string()),
+            RegistrySource::Sql(url) => {
+                let s = SqlSource::from_url(url, &config.repo_dir)?;
+                let name = s.name().to_owned();
+                (Source::Sql(s), name)
+            }
+        };
+        let started = Instant::now();
+        let (proto, loaded) = read_source(&mut source, &settings, None).await?;
+        let registry = Arc::new(Registry::new(build(proto, &settings, &name).await?));
+        record_success(&registry.snapshot(), started, &name, "initial");
+        let (force_tx, force_rx) = mpsc::channel(1);
+        Ok(Self {
+            registry,
+            source,
+            name,
+            settings,
+            ttl: config.registry.cache_ttl,
+            loaded,
+            pending: None,
+            last_error: None,
+            force_tx,
+            force_rx,
+            stats: Arc::default(),
+        })
+    }
+
+    /// Like [`open`](Self::open), but keeps retrying every `retry` until the registry
+    /// loads, logging each new failure.
+    pub async fn open_waiting(config: &RepoConfig, retry: Duration) -> Self {
+        let mut last = String::new();
+        loop {
+            match Self::open(config).await {
+                Ok(r) => return r,
+                Err(e) => {
+                    let text = e.to_string();
+                    if text != last {
+                        tracing::error!(error = %text, "registry not loadable yet; waiting for it (--wait-for-registry)");
+                        last = text;
+                    }
+                }
+            }
+            tokio::time::sleep(retry).await;
+        }
+    }
+
+    /// The published registry.
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry.clone()
+    }
+
+    /// A handle to force reloads and read counters.
+    pub fn handle(&self) -> ReloadHandle {
+        ReloadHandle {
+            force: self.force_tx.clone(),
+            stats: self.stats.clone(),
+        }
+    }
+
+    /// Reloads now. `forced` publishes even unchanged content.
+    pub async fn reload(&mut self, forced: bool) -> Result<Outcome, RegistryError> {
+        let started = Instant::now();
+        // SQL: the fingerprint alone says whether anything changed.
+        let mut fingerprint = None;
+        if !forced && let Source::Sql(sql) = &mut self.source {
+            let current = sql.fingerprint(&self.settings.project).await?;
+            if Loaded::Sql(current.clone()) == self.loaded {
+                return Ok(Outcome::Unchanged);
+            }
+            fingerprint = Some(current);
+        }
+        let (proto, loaded) = read_source(&mut self.source, &self.settings, fingerprint).await?;
+        if !forced && self.loaded.same_content(&loaded) {
+            // Touched, or copied over unchanged: remember the new stamp, keep serving.
+            self.loaded = loaded;
+            return Ok(Outcome::Unchanged);
+        }
+        let snapshot = self
+            .registry
+            .publish(build(proto, &self.settings, &self.name).await?);
+        self.loaded = loaded;
+        record_success(
+            &snapshot,
+            started,
+            &self.name,
+            if forced { "forced" } else { "changed" },
+        );
+        Ok(Outcome::Swapped(snapshot))
+    }
+
+    /// Runs until `stop` turns true. See the module docs for when it reloads.
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let file = matches!(self.source, Source::File(_));
+        let mut ttl = self
+            .ttl
+            .map(|d| tokio::time::interval_at(tokio::time::Instant::now() + d, d));
+        let mut poll = tokio::time::interval(FILE_POLL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                Some(()) = self.force_rx.recv() => self.attempt(true).await,
+                () = tick(&mut ttl) => self.attempt(false).await,
+                _ = poll.tick(), if file => self.poll_file().await,
+            }
+        }
+    }
+
+    /// One poll of a file registry: read it once a change has held for a whole poll.
+    async fn poll_file(&mut self) {
+        let Source::File(path) = &self.source else {
+            return;
+        };
+        let path = path.clone();
+        let stamp = match tokio::task::spawn_blocking(move || file::stamp(&path)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return self.failed(&e),
+            Err(e) => return self.failed(&RegistryError::Unsupported(e.to_string())),
+        };
+        let current = match &self.loaded {
+            Loaded::File { stamp, .. } => Some(*stamp),
+            Loaded::Sql(_) => None,
+        };
+        if Some(stamp) == current && self.last_error.is_none() {
+            self.pending = None;
+            return;
+        }
+        if self.pending == Some(stamp) || (Some(stamp) == current && self.last_error.is_some()) {
+            self.pending = None;
+            self.attempt(false).await;
+        } else {
+            self.pending = Some(stamp);
+        }
+    }
+
+    async fn attempt(&mut self, forced: bool) {
+        match self.reload(forced).await {
+            Ok(Outcome::Swapped(_)) => {
+                self.stats.swaps.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!(m::REGISTRY_RELOADS, "result" => "swapped").increment(1);
+                self.recovered();
+            }
+            Ok(Outcome::Unchanged) => {
+                self.stats.unchanged.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!(m::REGISTRY_RELOADS, "result" => "unchanged").increment(1);
+                metrics::gauge!(m::REGISTRY_LAST_SUCCESS).set(unix_now());
+                tracing::debug!(source = %self.name, "registry unchanged");
+                self.recovered();
+            }
+            Err(e) => self.failed(&e),
+        }
+    }
+
+    fn failed(&mut self, e: &RegistryError) {
+        self.stats.failures.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(m::REGISTRY_RELOADS, "result" => "failed").increment(1);
+        let text = e.to_string();
+        if self.last_error.as_deref() != Some(&text) {
+            tracing::error!(
+                source = %self.name,
+                error = %text,
+                generation = self.registry.snapshot().generation,
+                "registry reload failed; still serving the last good snapshot"
+            );
+            self.last_error = Some(text);
+        }
+    }
+
+    fn recovered(&mut self) {
+        if self.last_error.take().is_some() {
+            tracing::info!(source = %self.name, "registry loads again");
+        }
+    }
+}
+
+impl Loaded {
+    /// Whether two loads read the same registry content.
+    fn same_content(&self, other: &Loaded) -> bool {
+        match (self, other) {
+            (
+                Loaded::File {
+                    version_id: a,
+                    last_updated: la,
+                    ..
+                },
+                Loaded::File {
+                    version_id: b,
+                    last_updated: lb,
+                    ..
+                },
+            ) => a == b && la == lb,
+            (Loaded::Sql(a), Loaded::Sql(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+/// Reads and decodes `source`, off the reactor. A SQL fingerprint just taken can be
+/// passed in rather than queried again.
+async fn read_source(
+    source: &mut Source,
+    settings: &SnapshotSettings,
+    fingerprint: Option<sql::Fingerprint>,
+) -> Result<(pb::Registry, Loaded), RegistryError> {
+    match source {
+        Source::File(path) => {
+            let path = path.clone();
+            let (proto, stamp) = tokio::task::spawn_blocking(move || file::read(&path))
+                .await
+                .map_err(|e| RegistryError::Unsupported(e.to_string()))??;
+            let loaded = Loaded::File {
+                stamp,
+                version_id: proto.version_id.clone(),
+                last_updated: proto.last_updated,
+            };
+            Ok((proto, loaded))
+        }
+        Source::Sql(sql) => {
+            let fingerprint = match fingerprint {
+                Some(f) => f,
+                None => sql.fingerprint(&settings.project).await?,
+            };
+            let proto = sql.read(&settings.project).await?;
+            Ok((proto, Loaded::Sql(fingerprint)))
+        }
+    }
+}
+
+/// Indexes a registry into a snapshot, off the reactor. Its generation is set when
+/// it is published.
+async fn build(
+    proto: pb::Registry,
+    settings: &SnapshotSettings,
+    name: &str,
+) -> Result<Snapshot, RegistryError> {
+    let (settings, name) = (settings.clone(), name.to_owned());
+    tokio::task::spawn_blocking(move || Snapshot::build(proto, &settings, 0, &name))
+        .await
+        .map_err(|e| RegistryError::Unsupported(e.to_string()))?
+}
+
+/// Waits for the next tick of an optional timer; forever when there is none.
+async fn tick(timer: &mut Option<tokio::time::Interval>) {
+    match timer {
+        Some(t) => {
+            t.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+fn record_success(snapshot: &Snapshot, started: Instant, source: &str, why: &'static str) {
+    let elapsed = started.elapsed();
+    metrics::gauge!(m::REGISTRY_GENERATION).set(snapshot.generation as f64);
+    metrics::histogram!(m::REGISTRY_LOAD_SECONDS).record(elapsed.as_secs_f64());
+    metrics::gauge!(m::REGISTRY_LAST_SUCCESS).set(unix_now());
+    tracing::info!(
+        generation = snapshot.generation,
+        source = %source,
+        reason = why,
+        project = %snapshot.settings.project,
+        views = snapshot.view_count(),
+        services = snapshot.service_count(),
+        entities = snapshot.entity_count(),
+        load_ms = elapsed.as_secs_f64() * 1e3,
+        "registry snapshot loaded"
+    );
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
