@@ -180,6 +180,41 @@ fn main() {
                 );
             }
         }
+        if store == "sqlite" && env_num("LOAD_RELOAD_CHECK", 1) == 1 {
+            // Registry reloads must not show in latency: SIGHUP forces a full reload,
+            // rebuild and swap (and so new resolution plans) every second. The two
+            // conditions alternate, to spread the machine's noise over both.
+            let (name, req, _) = &scenarios[0];
+            println!(
+                "\nregistry reload every second (SIGHUP: re-read, rebuild, swap), {name} at 1000 req/s, alternating runs"
+            );
+            println!("| run | reloads | p50 (ms) | p99 (ms) | p99.9 (ms) | max (ms) | errors |");
+            println!("|---|---|---|---|---|---|---|");
+            let _ = run(&rt, &tern_channels, req, 1000.0, Duration::from_secs(1));
+            for round in 1..=3 {
+                for reloading in [false, true] {
+                    let hups = reloading.then(|| Sighups::start(tern.child.id()));
+                    let r = run(
+                        &rt,
+                        &tern_channels,
+                        req,
+                        1000.0,
+                        Duration::from_secs(seconds),
+                    );
+                    let sent = hups.map_or(0, Sighups::stop);
+                    let q = |p: f64| r.hist.value_at_quantile(p) as f64 / 1000.0;
+                    println!(
+                        "| {round}{} | {sent} | {:.3} | {:.3} | {:.3} | {:.3} | {} |",
+                        if reloading { " reloading" } else { " steady" },
+                        q(0.5),
+                        q(0.99),
+                        q(0.999),
+                        r.hist.max() as f64 / 1000.0,
+                        r.errors
+                    );
+                }
+            }
+        }
         if let Some(redis) = &redis {
             println!(
                 "\nredis-benchmark on the same Redis, same run ({CONNECTIONS} clients; one HMGET of 11 fields, and 100 per pipeline):"
@@ -244,6 +279,42 @@ fn saturate(
         hist,
         errors,
         achieved: done as f64 / start.elapsed().as_secs_f64(),
+    }
+}
+
+/// Sends SIGHUP to a process every second until stopped.
+struct Sighups {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<u64>,
+}
+
+impl Sighups {
+    fn start(pid: u32) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut sent = 0;
+            let mut next = Instant::now() + Duration::from_secs(1);
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                wait_until(next);
+                next += Duration::from_secs(1);
+                if flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let ok = Command::new("kill")
+                    .args(["-HUP", &pid.to_string()])
+                    .status()
+                    .is_ok_and(|s| s.success());
+                sent += u64::from(ok);
+            }
+            sent
+        });
+        Self { stop, thread }
+    }
+
+    fn stop(self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap_or(0)
     }
 }
 

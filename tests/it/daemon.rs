@@ -383,3 +383,78 @@ async fn passwords_stay_out_of_the_logs() {
         "a password reached the log:\n{logs}"
     );
 }
+
+#[tokio::test]
+async fn waits_for_the_registry_and_reloads_on_sighup() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = SyntheticRepo {
+        entities: 3,
+        features: 2,
+        ..SyntheticRepo::default()
+    };
+    let yaml = repo.write(dir.path()).unwrap();
+    let registry = dir.path().join("data/registry.db");
+    let aside = dir.path().join("registry.db.later");
+    std::fs::rename(&registry, &aside).unwrap();
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let mut daemon = Daemon::spawn(&[
+        "serve",
+        "--config",
+        yaml.to_str().unwrap(),
+        "--grpc-addr",
+        "127.0.0.1:0",
+        "--metrics-addr",
+        &metrics_addr,
+        "--wait-for-registry",
+        "--log-format",
+        "json",
+    ]);
+    let waiting =
+        daemon.wait_for_log("registry not loadable yet; waiting for it (--wait-for-registry)");
+    assert!(
+        waiting["error"]
+            .as_str()
+            .unwrap()
+            .contains("Registry not found at path"),
+        "{waiting}"
+    );
+    std::fs::rename(&aside, &registry).unwrap();
+    let loaded = daemon.wait_for_log("registry snapshot loaded");
+    assert_eq!(
+        (loaded["generation"].as_u64(), loaded["reason"].as_str()),
+        (Some(1), Some("initial"))
+    );
+    daemon.wait_for_log("serving gRPC");
+
+    let hup = Command::new("kill")
+        .args(["-HUP", &daemon.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    daemon.wait_for_log("SIGHUP received: reloading the registry");
+    let reloaded = daemon.wait_for_log("registry snapshot loaded");
+    assert_eq!(
+        (reloaded["generation"].as_u64(), reloaded["reason"].as_str()),
+        (Some(2), Some("forced"))
+    );
+
+    let metrics =
+        eventually(DEADLINE, "reload metrics", || {
+            let addr = metrics_addr.clone();
+            async move {
+                http_get(&addr, "/metrics").filter(|b| b.contains("tern_registry_reloads_total"))
+            }
+        })
+        .await;
+    for expected in [
+        r#"tern_registry_reloads_total{result="swapped"} 1"#,
+        "tern_registry_generation 2",
+        "tern_registry_last_success_timestamp_seconds ",
+    ] {
+        assert!(
+            metrics.contains(expected),
+            "metrics lack {expected:?}:\n{metrics}"
+        );
+    }
+    assert!(daemon.terminate().await.success());
+}
