@@ -241,12 +241,18 @@ fn feature_column(
     };
     for &k in row_to_key {
         let k = k as usize;
-        let stored = found.values.get(k * n_slots + slot).cloned().flatten();
-        let (value, status, ts) = match (found.timestamps.get(k).copied().flatten(), stored) {
-            (None, _) => (Bytes::new(), FieldStatus::NotFound, Timestamp::default()),
-            (Some(ts), None) => (Bytes::new(), FieldStatus::NotFound, ts),
-            (Some(ts), Some(v)) if is_null(&v) => (Bytes::new(), FieldStatus::NullValue, ts),
-            (Some(ts), Some(v)) => {
+        let stored = |k: usize| found.values.get(k * n_slots + slot).cloned().flatten();
+        let (value, status, ts) = match found
+            .timestamps
+            .get(k)
+            .copied()
+            .flatten()
+            .map(|ts| (ts, stored(k)))
+        {
+            None => (Bytes::new(), FieldStatus::NotFound, Timestamp::default()),
+            Some((ts, None)) => (Bytes::new(), FieldStatus::NotFound, ts),
+            Some((ts, Some(v))) if is_null(&v) => (Bytes::new(), FieldStatus::NullValue, ts),
+            Some((ts, Some(v))) => {
                 let stale = ttl_seconds.is_some_and(|ttl| now.saturating_sub(ts.seconds) > ttl);
                 let status = if stale {
                     FieldStatus::OutsideMaxAge
