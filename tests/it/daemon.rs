@@ -146,7 +146,7 @@ async fn tern_serve_binary_health_metrics_get_and_sigterm() {
 
     let r = call(
         &ch,
-        Path::FeatureServer,
+        Route::FeatureServer,
         refs_request(&["bench:f1"], vec![("driver_id", vec![int64(2)])]),
     )
     .await
@@ -292,7 +292,7 @@ async fn shutdown_drains_a_request_in_flight() {
         async move {
             call(
                 &ch,
-                Path::Serving,
+                Route::Serving,
                 refs_request(&["bench:f0"], vec![("driver_id", vec![int64(1)])]),
             )
             .await
@@ -364,7 +364,7 @@ async fn passwords_stay_out_of_the_logs() {
     let ch = channel(&url).await;
     let status = call(
         &ch,
-        Path::Serving,
+        Route::Serving,
         refs_request(
             &["driver_stats:conv_rate"],
             vec![("driver_id", vec![int64(1001)])],

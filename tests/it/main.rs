@@ -12,3 +12,4 @@ mod redis_support;
 mod registry;
 mod reload;
 mod serving;
+mod sql_registry;

@@ -128,7 +128,7 @@ async fn one_round_trip_per_request() {
         vec![("driver_id", drivers), ("customer_id", customers)],
     );
     let before = proxy.counts();
-    let r = call(&ch, Path::Serving, req).await.unwrap();
+    let r = call(&ch, Route::Serving, req).await.unwrap();
     let after = proxy.counts();
     let (_, statuses, _) = column(&r, "conv_rate");
     assert_eq!(statuses.len(), 100);
@@ -155,7 +155,7 @@ async fn a_slow_redis_answers_deadline_exceeded_naming_the_store() {
     .unwrap();
     let ch = channel(&server.url()).await;
     assert!(
-        call(&ch, Path::Serving, driver_request(&[1001]))
+        call(&ch, Route::Serving, driver_request(&[1001]))
             .await
             .is_ok()
     );
@@ -169,7 +169,7 @@ async fn a_slow_redis_answers_deadline_exceeded_naming_the_store() {
         .query_async::<()>(&mut admin)
         .await
         .unwrap();
-    let status = call(&ch, Path::Serving, driver_request(&[1001]))
+    let status = call(&ch, Route::Serving, driver_request(&[1001]))
         .await
         .unwrap_err();
     assert_eq!(
@@ -187,7 +187,11 @@ async fn a_slow_redis_answers_deadline_exceeded_naming_the_store() {
     // And it recovers by itself once Redis answers again.
     eventually(DEADLINE, "reads succeed after the pause", || {
         let ch = ch.clone();
-        async move { call(&ch, Path::Serving, driver_request(&[1001])).await.ok() }
+        async move {
+            call(&ch, Route::Serving, driver_request(&[1001]))
+                .await
+                .ok()
+        }
     })
     .await;
     server.stop().await.unwrap();
@@ -206,9 +210,13 @@ async fn redis_down_at_start_then_back() {
     .expect("the daemon starts without Redis");
     let url = server.url();
     assert_eq!(health(&url).await, Some(ServingStatus::NotServing as i32));
-    let status = call(&channel(&url).await, Path::Serving, driver_request(&[1001]))
-        .await
-        .unwrap_err();
+    let status = call(
+        &channel(&url).await,
+        Route::Serving,
+        driver_request(&[1001]),
+    )
+    .await
+    .unwrap_err();
     assert!(
         matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded),
         "{status:?}"
@@ -226,9 +234,13 @@ async fn redis_down_at_start_then_back() {
         async move { (health(&url).await == Some(ServingStatus::Serving as i32)).then_some(()) }
     })
     .await;
-    let r = call(&channel(&url).await, Path::Serving, driver_request(&[1001]))
-        .await
-        .unwrap();
+    let r = call(
+        &channel(&url).await,
+        Route::Serving,
+        driver_request(&[1001]),
+    )
+    .await
+    .unwrap();
     assert_eq!(column(&r, "vip_level").1, [FieldStatus::Present]);
     server.stop().await.unwrap();
 }
@@ -266,7 +278,7 @@ async fn redis_restart_under_load() {
                     // A generous client deadline: every answer must come from Tern.
                     let mut req = tonic::Request::new(driver_request(&[1001, 1002, 9999]));
                     req.set_timeout(Duration::from_secs(5));
-                    let result = call(&ch, Path::Serving, req.into_inner()).await;
+                    let result = call(&ch, Route::Serving, req.into_inner()).await;
                     let result = result
                         .map(drop)
                         .map_err(|s| (s.code(), s.message().to_owned()));
@@ -356,7 +368,7 @@ async fn password_protected_redis() {
     let server = TestServer::start(&yaml, Clock::Fixed(NOW)).await.unwrap();
     let r = call(
         &channel(&server.url()).await,
-        Path::Serving,
+        Route::Serving,
         driver_request(&[1001]),
     )
     .await
@@ -377,7 +389,7 @@ async fn password_protected_redis() {
     );
     let status = call(
         &channel(&server.url()).await,
-        Path::Serving,
+        Route::Serving,
         driver_request(&[1001]),
     )
     .await
@@ -428,7 +440,7 @@ async fn mutual_tls_with_a_private_ca() {
     let server = TestServer::start(&yaml, Clock::Fixed(NOW)).await.unwrap();
     let r = call(
         &channel(&server.url()).await,
-        Path::Serving,
+        Route::Serving,
         driver_request(&[1001, 9999]),
     )
     .await
@@ -466,7 +478,7 @@ async fn written_in_feasts_layout_and_read_back() {
         .unwrap();
     let r = call(
         &channel(&server.url()).await,
-        Path::Serving,
+        Route::Serving,
         refs_request(
             &["bench:f2"],
             vec![("driver_id", vec![int64(7), int64(21)])],

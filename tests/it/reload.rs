@@ -1,7 +1,7 @@
 //! Registry hot reload: new snapshots swap in atomically while requests run; broken
 //! registries never replace a good one.
 
-use std::path::{Path as FsPath, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -66,7 +66,7 @@ fn registry(version: i32, version_id: &str) -> pb::Registry {
 }
 
 /// Online tables for versions 1 and 2 of both views, entity 1.
-fn write_online(path: &FsPath) {
+fn write_online(path: &Path) {
     let mut conn = rusqlite::Connection::open(path).unwrap();
     let mut k = key::key_prefix(&["thing_id"], KeySerialization::V3);
     key::push_value(&mut k, &EntityValue::Int64(1));
@@ -122,7 +122,7 @@ fn registry_bytes(version: i32, id: &str) -> Vec<u8> {
 }
 
 /// Replaces the file the way atomic writers do: write aside, then rename over.
-fn replace_atomically(path: &FsPath, bytes: &[u8]) {
+fn replace_atomically(path: &Path, bytes: &[u8]) {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, bytes).unwrap();
     std::fs::rename(&tmp, path).unwrap();
@@ -132,7 +132,7 @@ fn replace_atomically(path: &FsPath, bytes: &[u8]) {
 async fn read_both(ch: &tonic::transport::Channel) -> Result<(f64, f64), tonic::Status> {
     let mut req = refs_request(&["left:f", "right:f"], vec![("thing_id", vec![int64(1)])]);
     req.full_feature_names = true;
-    let r = call(ch, Path::Serving, req).await?;
+    let r = call(ch, Route::Serving, req).await?;
     let value = |name: &str| match column(&r, name).0.first().and_then(|v| v.val.clone()) {
         Some(Val::DoubleVal(v)) => v,
         other => panic!("{name}: {other:?}"),

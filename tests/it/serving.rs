@@ -82,7 +82,7 @@ async fn ttl_marks_old_values_outside_max_age_and_keeps_them() {
         let ch = channel(&server.url()).await;
         let r = call(
             &ch,
-            Path::Serving,
+            Route::Serving,
             refs_request(&["bench:f1"], vec![("driver_id", vec![int64(3)])]),
         )
         .await
@@ -120,7 +120,7 @@ async fn stored_nulls_and_absent_features() {
     let ch = channel(&server.url()).await;
     let r = call(
         &ch,
-        Path::Serving,
+        Route::Serving,
         refs_request(
             &["bench:f0", "bench:f1", "bench:f2"],
             vec![("driver_id", vec![int64(1)])],
@@ -168,7 +168,7 @@ async fn entity_values_are_coerced_to_the_join_key_type() {
             ),
         ],
     );
-    let r = call(&ch, Path::Serving, req).await.unwrap();
+    let r = call(&ch, Route::Serving, req).await.unwrap();
     assert_eq!(
         names(&r),
         ["driver_id", "f0"],
@@ -184,7 +184,7 @@ async fn entity_values_are_coerced_to_the_join_key_type() {
     // Feast's deprecated spelling: the entity's name instead of its join key.
     let r = call(
         &ch,
-        Path::Serving,
+        Route::Serving,
         refs_request(&["bench:f0"], vec![("driver", vec![string("5")])]),
     )
     .await
@@ -345,7 +345,7 @@ async fn full_feature_names_and_plan_cache() {
     );
     req.full_feature_names = true;
     for _ in 0..3 {
-        let r = call(&ch, Path::Serving, req.clone()).await.unwrap();
+        let r = call(&ch, Route::Serving, req.clone()).await.unwrap();
         assert_eq!(names(&r), ["driver_id", "bench__f0", "bench__f1"]);
     }
     assert_eq!(
@@ -399,7 +399,7 @@ async fn entity_key_serialization_v2() {
     let ch = channel(&server.url()).await;
     let r = call(
         &ch,
-        Path::Serving,
+        Route::Serving,
         refs_request(&["bench:f1"], vec![("driver_id", vec![int64(4)])]),
     )
     .await

@@ -13,12 +13,12 @@ use tonic::transport::Channel;
 
 /// Which gRPC path to call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Path {
+pub enum Route {
     Serving,
     FeatureServer,
 }
 
-pub const BOTH_PATHS: [Path; 2] = [Path::Serving, Path::FeatureServer];
+pub const BOTH_PATHS: [Route; 2] = [Route::Serving, Route::FeatureServer];
 
 pub async fn channel(url: &str) -> Channel {
     tonic::transport::Endpoint::from_shared(url.to_owned())
@@ -34,12 +34,12 @@ pub async fn channel(url: &str) -> Channel {
 /// with Feast's response type.
 pub async fn call(
     channel: &Channel,
-    path: Path,
+    path: Route,
     req: GetOnlineFeaturesRequest,
 ) -> Result<GetOnlineFeaturesResponse, tonic::Status> {
     let route = match path {
-        Path::Serving => "/feast.serving.ServingService/GetOnlineFeatures",
-        Path::FeatureServer => "/GrpcFeatureServer/GetOnlineFeatures",
+        Route::Serving => "/feast.serving.ServingService/GetOnlineFeatures",
+        Route::FeatureServer => "/GrpcFeatureServer/GetOnlineFeatures",
     };
     let mut grpc = tonic::client::Grpc::new(channel.clone());
     grpc.ready()
