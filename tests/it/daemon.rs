@@ -456,5 +456,73 @@ async fn waits_for_the_registry_and_reloads_on_sighup() {
             "metrics lack {expected:?}:\n{metrics}"
         );
     }
+
+    // A broken registry: logged with the file and cause, counted, not served.
+    std::fs::write(&registry, b"not a registry").unwrap();
+    let failed =
+        daemon.wait_for_log("registry reload failed; still serving the last good snapshot");
+    assert!(
+        failed["error"]
+            .as_str()
+            .unwrap()
+            .contains("registry.db is not a valid Feast registry"),
+        "{failed}"
+    );
+    assert_eq!(failed["generation"].as_u64(), Some(2), "{failed}");
+    eventually(DEADLINE, "the failure counted", || {
+        let addr = metrics_addr.clone();
+        async move {
+            http_get(&addr, "/metrics")
+                .filter(|b| b.contains(r#"tern_registry_reloads_total{result="failed"}"#))
+        }
+    })
+    .await;
+    assert!(daemon.terminate().await.success());
+}
+
+#[tokio::test]
+async fn redis_appearing_after_start_is_counted_as_a_reconnect() {
+    use crate::redis_support::{RedisServer, redis_repo_yaml};
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = redis_repo_yaml(
+        dir.path(),
+        &format!("  type: redis\n  connection_string: \"127.0.0.1:{port}\"\n"),
+        true,
+    );
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let mut daemon = Daemon::spawn(&[
+        "serve",
+        "--config",
+        yaml.to_str().unwrap(),
+        "--grpc-addr",
+        "127.0.0.1:0",
+        "--metrics-addr",
+        &metrics_addr,
+        "--log-format",
+        "json",
+    ]);
+    let down = daemon.wait_for_log("online store not answering: health NOT_SERVING until it does");
+    assert!(
+        down["error"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("redis 127.0.0.1:{port}")),
+        "{down}"
+    );
+    daemon.wait_for_log("serving gRPC");
+    let _redis = RedisServer::start_on(port, &[]);
+    daemon.wait_for_log("online store answering again: health SERVING");
+    let metrics = eventually(DEADLINE, "store metrics", || {
+        let addr = metrics_addr.clone();
+        async move {
+            http_get(&addr, "/metrics").filter(|b| b.contains(r#"tern_store_up{store="redis"} 1"#))
+        }
+    })
+    .await;
+    assert!(
+        metrics.contains(r#"tern_store_reconnects_total{store="redis"} 1"#),
+        "{metrics}"
+    );
     assert!(daemon.terminate().await.success());
 }
