@@ -294,54 +294,32 @@ fn assemble(
         detail: format!("a row of {table} is not a valid Feast proto: {e}"),
     };
     let mut r = pb::Registry::default();
+    // Decode a row, give it the row's project (as Feast's proto() does), keep it.
+    macro_rules! keep {
+        ($list:expr, $ty:ty, $table:expr, $bytes:expr) => {{
+            let mut object = <$ty>::decode($bytes).map_err(|e| bad($table, e))?;
+            if let Some(spec) = object.spec.as_mut() {
+                spec.project = project.to_owned();
+            }
+            $list.push(object);
+        }};
+    }
     for (table, bytes) in objects {
         let b = bytes.as_slice();
         match table {
             "projects" => r
                 .projects
                 .push(pb::Project::decode(b).map_err(|e| bad(table, e))?),
-            "entities" => {
-                let mut o = pb::Entity::decode(b).map_err(|e| bad(table, e))?;
-                if let Some(s) = o.spec.as_mut() {
-                    s.project = project.to_owned();
-                }
-                r.entities.push(o);
-            }
-            "feature_views" => {
-                let mut o = pb::FeatureView::decode(b).map_err(|e| bad(table, e))?;
-                if let Some(s) = o.spec.as_mut() {
-                    s.project = project.to_owned();
-                }
-                r.feature_views.push(o);
-            }
+            "entities" => keep!(r.entities, pb::Entity, table, b),
+            "feature_views" => keep!(r.feature_views, pb::FeatureView, table, b),
             "stream_feature_views" => {
-                let mut o = pb::StreamFeatureView::decode(b).map_err(|e| bad(table, e))?;
-                if let Some(s) = o.spec.as_mut() {
-                    s.project = project.to_owned();
-                }
-                r.stream_feature_views.push(o);
+                keep!(r.stream_feature_views, pb::StreamFeatureView, table, b)
             }
             "on_demand_feature_views" => {
-                let mut o = pb::OnDemandFeatureView::decode(b).map_err(|e| bad(table, e))?;
-                if let Some(s) = o.spec.as_mut() {
-                    s.project = project.to_owned();
-                }
-                r.on_demand_feature_views.push(o);
+                keep!(r.on_demand_feature_views, pb::OnDemandFeatureView, table, b)
             }
-            "label_views" => {
-                let mut o = pb::LabelView::decode(b).map_err(|e| bad(table, e))?;
-                if let Some(s) = o.spec.as_mut() {
-                    s.project = project.to_owned();
-                }
-                r.label_views.push(o);
-            }
-            "feature_services" => {
-                let mut o = pb::FeatureService::decode(b).map_err(|e| bad(table, e))?;
-                if let Some(s) = o.spec.as_mut() {
-                    s.project = project.to_owned();
-                }
-                r.feature_services.push(o);
-            }
+            "label_views" => keep!(r.label_views, pb::LabelView, table, b),
+            "feature_services" => keep!(r.feature_services, pb::FeatureService, table, b),
             _ => {}
         }
     }

@@ -90,6 +90,18 @@ impl Drop for Daemon {
     }
 }
 
+/// A synthetic repo of 3 drivers x 2 features, written to a fresh folder.
+fn small_repo() -> (tempfile::TempDir, SyntheticRepo, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = SyntheticRepo {
+        entities: 3,
+        features: 2,
+        ..SyntheticRepo::default()
+    };
+    let yaml = repo.write(dir.path()).unwrap();
+    (dir, repo, yaml)
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -108,13 +120,7 @@ fn http_get(addr: &str, path: &str) -> Option<String> {
 
 #[tokio::test]
 async fn tern_serve_binary_health_metrics_get_and_sigterm() {
-    let dir = tempfile::tempdir().unwrap();
-    let repo = SyntheticRepo {
-        entities: 3,
-        features: 2,
-        ..SyntheticRepo::default()
-    };
-    let yaml = repo.write(dir.path()).unwrap();
+    let (_dir, _repo, yaml) = small_repo();
     let metrics_addr = format!("127.0.0.1:{}", free_port());
     let mut daemon = Daemon::spawn(&[
         "serve",
@@ -269,13 +275,7 @@ async fn tern_serve_refuses_to_start_without_a_registry() {
 
 #[tokio::test]
 async fn shutdown_drains_a_request_in_flight() {
-    let dir = tempfile::tempdir().unwrap();
-    let repo = SyntheticRepo {
-        entities: 3,
-        features: 2,
-        ..SyntheticRepo::default()
-    };
-    let yaml = repo.write(dir.path()).unwrap();
+    let (dir, repo, yaml) = small_repo();
     let server = TestServer::start(&yaml, Clock::Fixed(repo.event_ts))
         .await
         .unwrap();
@@ -386,13 +386,7 @@ async fn passwords_stay_out_of_the_logs() {
 
 #[tokio::test]
 async fn waits_for_the_registry_and_reloads_on_sighup() {
-    let dir = tempfile::tempdir().unwrap();
-    let repo = SyntheticRepo {
-        entities: 3,
-        features: 2,
-        ..SyntheticRepo::default()
-    };
-    let yaml = repo.write(dir.path()).unwrap();
+    let (dir, _repo, yaml) = small_repo();
     let registry = dir.path().join("data/registry.db");
     let aside = dir.path().join("registry.db.later");
     std::fs::rename(&registry, &aside).unwrap();
