@@ -1,7 +1,7 @@
 //! Feast's registry: where it is read from, the snapshot requests are served from, and
 //! keeping that snapshot fresh.
 //!
-//! Owns: registry sources ([`file`], [`sql`]), the immutable indexed [`Snapshot`], the
+//! Owns: registry sources ([`mod@file`], [`sql`]), the immutable indexed [`Snapshot`], the
 //! handle that publishes snapshots atomically ([`Registry`]) and the reload loop
 //! ([`reload`]). Does not own: resolving a request against a snapshot
 //! (`serving::plan`).
