@@ -504,7 +504,24 @@ async fn redis_appearing_after_start_is_counted_as_a_reconnect() {
             .contains(&format!("redis 127.0.0.1:{port}")),
         "{down}"
     );
-    daemon.wait_for_log("serving gRPC");
+    let serving = daemon.wait_for_log("serving gRPC");
+    let url = format!("http://{}", serving["addr"].as_str().unwrap());
+    let refused = call(
+        &channel(&url).await,
+        Route::Serving,
+        refs_request(
+            &["driver_stats:conv_rate"],
+            vec![("driver_id", vec![int64(1001)])],
+        ),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        refused
+            .message()
+            .contains(&format!("redis 127.0.0.1:{port}")),
+        "{refused:?}"
+    );
     let _redis = RedisServer::start_on(port, &[]);
     daemon.wait_for_log("online store answering again: health SERVING");
     let metrics = eventually(DEADLINE, "store metrics", || {
@@ -517,6 +534,10 @@ async fn redis_appearing_after_start_is_counted_as_a_reconnect() {
     assert!(
         metrics.contains(r#"tern_store_reconnects_total{store="redis"} 1"#),
         "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"tern_store_errors_total{store="redis",kind="#),
+        "errors by kind: {metrics}"
     );
     assert!(daemon.terminate().await.success());
 }
