@@ -49,6 +49,25 @@ impl Daemon {
         }
     }
 
+    /// `tern serve` of `yaml` on a free port with JSON logs and a metrics endpoint,
+    /// plus `extra` flags; returns the daemon and its metrics address.
+    fn serve(yaml: &std::path::Path, extra: &[&str]) -> (Self, String) {
+        let metrics_addr = format!("127.0.0.1:{}", free_port());
+        let mut args = vec![
+            "serve",
+            "--config",
+            yaml.to_str().expect("utf8 path"),
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--metrics-addr",
+            &metrics_addr,
+            "--log-format",
+            "json",
+        ];
+        args.extend_from_slice(extra);
+        (Self::spawn(&args), metrics_addr)
+    }
+
     /// Waits for a JSON log line whose message is `message`; returns it parsed.
     fn wait_for_log(&mut self, message: &str) -> serde_json::Value {
         loop {
@@ -121,18 +140,7 @@ fn http_get(addr: &str, path: &str) -> Option<String> {
 #[tokio::test]
 async fn tern_serve_binary_health_metrics_get_and_sigterm() {
     let (_dir, _repo, yaml) = small_repo();
-    let metrics_addr = format!("127.0.0.1:{}", free_port());
-    let mut daemon = Daemon::spawn(&[
-        "serve",
-        "--config",
-        yaml.to_str().unwrap(),
-        "--grpc-addr",
-        "127.0.0.1:0",
-        "--metrics-addr",
-        &metrics_addr,
-        "--log-format",
-        "json",
-    ]);
+    let (mut daemon, metrics_addr) = Daemon::serve(&yaml, &[]);
     let loaded = daemon.wait_for_log("registry snapshot loaded");
     assert_eq!(loaded["views"], 1, "{loaded}");
     let serving = daemon.wait_for_log("serving gRPC");
@@ -390,19 +398,7 @@ async fn waits_for_the_registry_and_reloads_on_sighup() {
     let registry = dir.path().join("data/registry.db");
     let aside = dir.path().join("registry.db.later");
     std::fs::rename(&registry, &aside).unwrap();
-    let metrics_addr = format!("127.0.0.1:{}", free_port());
-    let mut daemon = Daemon::spawn(&[
-        "serve",
-        "--config",
-        yaml.to_str().unwrap(),
-        "--grpc-addr",
-        "127.0.0.1:0",
-        "--metrics-addr",
-        &metrics_addr,
-        "--wait-for-registry",
-        "--log-format",
-        "json",
-    ]);
+    let (mut daemon, metrics_addr) = Daemon::serve(&yaml, &["--wait-for-registry"]);
     let waiting =
         daemon.wait_for_log("registry not loadable yet; waiting for it (--wait-for-registry)");
     assert!(
@@ -484,18 +480,7 @@ async fn redis_appearing_after_start_is_counted_as_a_reconnect() {
         &format!("  type: redis\n  connection_string: \"127.0.0.1:{port}\"\n"),
         true,
     );
-    let metrics_addr = format!("127.0.0.1:{}", free_port());
-    let mut daemon = Daemon::spawn(&[
-        "serve",
-        "--config",
-        yaml.to_str().unwrap(),
-        "--grpc-addr",
-        "127.0.0.1:0",
-        "--metrics-addr",
-        &metrics_addr,
-        "--log-format",
-        "json",
-    ]);
+    let (mut daemon, metrics_addr) = Daemon::serve(&yaml, &[]);
     let down = daemon.wait_for_log("online store not answering: health NOT_SERVING until it does");
     assert!(
         down["error"]

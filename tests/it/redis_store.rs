@@ -45,61 +45,40 @@ fn driver_request(ids: &[i64]) -> tern::proto::tern::wire::GetOnlineFeaturesRequ
     )
 }
 
-#[tokio::test]
-async fn answers_match_the_sqlite_answers_case_for_case() {
-    let redis = RedisServer::start(&[]);
-    restore(&mut connect(&redis.addr()).await, &load_dump()).await;
+/// Serves the example repo's registry over `online_store`, with online versioning on
+/// and off, and checks every Feast case against the SQLite answers.
+async fn matches_the_sqlite_answers(online_store: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let on = TestServer::start(
-        &redis_repo_yaml(
-            &dir.path().join("on").tap_mkdir(),
-            &single(&redis.addr(), ""),
-            true,
-        ),
-        Clock::Fixed(NOW),
-    )
-    .await
-    .unwrap();
-    let off = TestServer::start(
-        &redis_repo_yaml(
-            &dir.path().join("off").tap_mkdir(),
-            &single(&redis.addr(), ""),
-            false,
-        ),
-        Clock::Fixed(NOW),
-    )
-    .await
-    .unwrap();
+    let on_yaml = redis_repo_yaml(&dir.path().join("on").tap_mkdir(), online_store, true);
+    let off_yaml = redis_repo_yaml(&dir.path().join("off").tap_mkdir(), online_store, false);
+    let on = TestServer::start(&on_yaml, Clock::Fixed(NOW))
+        .await
+        .unwrap();
+    let off = TestServer::start(&off_yaml, Clock::Fixed(NOW))
+        .await
+        .unwrap();
     check_all_cases(&on.url(), &off.url()).await;
     on.stop().await.unwrap();
     off.stop().await.unwrap();
 }
 
 #[tokio::test]
+async fn answers_match_the_sqlite_answers_case_for_case() {
+    let redis = RedisServer::start(&[]);
+    restore(&mut connect(&redis.addr()).await, &load_dump()).await;
+    matches_the_sqlite_answers(&single(&redis.addr(), "")).await;
+}
+
+#[tokio::test]
 async fn cluster_answers_match_the_sqlite_answers() {
     let cluster = RedisCluster::start().await;
     restore(&mut cluster.client().await, &load_dump()).await;
+    // The fixture's keys spread over all three nodes, so requests cross slots and nodes.
     let store = format!(
         "  type: redis\n  redis_type: redis_cluster\n  connection_string: \"{}\"\n",
         cluster.connection_string()
     );
-    let dir = tempfile::tempdir().unwrap();
-    let on = TestServer::start(
-        &redis_repo_yaml(&dir.path().join("on").tap_mkdir(), &store, true),
-        Clock::Fixed(NOW),
-    )
-    .await
-    .unwrap();
-    let off = TestServer::start(
-        &redis_repo_yaml(&dir.path().join("off").tap_mkdir(), &store, false),
-        Clock::Fixed(NOW),
-    )
-    .await
-    .unwrap();
-    // The fixture's keys spread over all three nodes, so requests cross slots and nodes.
-    check_all_cases(&on.url(), &off.url()).await;
-    on.stop().await.unwrap();
-    off.stop().await.unwrap();
+    matches_the_sqlite_answers(&store).await;
 }
 
 #[tokio::test]
