@@ -38,6 +38,20 @@ async fn health(url: &str) -> Option<i32> {
         .map(|r| r.into_inner().status)
 }
 
+/// A daemon that cannot reach its Redis: health says NOT_SERVING and a request gets a
+/// store error, which is returned for the caller's checks on its message.
+async fn refused_while_redis_is_unreachable(url: &str) -> tonic::Status {
+    assert_eq!(health(url).await, Some(ServingStatus::NotServing as i32));
+    let status = call(&channel(url).await, Route::Serving, driver_request(&[1001]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded),
+        "{status:?}"
+    );
+    status
+}
+
 fn driver_request(ids: &[i64]) -> tern::proto::tern::wire::GetOnlineFeaturesRequest {
     refs_request(
         &["driver_stats:conv_rate", "driver_stats@v2:vip_level"],
@@ -188,18 +202,7 @@ async fn redis_down_at_start_then_back() {
     .await
     .expect("the daemon starts without Redis");
     let url = server.url();
-    assert_eq!(health(&url).await, Some(ServingStatus::NotServing as i32));
-    let status = call(
-        &channel(&url).await,
-        Route::Serving,
-        driver_request(&[1001]),
-    )
-    .await
-    .unwrap_err();
-    assert!(
-        matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded),
-        "{status:?}"
-    );
+    let status = refused_while_redis_is_unreachable(&url).await;
     assert!(
         status.message().contains(&format!("redis {addr}")),
         "names the store: {}",
@@ -362,21 +365,7 @@ async fn password_protected_redis() {
         true,
     );
     let server = TestServer::start(&yaml, Clock::Fixed(NOW)).await.unwrap();
-    assert_eq!(
-        health(&server.url()).await,
-        Some(ServingStatus::NotServing as i32)
-    );
-    let status = call(
-        &channel(&server.url()).await,
-        Route::Serving,
-        driver_request(&[1001]),
-    )
-    .await
-    .unwrap_err();
-    assert!(
-        matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded),
-        "{status:?}"
-    );
+    let status = refused_while_redis_is_unreachable(&server.url()).await;
     assert!(
         !status.message().contains("wrong-Secret-999"),
         "{}",
