@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use prost_types::Timestamp;
 
 pub use key::{EntityValue, KeyBatch};
@@ -105,6 +105,42 @@ impl ViewRows {
         Self {
             timestamps: vec![None; keys],
             values: vec![None; keys * slots],
+        }
+    }
+}
+
+/// Value bytes of one request, copied once into one buffer and handed out as slices of
+/// it: one allocation per request instead of one per value, and slices clone without
+/// allocating when a value is fanned out to duplicate entity rows.
+#[derive(Default)]
+pub(crate) struct ValueArena {
+    buffer: BytesMut,
+    /// (read, index into its `values`, start, end) in `buffer`.
+    spans: Vec<(usize, usize, usize, usize)>,
+}
+
+impl ValueArena {
+    /// Records `value` as `results[read].values[index]`.
+    pub(crate) fn push(&mut self, read: usize, index: usize, value: &[u8]) {
+        let start = self.buffer.len();
+        self.buffer.extend_from_slice(value);
+        self.spans.push((read, index, start, self.buffer.len()));
+    }
+
+    /// Stores every recorded value into `results`.
+    pub(crate) fn fill(self, results: &mut [ViewRows]) {
+        let buffer = self.buffer.freeze();
+        for (read, index, start, end) in self.spans {
+            if let Some(slot) = results
+                .get_mut(read)
+                .and_then(|rows| rows.values.get_mut(index))
+            {
+                *slot = Some(if start == end {
+                    Bytes::new()
+                } else {
+                    buffer.slice(start..end)
+                });
+            }
         }
     }
 }

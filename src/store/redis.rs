@@ -25,10 +25,9 @@ use ::redis::{
     Value,
 };
 use arc_swap::ArcSwap;
-use bytes::Bytes;
 use prost::Message;
 
-use super::{OnlineStore, StoreError, StoreKind, ViewRead, ViewRows};
+use super::{OnlineStore, StoreError, StoreKind, ValueArena, ViewRead, ViewRows};
 use crate::config::{RedisConfig, RedisTls, RedisType};
 
 /// The hash field of `feature` in the view stored as `storage_name`.
@@ -224,6 +223,7 @@ impl RedisStore {
             .iter()
             .map(|r| ViewRows::new(r.keys.len(), r.slots.len()))
             .collect();
+        let mut arena = ValueArena::default();
         for (c, reply) in commands.iter().zip(replies) {
             let Value::Array(fields) = reply else {
                 return Err(self.protocol(format!("HMGET answered {reply:?}")));
@@ -238,15 +238,14 @@ impl RedisStore {
                 )));
             }
             let mut found = false;
-            let mut fields = fields.into_iter();
-            for slot in 0..n_slots {
-                if let Some(Value::BulkString(v)) = fields.next() {
-                    rows.values[c.key * n_slots + slot] = Some(Bytes::from(v));
+            for (slot, field) in fields[..n_slots].iter().enumerate() {
+                if let Value::BulkString(v) = field {
+                    arena.push(c.read, c.key * n_slots + slot, v);
                     found = true;
                 }
             }
-            let ts = match fields.next() {
-                Some(Value::BulkString(raw)) => {
+            let ts = match &fields[n_slots] {
+                Value::BulkString(raw) => {
                     found = true;
                     prost_types::Timestamp::decode(raw.as_slice()).unwrap_or_default()
                 }
@@ -257,6 +256,7 @@ impl RedisStore {
                 rows.timestamps[c.key] = Some(ts);
             }
         }
+        arena.fill(&mut out);
         Ok(out)
     }
 

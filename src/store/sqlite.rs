@@ -18,14 +18,13 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use prost_types::Timestamp;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 use tokio::sync::oneshot;
 
-use super::{OnlineStore, StoreError, StoreKind, ViewRead, ViewRows};
+use super::{OnlineStore, StoreError, StoreKind, ValueArena, ViewRead, ViewRows};
 
 /// Reads waiting for a connection before new ones are refused.
 const QUEUE_CAPACITY: usize = 4096;
@@ -161,9 +160,7 @@ fn read_views(
     reads: &[ViewRead],
 ) -> Result<Vec<ViewRows>, StoreError> {
     let classify = |table: &str, source: rusqlite::Error| classify_error(path, table, source);
-    let mut arena = BytesMut::new();
-    // (read, value index, start, end) into `arena`.
-    let mut spans: Vec<(usize, usize, usize, usize)> = Vec::new();
+    let mut arena = ValueArena::default();
     let mut results = Vec::with_capacity(reads.len());
 
     for (r, read) in reads.iter().enumerate() {
@@ -206,26 +203,17 @@ fn read_views(
                 *entity_ts = Some(ts);
             }
             if let Some(slot) = slots.slot(feature) {
-                let start = arena.len();
-                if let Ok(ValueRef::Blob(v)) = row.get_ref(2) {
-                    arena.extend_from_slice(v);
-                }
-                spans.push((r, k * n_slots + slot, start, arena.len()));
+                let value = match row.get_ref(2) {
+                    Ok(ValueRef::Blob(v)) => v,
+                    _ => &[],
+                };
+                arena.push(r, k * n_slots + slot, value);
             }
         }
         results.push(rows);
     }
 
-    let arena = arena.freeze();
-    for (r, idx, start, end) in spans {
-        if let Some(slot) = results.get_mut(r).and_then(|rows| rows.values.get_mut(idx)) {
-            *slot = Some(if start == end {
-                Bytes::new()
-            } else {
-                arena.slice(start..end)
-            });
-        }
-    }
+    arena.fill(&mut results);
     Ok(results)
 }
 
@@ -454,7 +442,7 @@ mod tests {
             })
         };
         assert_eq!(rows.timestamps, vec![ts(50), ts(101), None]);
-        let v = |b: &'static [u8]| Some(Bytes::from_static(b));
+        let v = |b: &'static [u8]| Some(bytes::Bytes::from_static(b));
         // slots are [b, a]
         assert_eq!(
             rows.values,
