@@ -28,7 +28,7 @@ use tern::proto::feast::serving::{FeatureList, GetOnlineFeaturesRequest};
 use tern::proto::feast::types::value::Val;
 use tern::proto::feast::types::{RepeatedValue, Value};
 use tern::proto::tern::wire;
-use tern::testing::SyntheticRepo;
+use tern::testing::{RedisServer, SyntheticRepo};
 use tonic::transport::Channel;
 
 const CONNECTIONS: usize = 4;
@@ -79,7 +79,7 @@ fn main() {
         let yaml = match store {
             "sqlite" => repo.write(dir.path()).expect("write repo"),
             "redis" => {
-                let server = RedisServer::start();
+                let server = RedisServer::start(&[]).expect("redis-server");
                 let yaml = rt
                     .block_on(repo.write_redis(dir.path(), &server.addr()))
                     .expect("write redis repo");
@@ -222,7 +222,7 @@ fn main() {
             println!("| command | requests/s | p50 (ms) | p99 (ms) |");
             println!("|---|---|---|---|");
             for (label, pipeline) in [("HMGET x1", 1), ("HMGET x100 pipelined", 100)] {
-                let (rps, p50, p99) = redis.benchmark_hmget(seconds, pipeline);
+                let (rps, p50, p99) = benchmark_hmget(redis, seconds, pipeline);
                 println!("| {label} | {rps:.0} | {p50:.3} | {p99:.3} |");
             }
         }
@@ -318,121 +318,68 @@ impl Sighups {
     }
 }
 
-/// A `redis-server` for the benchmark, on a free port.
-struct RedisServer {
-    child: Child,
-    port: u16,
-}
-
-impl RedisServer {
-    fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("free port");
-        let mut child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server");
-        let out = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(out).lines();
-        loop {
-            match lines.next() {
-                Some(Ok(line)) if line.contains("Ready to accept connections") => break,
-                Some(_) => {}
-                None => panic!("redis-server exited"),
-            }
-        }
-        // Keep draining its output so it never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Self { child, port }
+/// redis-benchmark HMGET of an 11-field hash shaped like a Feast entity hash
+/// (10 features of 9 bytes and a timestamp): (requests/s, p50 ms, p99 ms).
+fn benchmark_hmget(redis: &RedisServer, seconds: u64, pipeline: usize) -> (f64, f64, f64) {
+    let port = redis.port.to_string();
+    let mut hset = vec![
+        "-p".to_owned(),
+        port.clone(),
+        "HSET".into(),
+        "bench:hash".into(),
+    ];
+    for f in 0..10 {
+        hset.extend([format!("f{f}"), "x".repeat(9)]);
     }
-
-    fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// redis-benchmark HMGET of an 11-field hash shaped like a Feast entity hash
-    /// (10 features of 9 bytes and a timestamp): (requests/s, p50 ms, p99 ms).
-    fn benchmark_hmget(&self, seconds: u64, pipeline: usize) -> (f64, f64, f64) {
-        let port = self.port.to_string();
-        let mut hset = vec![
-            "-p".to_owned(),
-            port.clone(),
-            "HSET".into(),
-            "bench:hash".into(),
-        ];
-        for f in 0..10 {
-            hset.extend([format!("f{f}"), "x".repeat(9)]);
-        }
-        hset.extend(["_ts".into(), "x".repeat(6)]);
-        let ok = Command::new("redis-cli")
-            .args(&hset)
-            .stdout(Stdio::null())
-            .status()
-            .expect("redis-cli");
-        assert!(ok.success());
-        let requests = (50_000 * seconds as usize).max(pipeline * 100);
-        let mut args = vec![
-            "-p".to_owned(),
-            port,
-            "-c".into(),
-            CONNECTIONS.to_string(),
-            "-n".into(),
-            requests.to_string(),
-            "-P".into(),
-            pipeline.to_string(),
-            "HMGET".into(),
-            "bench:hash".into(),
-        ];
-        args.extend((0..10).map(|f| format!("f{f}")));
-        args.push("_ts".into());
-        let out = Command::new("redis-benchmark")
-            .args(&args)
-            .output()
-            .expect("redis-benchmark");
-        let text = String::from_utf8_lossy(&out.stdout);
-        let rps = text
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("throughput summary: "))
-            .and_then(|l| l.split_whitespace().next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0.0);
-        // "latency summary (msec):" then a header "avg min p50 p95 p99 max" and values.
-        let lat: Vec<f64> = text
-            .lines()
-            .skip_while(|l| !l.contains("latency summary"))
-            .nth(2)
-            .map(|l| {
-                l.split_whitespace()
-                    .filter_map(|v| v.parse().ok())
-                    .collect()
-            })
-            .unwrap_or_default();
-        (
-            rps,
-            lat.get(2).copied().unwrap_or(0.0),
-            lat.get(4).copied().unwrap_or(0.0),
-        )
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    hset.extend(["_ts".into(), "x".repeat(6)]);
+    let ok = Command::new("redis-cli")
+        .args(&hset)
+        .stdout(Stdio::null())
+        .status()
+        .expect("redis-cli");
+    assert!(ok.success());
+    let requests = (50_000 * seconds as usize).max(pipeline * 100);
+    let mut args = vec![
+        "-p".to_owned(),
+        port,
+        "-c".into(),
+        CONNECTIONS.to_string(),
+        "-n".into(),
+        requests.to_string(),
+        "-P".into(),
+        pipeline.to_string(),
+        "HMGET".into(),
+        "bench:hash".into(),
+    ];
+    args.extend((0..10).map(|f| format!("f{f}")));
+    args.push("_ts".into());
+    let out = Command::new("redis-benchmark")
+        .args(&args)
+        .output()
+        .expect("redis-benchmark");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rps = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("throughput summary: "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0.0);
+    // "latency summary (msec):" then a header "avg min p50 p95 p99 max" and values.
+    let lat: Vec<f64> = text
+        .lines()
+        .skip_while(|l| !l.contains("latency summary"))
+        .nth(2)
+        .map(|l| {
+            l.split_whitespace()
+                .filter_map(|v| v.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    (
+        rps,
+        lat.get(2).copied().unwrap_or(0.0),
+        lat.get(4).copied().unwrap_or(0.0),
+    )
 }
 
 fn request(repo: &SyntheticRepo, entities: i64) -> GetOnlineFeaturesRequest {

@@ -1,25 +1,77 @@
-//! In-process request path: plan lookup, entity keys, the SQLite read on the reader
-//! pool, and response assembly, for 1 entity x 10 features and 100 entities x 10
-//! features. The baseline, measured in the same run, is the bare SQLite work: the same
-//! prepared SELECT for the same keys on one connection, without Tern around it.
-//! Report the ratio (tern / baseline) in BENCHMARKS.md.
+//! In-process request path: plan lookup, entity keys, the store read, and response
+//! assembly, for 1 entity x 10 features and 100 entities x 10 features, over SQLite and
+//! over a real `redis-server` started for the run. Baselines, measured in the same
+//! run: for SQLite the same prepared SELECT for the same keys on one connection; for
+//! Redis the same HMGET pipeline sent with the redis crate alone. Report the ratios
+//! (tern / baseline) in BENCHMARKS.md.
 
 use std::hint::black_box;
 use std::rc::Rc;
 
-use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, BenchmarkId, Criterion, criterion_group, criterion_main};
 use tern::config::KeySerialization;
 use tern::proto::feast::types::value::Val;
 use tern::proto::feast::types::{RepeatedValue, Value};
 use tern::proto::tern::wire::Column;
 use tern::registry::Reloader;
+use tern::server::{StoreSettings, open_serving};
 use tern::serving::{Clock, Request, Selection, Serving};
+use tern::store::redis::field_name;
 use tern::store::{EntityValue, SqliteStore, Store, key};
-use tern::testing::SyntheticRepo;
+use tern::testing::{RedisServer, SyntheticRepo};
 
 fn ids(n: i64) -> Vec<i64> {
     // Spread over the table, so reads are not all one page.
     (0..n).map(|i| 1 + (i * 7919) % 1000).collect()
+}
+
+/// Feast v3 entity keys of `ids(n)`.
+fn entity_keys(n: i64) -> Vec<Vec<u8>> {
+    ids(n)
+        .into_iter()
+        .map(|id| {
+            let mut k = key::key_prefix(&["driver_id"], KeySerialization::V3);
+            key::push_value(&mut k, &EntityValue::Int64(id));
+            k
+        })
+        .collect()
+}
+
+/// `serving.get_online_features` for `entities` drivers x every feature, as "tern".
+fn bench_tern(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    rt: &tokio::runtime::Runtime,
+    serving: &Serving,
+    refs: &[String],
+    entities: i64,
+) {
+    let columns = vec![Column {
+        key: "driver_id".into(),
+        value: Some(RepeatedValue {
+            val: ids(entities)
+                .into_iter()
+                .map(|id| Value {
+                    val: Some(Val::Int64Val(id)),
+                })
+                .collect(),
+        }),
+    }];
+    let label = format!("{entities}x10");
+    group.bench_with_input(BenchmarkId::new("tern", &label), &columns, |b, columns| {
+        b.iter(|| {
+            let req = Request {
+                selection: Some(Selection::Refs(refs)),
+                entities: columns,
+                full_feature_names: false,
+                include_metadata: false,
+            };
+            black_box(
+                rt.block_on(serving.get_online_features(req))
+                    .expect("answer"),
+            )
+        })
+    });
 }
 
 fn bench(c: &mut Criterion) {
@@ -48,41 +100,10 @@ fn bench(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("get_online_features");
     for entities in [1i64, 100] {
-        let columns = vec![Column {
-            key: "driver_id".into(),
-            value: Some(RepeatedValue {
-                val: ids(entities)
-                    .into_iter()
-                    .map(|id| Value {
-                        val: Some(Val::Int64Val(id)),
-                    })
-                    .collect(),
-            }),
-        }];
         let label = format!("{entities}x10");
-        group.bench_with_input(BenchmarkId::new("tern", &label), &columns, |b, columns| {
-            b.iter(|| {
-                let req = Request {
-                    selection: Some(Selection::Refs(&refs)),
-                    entities: columns,
-                    full_feature_names: false,
-                    include_metadata: false,
-                };
-                black_box(
-                    rt.block_on(serving.get_online_features(req))
-                        .expect("answer"),
-                )
-            })
-        });
+        bench_tern(&mut group, &rt, &serving, &refs, entities);
 
-        let keys: Vec<Vec<u8>> = ids(entities)
-            .into_iter()
-            .map(|id| {
-                let mut k = key::key_prefix(&["driver_id"], KeySerialization::V3);
-                key::push_value(&mut k, &EntityValue::Int64(id));
-                k
-            })
-            .collect();
+        let keys = entity_keys(entities);
         group.bench_with_input(
             BenchmarkId::new("baseline_sqlite_select", &label),
             &keys,
@@ -121,5 +142,70 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+/// The same requests over Redis, against the bare pipeline of HMGETs they send.
+fn bench_redis(c: &mut Criterion) {
+    let redis = RedisServer::start(&[]).expect("redis-server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = SyntheticRepo::default();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let yaml = rt
+        .block_on(repo.write_redis(dir.path(), &redis.addr()))
+        .expect("write redis repo");
+    let config = tern::config::load(&yaml, |_| None).expect("config");
+    let (serving, _reloader) = rt
+        .block_on(open_serving(
+            &config,
+            &StoreSettings::default(),
+            Clock::Fixed(repo.event_ts),
+        ))
+        .expect("serving");
+    let refs = repo.refs();
+    let mut conn = rt
+        .block_on(async {
+            redis::Client::open(format!("redis://{}", redis.addr()))?
+                .get_multiplexed_async_connection()
+                .await
+        })
+        .expect("redis connection");
+    let storage_name = SyntheticRepo::VIEW;
+    let mut fields: Vec<Vec<u8>> = (0..repo.features)
+        .map(|f| field_name(storage_name, &format!("f{f}")).to_vec())
+        .collect();
+    fields.push(format!("_ts:{storage_name}").into_bytes());
+
+    let mut group = c.benchmark_group("get_online_features_redis");
+    for entities in [1i64, 100] {
+        let label = format!("{entities}x10");
+        bench_tern(&mut group, &rt, &serving, &refs, entities);
+        let keys: Vec<Vec<u8>> = entity_keys(entities)
+            .into_iter()
+            .map(|mut k| {
+                k.extend_from_slice(repo.project.as_bytes());
+                k
+            })
+            .collect();
+        group.bench_with_input(
+            BenchmarkId::new("baseline_redis_pipeline", &label),
+            &keys,
+            |b, keys| {
+                b.iter(|| {
+                    let mut pipe = redis::pipe();
+                    for key in keys {
+                        pipe.cmd("HMGET").arg(key).arg(&fields);
+                    }
+                    let replies: Vec<redis::Value> =
+                        rt.block_on(pipe.query_async(&mut conn)).expect("pipeline");
+                    black_box(replies)
+                })
+            },
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench, bench_redis);
 criterion_main!(benches);

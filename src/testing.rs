@@ -1,5 +1,6 @@
-//! Test and bench helpers (feature `testing`): an in-process server on a free port, and
-//! synthetic Feast repos (registry + SQLite online store in Feast's layout) of any size.
+//! Test and bench helpers (feature `testing`): an in-process server on a free port,
+//! synthetic Feast repos (registry + SQLite online store in Feast's layout) of any size,
+//! and real `redis-server` processes on free loopback ports.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -302,5 +303,108 @@ impl SyntheticRepo {
             ),
         )?;
         Ok(yaml)
+    }
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> std::io::Result<u16> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+}
+
+/// A `redis-server` child process on loopback (never the machine's shared instance),
+/// keeping nothing on disk; killed on drop.
+#[derive(Debug)]
+pub struct RedisServer {
+    /// Port it listens on (TLS or plain, as started).
+    pub port: u16,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    /// How long a server may take to say it accepts connections.
+    const READY: std::time::Duration = std::time::Duration::from_secs(20);
+
+    /// Starts a server on a free port; `extra` are more `redis-server` arguments.
+    pub fn start(extra: &[&str]) -> std::io::Result<Self> {
+        Self::start_on(free_port()?, extra)
+    }
+
+    /// Starts a server on `port` (`--tls-port` in `extra` makes that the TLS port) and
+    /// returns once it accepts connections, as its log says: no sleeping.
+    pub fn start_on(port: u16, extra: &[&str]) -> std::io::Result<Self> {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+
+        let dir = tempfile::tempdir()?;
+        let plain_port = if extra.contains(&"--tls-port") {
+            "0".to_owned()
+        } else {
+            port.to_string()
+        };
+        let mut child = Command::new("redis-server")
+            .args(["--port", &plain_port])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--daemonize", "no", "--dir"])
+            .arg(dir.path())
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!(
+                        "redis-server must be installed (apt-get install -y redis-server): {e}"
+                    ),
+                )
+            })?;
+        let out = child
+            .stdout
+            .take()
+            .ok_or_else(|| std::io::Error::other("redis-server stdout"))?;
+        // Drained for the server's lifetime, so it never blocks on a full pipe.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut server = Self {
+            port,
+            child,
+            _dir: dir,
+        };
+        loop {
+            match rx.recv_timeout(Self::READY) {
+                Ok(line) if line.contains("Ready to accept connections") => return Ok(server),
+                Ok(_) => {}
+                Err(_) => {
+                    server.kill();
+                    return Err(std::io::Error::other(format!(
+                        "redis-server on port {port} did not start"
+                    )));
+                }
+            }
+        }
+    }
+
+    /// `127.0.0.1:port`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
     }
 }

@@ -13,6 +13,7 @@ use tern::testing::{SyntheticRepo, TestServer, synthetic_value};
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
 
+use crate::redis_support::free_port;
 use crate::support::*;
 
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -119,13 +120,6 @@ fn small_repo() -> (tempfile::TempDir, SyntheticRepo, std::path::PathBuf) {
     };
     let yaml = repo.write(dir.path()).unwrap();
     (dir, repo, yaml)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 fn http_get(addr: &str, path: &str) -> Option<String> {
@@ -340,7 +334,7 @@ async fn passwords_stay_out_of_the_logs() {
     use crate::redis_support::{RedisServer, redis_repo_yaml};
     const RIGHT: &str = "Right-Secret-4711";
     const WRONG: &str = "Wrong-Secret-0815";
-    let redis = RedisServer::start(&["--requirepass", RIGHT]);
+    let redis = RedisServer::start(&["--requirepass", RIGHT]).expect("redis-server starts");
     let dir = tempfile::tempdir().unwrap();
     let store = format!(
         "  type: redis\n  connection_string: \"{},password={WRONG}\"\n",
@@ -507,7 +501,7 @@ async fn redis_appearing_after_start_is_counted_as_a_reconnect() {
             .contains(&format!("redis 127.0.0.1:{port}")),
         "{refused:?}"
     );
-    let _redis = RedisServer::start_on(port, &[]);
+    let _redis = RedisServer::start_on(port, &[]).expect("redis-server starts");
     daemon.wait_for_log("online store answering again: health SERVING");
     let metrics = eventually(DEADLINE, "store metrics", || {
         let addr = metrics_addr.clone();

@@ -78,7 +78,7 @@ async fn matches_the_sqlite_answers(online_store: &str) {
 
 #[tokio::test]
 async fn answers_match_the_sqlite_answers_case_for_case() {
-    let redis = RedisServer::start(&[]);
+    let redis = RedisServer::start(&[]).expect("redis-server starts");
     restore(&mut connect(&redis.addr()).await, &load_dump()).await;
     matches_the_sqlite_answers(&single(&redis.addr(), "")).await;
 }
@@ -97,7 +97,7 @@ async fn cluster_answers_match_the_sqlite_answers() {
 
 #[tokio::test]
 async fn one_round_trip_per_request() {
-    let redis = RedisServer::start(&[]);
+    let redis = RedisServer::start(&[]).expect("redis-server starts");
     restore(&mut connect(&redis.addr()).await, &load_dump()).await;
     let proxy = CountingProxy::start(redis.addr()).await;
     let dir = tempfile::tempdir().unwrap();
@@ -137,7 +137,7 @@ async fn one_round_trip_per_request() {
 
 #[tokio::test]
 async fn a_slow_redis_answers_deadline_exceeded_naming_the_store() {
-    let redis = RedisServer::start(&[]);
+    let redis = RedisServer::start(&[]).expect("redis-server starts");
     restore(&mut connect(&redis.addr()).await, &load_dump()).await;
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(
@@ -209,7 +209,7 @@ async fn redis_down_at_start_then_back() {
         status.message()
     );
 
-    let redis = RedisServer::start_on(port, &[]);
+    let redis = RedisServer::start_on(port, &[]).expect("redis-server starts");
     restore(&mut connect(&redis.addr()).await, &load_dump()).await;
     eventually(DEADLINE, "health SERVING", || {
         let url = url.clone();
@@ -237,7 +237,7 @@ struct Outcome {
 #[tokio::test]
 async fn redis_restart_under_load() {
     let port = free_port();
-    let mut redis = RedisServer::start_on(port, &[]);
+    let mut redis = RedisServer::start_on(port, &[]).expect("redis-server starts");
     let dump = load_dump();
     restore(&mut connect(&redis.addr()).await, &dump).await;
     let dir = tempfile::tempdir().unwrap();
@@ -290,7 +290,7 @@ async fn redis_restart_under_load() {
     })
     .await;
 
-    let redis = RedisServer::start_on(port, &[]);
+    let redis = RedisServer::start_on(port, &[]).expect("redis-server starts");
     let back = Instant::now();
     restore(&mut connect(&redis.addr()).await, &dump).await;
     eventually(DEADLINE, "answers after Redis returns", || async {
@@ -333,7 +333,7 @@ async fn redis_restart_under_load() {
 #[tokio::test]
 async fn password_protected_redis() {
     const SECRET: &str = "s3cret-Pa55word";
-    let redis = RedisServer::start(&["--requirepass", SECRET]);
+    let redis = RedisServer::start(&["--requirepass", SECRET]).expect("redis-server starts");
     let mut admin = redis::Client::open(format!("redis://:{SECRET}@{}", redis.addr()))
         .unwrap()
         .get_multiplexed_async_connection()
@@ -393,7 +393,8 @@ async fn mutual_tls_with_a_private_ca() {
             "--tls-auth-clients",
             "yes",
         ],
-    );
+    )
+    .expect("redis-server starts");
     let extra = format!(
         ",ssl=true,ssl_ca_certs={},ssl_certfile={},ssl_keyfile={}",
         certs.ca.display(),
@@ -433,7 +434,7 @@ impl TapMkdir for std::path::PathBuf {
 
 #[tokio::test]
 async fn written_in_feasts_layout_and_read_back() {
-    let redis = RedisServer::start(&[]);
+    let redis = RedisServer::start(&[]).expect("redis-server starts");
     let repo = tern::testing::SyntheticRepo {
         entities: 20,
         features: 3,

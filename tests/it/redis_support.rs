@@ -1,9 +1,8 @@
 //! Real `redis-server` processes for the tests, on free loopback ports (never the
 //! machine's shared instance), and the Feast-written Redis fixture.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -13,92 +12,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const READY: Duration = Duration::from_secs(20);
 
-/// A port nobody listens on right now.
+pub use tern::testing::RedisServer;
+
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-/// A `redis-server` child process, killed on drop.
-pub struct RedisServer {
-    pub port: u16,
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl RedisServer {
-    /// Starts a server on a free port; `extra` are more `redis-server` arguments.
-    pub fn start(extra: &[&str]) -> Self {
-        Self::start_on(free_port(), extra)
-    }
-
-    /// Starts a server on `port` and returns once it accepts connections (it says so
-    /// in its log; no sleeping).
-    pub fn start_on(port: u16, extra: &[&str]) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let tls = extra.contains(&"--tls-port");
-        let port_args = if tls {
-            vec!["--port".to_owned(), "0".to_owned()]
-        } else {
-            vec!["--port".to_owned(), port.to_string()]
-        };
-        let mut child = Command::new("redis-server")
-            .args(&port_args)
-            .args([
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--daemonize",
-                "no",
-            ])
-            .args(["--dir", dir.path().to_str().expect("utf8")])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed (apt-get install -y redis-server)");
-        let out = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        loop {
-            let line = rx
-                .recv_timeout(READY)
-                .unwrap_or_else(|_| panic!("redis-server on {port} did not start"));
-            if line.contains("Ready to accept connections") {
-                break;
-            }
-        }
-        Self {
-            port,
-            child,
-            _dir: dir,
-        }
-    }
-
-    pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// SIGKILL, as a crash would.
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
+    tern::testing::free_port().expect("free port")
 }
 
 /// `tests/fixtures/feast/redis_dump.json`: every key, field and value Feast 0.67's
@@ -172,6 +89,7 @@ impl RedisCluster {
                         &format!("nodes-{port}.conf"),
                     ],
                 )
+                .expect("redis-server starts")
             })
             .collect();
         let addrs: Vec<String> = nodes.iter().map(RedisServer::addr).collect();
