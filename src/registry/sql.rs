@@ -17,6 +17,8 @@ use std::str::FromStr;
 use prost::Message;
 
 use super::RegistryError;
+
+mod pg_tls;
 use crate::proto::feast::core as pb;
 
 /// `(table, proto column)` of every object kind Tern serves from.
@@ -46,12 +48,67 @@ pub struct SqlSource {
 enum Backend {
     Postgres {
         config: Box<tokio_postgres::Config>,
+        tls: PgTls,
         /// Kept between reloads; dropped after an error so the next reload reconnects.
         client: Option<tokio_postgres::Client>,
     },
     Sqlite {
         path: PathBuf,
     },
+}
+
+/// The connector for the URL's `sslmode`.
+#[derive(Clone)]
+struct PgTls(tokio_postgres_rustls::MakeRustlsConnect);
+
+impl std::fmt::Debug for PgTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PgTls")
+    }
+}
+
+/// The URL's TLS settings, which tokio-postgres does not parse.
+struct TlsOptions {
+    mode: pg_tls::SslMode,
+    root_cert: Option<PathBuf>,
+}
+
+/// Takes `sslmode` and `sslrootcert` out of a PostgreSQL URL's query (the rest is left
+/// to tokio-postgres). `sslrootcert` resolves against the YAML's folder, like every
+/// other path in `feature_store.yaml`.
+fn split_tls_options(rest: &str, repo_dir: &Path) -> Result<(String, TlsOptions), String> {
+    let mut tls = TlsOptions {
+        mode: pg_tls::SslMode::Prefer,
+        root_cert: None,
+    };
+    let Some((base, query)) = rest.split_once('?') else {
+        return Ok((rest.to_owned(), tls));
+    };
+    let decoded = |v: &str| {
+        percent_encoding::percent_decode_str(v)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let mut kept = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match key {
+            "sslmode" => tls.mode = pg_tls::SslMode::parse(&decoded(value))?,
+            "sslrootcert" => tls.root_cert = Some(repo_dir.join(decoded(value))),
+            "sslcert" | "sslkey" | "sslpassword" => {
+                return Err(format!(
+                    "{key}: client certificates are not supported; authenticate with a password"
+                ));
+            }
+            _ => kept.push(pair),
+        }
+    }
+    let rest = if kept.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    Ok((rest, tls))
 }
 
 /// One history row, as read.
@@ -80,19 +137,20 @@ impl SqlSource {
         let driver = scheme.split('+').next().unwrap_or(scheme);
         match driver {
             "postgresql" | "postgres" => {
-                let config = tokio_postgres::Config::from_str(&format!("postgresql://{rest}"))
-                    .map_err(|e| {
-                        RegistryError::Unsupported(format!("registry.path: {}: {e}", redact(url)))
-                    })?;
-                if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-                    return Err(RegistryError::Unsupported(
-                        "registry.path: sslmode=require is not supported by this version of Tern; connect without TLS or through a local proxy".into(),
-                    ));
-                }
+                let bad = |e: String| {
+                    RegistryError::Unsupported(format!("registry.path: {}: {e}", redact(url)))
+                };
+                let (rest, tls) = split_tls_options(rest, repo_dir).map_err(bad)?;
+                let mut config = tokio_postgres::Config::from_str(&format!("postgresql://{rest}"))
+                    .map_err(|e| bad(e.to_string()))?;
+                config.ssl_mode(tls.mode.negotiation());
+                let connector =
+                    pg_tls::connector(tls.mode, tls.root_cert.as_deref()).map_err(bad)?;
                 let name = postgres_name(&config);
                 Ok(Self {
                     backend: Backend::Postgres {
                         config: Box::new(config),
+                        tls: PgTls(connector),
                         client: None,
                     },
                     name,
@@ -139,8 +197,12 @@ impl SqlSource {
         ));
         let name = self.name.clone();
         match &mut self.backend {
-            Backend::Postgres { config, client } => {
-                let c = connected(config, client, &name).await?;
+            Backend::Postgres {
+                config,
+                tls,
+                client,
+            } => {
+                let c = connected(config, tls, client, &name).await?;
                 let mut out = Vec::with_capacity(queries.len());
                 for (table, sql) in &queries {
                     match c.query_opt(sql.as_str(), &[&project]).await {
@@ -182,8 +244,12 @@ impl SqlSource {
     pub async fn read(&mut self, project: &str) -> Result<pb::Registry, RegistryError> {
         let name = self.name.clone();
         let (objects, history) = match &mut self.backend {
-            Backend::Postgres { config, client } => {
-                let c = connected(config, client, &name).await?;
+            Backend::Postgres {
+                config,
+                tls,
+                client,
+            } => {
+                let c = connected(config, tls, client, &name).await?;
                 let result = read_postgres(c, project).await;
                 if result.is_err() {
                     *client = None;
@@ -345,6 +411,7 @@ fn assemble(
 
 async fn connected<'a>(
     config: &tokio_postgres::Config,
+    tls: &PgTls,
     client: &'a mut Option<tokio_postgres::Client>,
     name: &str,
 ) -> Result<&'a tokio_postgres::Client, RegistryError> {
@@ -356,7 +423,7 @@ async fn connected<'a>(
     }
     if client.is_none() {
         let (c, connection) = config
-            .connect(tokio_postgres::NoTls)
+            .connect(tls.0.clone())
             .await
             .map_err(|e| sql_error(name, e))?;
         tokio::spawn(async move {
@@ -407,7 +474,16 @@ fn sql_error(name: &str, e: tokio_postgres::Error) -> RegistryError {
     // tokio-postgres errors carry no password; the source of a DbError has the detail.
     let detail = match e.as_db_error() {
         Some(db) => format!("{}: {}", db.code().code(), db.message()),
-        None => e.to_string(),
+        None => {
+            // The causes say why (a refused connection, a certificate problem).
+            let mut detail = e.to_string();
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                detail.push_str(&format!(": {c}"));
+                cause = c.source();
+            }
+            detail
+        }
     };
     RegistryError::Sql {
         source_name: name.to_owned(),
@@ -471,5 +547,40 @@ mod tests {
             redact("postgresql://u:secret@h/db"),
             "postgresql://<credentials>@h/db"
         );
+    }
+
+    #[test]
+    fn tls_options_are_taken_out_of_the_url() {
+        let (rest, tls) = split_tls_options(
+            "u@h/db?connect_timeout=5&sslmode=verify-ca&sslrootcert=certs%2Fca.pem",
+            Path::new("/repo"),
+        )
+        .unwrap();
+        assert_eq!(rest, "u@h/db?connect_timeout=5");
+        assert_eq!(tls.mode, pg_tls::SslMode::VerifyCa);
+        assert_eq!(tls.root_cert, Some(PathBuf::from("/repo/certs/ca.pem")));
+        // libpq's default.
+        let (rest, tls) = split_tls_options("u@h/db", Path::new("/")).unwrap();
+        assert_eq!(
+            (rest.as_str(), tls.mode),
+            ("u@h/db", pg_tls::SslMode::Prefer)
+        );
+
+        let err = |url: &str| {
+            SqlSource::from_url(url, Path::new("/repo"))
+                .unwrap_err()
+                .to_string()
+        };
+        let e = err("postgresql://u:secret@h/db?sslmode=verify-full");
+        assert!(
+            e.contains("needs sslrootcert") && !e.contains("secret"),
+            "{e}"
+        );
+        let e = err("postgresql://u@h/db?sslmode=on");
+        assert!(e.contains("sslmode=on is not a libpq sslmode"), "{e}");
+        let e = err("postgresql://u@h/db?sslmode=require&sslrootcert=/nonexistent/ca.pem");
+        assert!(e.contains("sslrootcert /nonexistent/ca.pem"), "{e}");
+        let e = err("postgresql://u@h/db?sslcert=c.pem&sslkey=k.pem");
+        assert!(e.contains("client certificates are not supported"), "{e}");
     }
 }

@@ -203,3 +203,122 @@ async fn sql_registry_changes_are_picked_up_and_failures_keep_serving() {
     assert_eq!(names(&r), ["driver_id", "conv_rate"]);
     server.stop().await.unwrap();
 }
+
+/// The machine's PostgreSQL serves TLS (Debian turns it on with its snakeoil certificate,
+/// named `localhost`); returns the server certificate file.
+async fn server_certificate() -> PathBuf {
+    let c = connect("postgres").await;
+    let show = |row: tokio_postgres::Row| row.get::<_, String>(0);
+    let ssl = show(c.query_one("SHOW ssl", &[]).await.unwrap());
+    assert_eq!(
+        ssl, "on",
+        "PostgreSQL on 127.0.0.1:5432 must have ssl = on for the TLS tests"
+    );
+    let file = PathBuf::from(show(c.query_one("SHOW ssl_cert_file", &[]).await.unwrap()));
+    if file.is_absolute() {
+        file
+    } else {
+        PathBuf::from(show(c.query_one("SHOW data_directory", &[]).await.unwrap())).join(file)
+    }
+}
+
+/// Connections to `db` that the server sees encrypted.
+async fn encrypted_connections(db: &str) -> i64 {
+    connect("postgres")
+        .await
+        .query_one(
+            "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.datname = $1 AND s.ssl",
+            &[&db],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn postgres_registry_over_tls_with_libpq_sslmodes() {
+    let db = TestDb::create().await;
+    db.restore(&std::fs::read_to_string(sql_dir().join("registry.pg.sql")).unwrap())
+        .await;
+    let cert = server_certificate().await;
+    let dir = tempfile::tempdir().unwrap();
+    let foreign_ca = crate::redis_support::tls::write_test_pki(dir.path()).ca;
+    let url = |host: &str, options: String| {
+        format!("postgresql://postgres@{host}:5432/{}?{options}", db.name)
+    };
+    let start = |name: &str, url: String| {
+        let yaml = yaml(&dir.path().join(name), &url, true, 0);
+        async move { TestServer::start(&yaml, Clock::Fixed(NOW)).await }
+    };
+    let one_request = || {
+        refs_request(
+            &["driver_stats:conv_rate"],
+            vec![("driver_id", vec![int64(1001)])],
+        )
+    };
+
+    // Encrypted, server not authenticated (libpq's require): served, and the server
+    // sees Tern's registry connection as TLS.
+    let server = start("require", url("127.0.0.1", "sslmode=require".into()))
+        .await
+        .unwrap();
+    call(&channel(&server.url()).await, Route::Serving, one_request())
+        .await
+        .unwrap();
+    assert_eq!(encrypted_connections(&db.name).await, 1);
+    server.stop().await.unwrap();
+
+    // The chain is checked against sslrootcert; verify-ca ignores the host name, and
+    // verify-full accepts the name the certificate carries.
+    let root = cert.display();
+    for (name, url) in [
+        (
+            "verify-ca",
+            url("127.0.0.1", format!("sslmode=verify-ca&sslrootcert={root}")),
+        ),
+        (
+            "verify-full",
+            url(
+                "localhost",
+                format!("sslmode=verify-full&sslrootcert={root}"),
+            ),
+        ),
+    ] {
+        let server = start(name, url)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        call(&channel(&server.url()).await, Route::Serving, one_request())
+            .await
+            .unwrap();
+        server.stop().await.unwrap();
+    }
+
+    // Refused: a name the certificate does not carry, and a CA that did not sign it.
+    for (name, url, expected) in [
+        (
+            "wrong-name",
+            url(
+                "127.0.0.1",
+                format!("sslmode=verify-full&sslrootcert={root}"),
+            ),
+            "not valid for name \"127.0.0.1\"",
+        ),
+        (
+            "wrong-ca",
+            url(
+                "127.0.0.1",
+                format!("sslmode=verify-ca&sslrootcert={}", foreign_ca.display()),
+            ),
+            "UnknownIssuer",
+        ),
+    ] {
+        let e = start(name, url).await.unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("postgresql://127.0.0.1:5432/{}", db.name))
+                && e.contains("certificate"),
+            "{name}: {e}"
+        );
+        assert!(e.contains(expected), "{name}: {e}");
+    }
+    db.drop().await;
+}
