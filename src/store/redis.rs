@@ -8,9 +8,10 @@
 //! an empty value being a stored null. Field names are computed once per snapshot
 //! (`StorageLayout`).
 //!
-//! A request's reads go out as one pipeline of HMGETs: on a single server over one
-//! multiplexed connection; on a cluster as one pipeline per node, grouped with a slot
-//! map kept here. Every read is bounded by the store timeout, so an unreachable Redis
+//! A request's reads go out as one pipeline of HMGETs, one per entity (views of the
+//! same entity share its hash, so one HMGET carries all their fields): on a single
+//! server over one multiplexed connection; on a cluster as one pipeline per node,
+//! grouped with a slot map kept here. Every read is bounded by the store timeout, so an unreachable Redis
 //! gives a prompt error rather than a hung request; reconnection is automatic.
 
 use std::sync::Arc;
@@ -197,7 +198,7 @@ impl RedisStore {
     }
 
     async fn read_inner(&self, reads: &[ViewRead]) -> Result<Vec<ViewRows>, StoreError> {
-        let mut commands = commands(reads, &self.inner.project);
+        let (groups, mut commands) = commands(reads, &self.inner.project);
         let replies = match &self.inner.backend {
             Backend::Single(connections, next) => {
                 let mut pipe = Pipeline::with_capacity(commands.len());
@@ -228,32 +229,38 @@ impl RedisStore {
             let Value::Array(fields) = reply else {
                 return Err(self.protocol(format!("HMGET answered {reply:?}")));
             };
-            let rows = &mut out[c.read];
-            let n_slots = reads[c.read].slots.len();
-            if fields.len() != n_slots + 1 {
+            let group = &groups[c.group];
+            let wanted: usize = group.iter().map(|&r| reads[r].slots.len() + 1).sum();
+            if fields.len() != wanted {
                 return Err(self.protocol(format!(
-                    "HMGET answered {} fields for {}",
+                    "HMGET answered {} fields for {wanted}",
                     fields.len(),
-                    n_slots + 1
                 )));
             }
-            let mut found = false;
-            for (slot, field) in fields[..n_slots].iter().enumerate() {
-                if let Value::BulkString(v) = field {
-                    arena.push(c.read, c.key * n_slots + slot, v);
-                    found = true;
+            // Each read's fields, then its timestamp field, in the group's order.
+            let mut fields = fields.as_slice();
+            for &r in group {
+                let n_slots = reads[r].slots.len();
+                let (view, rest) = fields.split_at(n_slots + 1);
+                fields = rest;
+                let mut found = false;
+                for (slot, field) in view[..n_slots].iter().enumerate() {
+                    if let Value::BulkString(v) = field {
+                        arena.push(r, c.key * n_slots + slot, v);
+                        found = true;
+                    }
                 }
-            }
-            let ts = match &fields[n_slots] {
-                Value::BulkString(raw) => {
-                    found = true;
-                    prost_types::Timestamp::decode(raw.as_slice()).unwrap_or_default()
+                let ts = match &view[n_slots] {
+                    Value::BulkString(raw) => {
+                        found = true;
+                        prost_types::Timestamp::decode(raw.as_slice()).unwrap_or_default()
+                    }
+                    _ => prost_types::Timestamp::default(),
+                };
+                // No field and no timestamp: the entity is not stored for this view.
+                if found {
+                    out[r].timestamps[c.key] = Some(ts);
                 }
-                _ => prost_types::Timestamp::default(),
-            };
-            // No field and no timestamp: the entity is not stored for this view.
-            if found {
-                rows.timestamps[c.key] = Some(ts);
             }
         }
         arena.fill(&mut out);
@@ -415,40 +422,66 @@ fn pick(connections: &[ConnectionManager], next: &AtomicUsize) -> ConnectionMana
     connections[i].clone()
 }
 
-/// One HMGET of one entity for one read.
+/// One HMGET of one entity for every read of a group.
 struct Command {
-    read: usize,
+    /// Index into the groups `commands` returns.
+    group: usize,
+    /// The entity's position in the group's key batch.
     key: usize,
     /// The Redis key (for slot routing).
     key_bytes: Vec<u8>,
     cmd: ::redis::Cmd,
 }
 
-fn commands(reads: &[ViewRead], project: &[u8]) -> Vec<Command> {
-    let mut out = Vec::with_capacity(reads.iter().map(|r| r.keys.len()).sum());
+/// The request's HMGETs. Views of the same entity share its hash in Feast's layout, and
+/// their reads share one key batch: such reads form a group, and one HMGET per entity
+/// asks for all of the group's fields (each read's features, then its `_ts` field).
+fn commands(reads: &[ViewRead], project: &[u8]) -> (Vec<Vec<usize>>, Vec<Command>) {
+    let mut groups: Vec<Vec<usize>> = Vec::new();
     for (r, read) in reads.iter().enumerate() {
-        let layout = &read.layout;
-        for (k, entity_key) in read.keys.iter().enumerate() {
+        match groups.iter_mut().find(|g| {
+            g.first()
+                .is_some_and(|&f| Arc::ptr_eq(&reads[f].keys, &read.keys))
+        }) {
+            Some(group) => group.push(r),
+            None => groups.push(vec![r]),
+        }
+    }
+    let mut out = Vec::with_capacity(
+        groups
+            .iter()
+            .filter_map(|g| g.first())
+            .map(|&r| reads[r].keys.len())
+            .sum(),
+    );
+    for (g, group) in groups.iter().enumerate() {
+        let Some(keys) = group.first().map(|&r| &reads[r].keys) else {
+            continue;
+        };
+        for (k, entity_key) in keys.iter().enumerate() {
             let mut key_bytes = Vec::with_capacity(entity_key.len() + project.len());
             key_bytes.extend_from_slice(entity_key);
             key_bytes.extend_from_slice(project);
             let mut cmd = ::redis::cmd("HMGET");
             cmd.arg(&key_bytes);
-            for &slot in read.slots.iter() {
-                if let Some(field) = layout.redis_fields.get(slot as usize) {
-                    cmd.arg(&field[..]);
+            for &r in group {
+                let read = &reads[r];
+                for &slot in read.slots.iter() {
+                    if let Some(field) = read.layout.redis_fields.get(slot as usize) {
+                        cmd.arg(&field[..]);
+                    }
                 }
+                cmd.arg(&read.layout.redis_ts_field);
             }
-            cmd.arg(&layout.redis_ts_field);
             out.push(Command {
-                read: r,
+                group: g,
                 key: k,
                 key_bytes,
                 cmd,
             });
         }
     }
-    out
+    (groups, out)
 }
 
 fn connection_info(

@@ -109,12 +109,14 @@ async fn one_round_trip_per_request() {
     let server = TestServer::start(&yaml, Clock::Fixed(NOW)).await.unwrap();
     let ch = channel(&server.url()).await;
 
-    // 100 entity rows, three views with three different key sets.
+    // 100 entity rows, four views over three key sets: two versions of driver_stats
+    // (two storage names in the same driver hashes), and two views of other entities.
     let drivers: Vec<_> = (0..100).map(|i| int64(1001 + i)).collect();
     let customers: Vec<_> = (0..100).map(|i| string(&format!("c{}", i + 1))).collect();
     let req = refs_request(
         &[
-            "driver_stats:conv_rate",
+            "driver_stats@v0:conv_rate",
+            "driver_stats@v2:vip_level",
             "customer_profile:tier",
             "driver_customer:trips_together",
         ],
@@ -123,13 +125,15 @@ async fn one_round_trip_per_request() {
     let before = proxy.counts();
     let r = call(&ch, Route::Serving, req).await.unwrap();
     let after = proxy.counts();
-    let (_, statuses, _) = column(&r, "conv_rate");
-    assert_eq!(statuses.len(), 100);
-    assert_eq!(statuses[0], FieldStatus::Present, "driver 1001 is stored");
+    for feature in ["conv_rate", "vip_level"] {
+        let (_, statuses, _) = column(&r, feature);
+        assert_eq!(statuses.len(), 100);
+        assert_eq!(statuses[0], FieldStatus::Present, "driver 1001's {feature}");
+    }
     assert_eq!(
         after.1 - before.1,
         300,
-        "one HMGET per (view, distinct entity)"
+        "one HMGET per (entity key set, distinct entity): both driver_stats versions in one"
     );
     assert_eq!(after.0 - before.0, 1, "all 300 HMGETs in one round trip");
     server.stop().await.unwrap();
