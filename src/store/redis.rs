@@ -11,8 +11,9 @@
 //! A request's reads go out as one pipeline of HMGETs, one per entity (views of the
 //! same entity share its hash, so one HMGET carries all their fields): on a single
 //! server over one multiplexed connection; on a cluster as one pipeline per node,
-//! grouped with a slot map kept here. Every read is bounded by the store timeout, so an unreachable Redis
-//! gives a prompt error rather than a hung request; reconnection is automatic.
+//! grouped with a slot map kept here. Every read is bounded by the store timeout, so
+//! an unreachable Redis gives a prompt error rather than a hung request; reconnection
+//! is automatic.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
