@@ -10,6 +10,8 @@
 //! `last_updated_timestamp` (the history's newest version number). Feast's
 //! `projects.last_updated_timestamp` does not move on object applies, so it is not
 //! enough on its own. The snapshot is rebuilt only when the fingerprint changes.
+//!
+//! PostgreSQL connections take libpq's `sslmode` and `sslrootcert` (see `pg_tls`).
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -17,9 +19,9 @@ use std::str::FromStr;
 use prost::Message;
 
 use super::RegistryError;
+use crate::proto::feast::core as pb;
 
 mod pg_tls;
-use crate::proto::feast::core as pb;
 
 /// `(table, proto column)` of every object kind Tern serves from.
 const OBJECT_TABLES: [(&str, &str); 7] = [
