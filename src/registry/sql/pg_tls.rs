@@ -1,9 +1,10 @@
 //! TLS to a PostgreSQL registry, with libpq's `sslmode` meanings (what Feast's psycopg
-//! gives the same URL): `disable`; `allow` and `prefer` (the default) try TLS and fall
-//! back to plain; `require` insists on TLS; `verify-ca` also checks the certificate
-//! chain against `sslrootcert`; `verify-full` checks the chain and the host name. As
-//! in libpq, `require` with an `sslrootcert` checks the chain, and `prefer`/`require`
-//! without one encrypt without authenticating the server.
+//! gives the same URL): `disable`; `prefer` (the default) tries TLS and falls back to
+//! plain, and so does `allow` (libpq tries plain first there); `require` insists on
+//! TLS; `verify-ca` also checks the certificate chain against `sslrootcert`;
+//! `verify-full` checks the chain and the host name. As in libpq, `require` with an
+//! `sslrootcert` checks the chain, and `prefer`/`require` without one encrypt without
+//! authenticating the server.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
