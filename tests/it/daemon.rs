@@ -364,16 +364,9 @@ async fn passwords_stay_out_of_the_logs() {
     let serving = daemon.wait_for_log("serving gRPC");
     let url = format!("http://{}", serving["addr"].as_str().unwrap());
     let ch = channel(&url).await;
-    let status = call(
-        &ch,
-        Route::Serving,
-        refs_request(
-            &["driver_stats:conv_rate"],
-            vec![("driver_id", vec![int64(1001)])],
-        ),
-    )
-    .await
-    .unwrap_err();
+    let status = call(&ch, Route::Serving, conv_rate_request())
+        .await
+        .unwrap_err();
     assert!(!status.message().contains(WRONG));
     drop(ch);
     let status = daemon.terminate().await;
@@ -485,16 +478,9 @@ async fn redis_appearing_after_start_is_counted_as_a_reconnect() {
     );
     let serving = daemon.wait_for_log("serving gRPC");
     let url = format!("http://{}", serving["addr"].as_str().unwrap());
-    let refused = call(
-        &channel(&url).await,
-        Route::Serving,
-        refs_request(
-            &["driver_stats:conv_rate"],
-            vec![("driver_id", vec![int64(1001)])],
-        ),
-    )
-    .await
-    .unwrap_err();
+    let refused = call(&channel(&url).await, Route::Serving, conv_rate_request())
+        .await
+        .unwrap_err();
     assert!(
         refused
             .message()

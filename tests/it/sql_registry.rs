@@ -190,16 +190,9 @@ async fn sql_registry_changes_are_picked_up_and_failures_keep_serving() {
         (reload.failures() > failures).then_some(())
     })
     .await;
-    let r = call(
-        &ch,
-        Route::Serving,
-        refs_request(
-            &["driver_stats:conv_rate"],
-            vec![("driver_id", vec![int64(1001)])],
-        ),
-    )
-    .await
-    .unwrap_or_else(|s| panic!("still serving without {name}: {s:?}"));
+    let r = call(&ch, Route::Serving, conv_rate_request())
+        .await
+        .unwrap_or_else(|s| panic!("still serving without {name}: {s:?}"));
     assert_eq!(names(&r), ["driver_id", "conv_rate"]);
     server.stop().await.unwrap();
 }
@@ -250,21 +243,19 @@ async fn postgres_registry_over_tls_with_libpq_sslmodes() {
         let yaml = yaml(&dir.path().join(name), &url, true, 0);
         async move { TestServer::start(&yaml, Clock::Fixed(NOW)).await }
     };
-    let one_request = || {
-        refs_request(
-            &["driver_stats:conv_rate"],
-            vec![("driver_id", vec![int64(1001)])],
-        )
-    };
 
     // Encrypted, server not authenticated (libpq's require): served, and the server
     // sees Tern's registry connection as TLS.
     let server = start("require", url("127.0.0.1", "sslmode=require".into()))
         .await
         .unwrap();
-    call(&channel(&server.url()).await, Route::Serving, one_request())
-        .await
-        .unwrap();
+    call(
+        &channel(&server.url()).await,
+        Route::Serving,
+        conv_rate_request(),
+    )
+    .await
+    .unwrap();
     assert_eq!(encrypted_connections(&db.name).await, 1);
     server.stop().await.unwrap();
 
@@ -287,9 +278,13 @@ async fn postgres_registry_over_tls_with_libpq_sslmodes() {
         let server = start(name, url)
             .await
             .unwrap_or_else(|e| panic!("{name}: {e}"));
-        call(&channel(&server.url()).await, Route::Serving, one_request())
-            .await
-            .unwrap();
+        call(
+            &channel(&server.url()).await,
+            Route::Serving,
+            conv_rate_request(),
+        )
+        .await
+        .unwrap();
         server.stop().await.unwrap();
     }
 

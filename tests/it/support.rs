@@ -77,6 +77,14 @@ pub fn double(v: f64) -> Value {
     }
 }
 
+/// Driver 1001's `conv_rate`: the smallest request the example repo answers.
+pub fn conv_rate_request() -> GetOnlineFeaturesRequest {
+    refs_request(
+        &["driver_stats:conv_rate"],
+        vec![("driver_id", vec![int64(1001)])],
+    )
+}
+
 pub fn refs_request(refs: &[&str], entities: Vec<(&str, Vec<Value>)>) -> GetOnlineFeaturesRequest {
     GetOnlineFeaturesRequest {
         kind: Some(Kind::Features(FeatureList {
