@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use prost::Message;
+use tern::grpc::ServingServiceClient;
 use tern::proto::feast::serving::get_online_features_request::Kind;
-use tern::proto::feast::serving::serving_service_client::ServingServiceClient;
 use tern::proto::feast::serving::{FeatureList, GetOnlineFeaturesRequest};
 use tern::proto::feast::types::value::Val;
 use tern::proto::feast::types::{RepeatedValue, Value};
@@ -579,10 +579,10 @@ mod noop {
 
         async fn get_online_features(
             &self,
-            request: Request<wire::GetOnlineFeaturesRequest>,
+            request: Request<tern::grpc::codec::Decoded<wire::GetOnlineFeaturesRequest>>,
         ) -> Result<Response<wire::GetOnlineFeaturesResponse>, Status> {
+            let request = request.into_inner().into_message()?;
             let rows = request
-                .get_ref()
                 .entities
                 .first()
                 .and_then(|c| c.value.as_ref())

@@ -7,6 +7,7 @@
 
 use std::hint::black_box;
 use std::rc::Rc;
+use std::time::Duration;
 
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, BenchmarkId, Criterion, criterion_group, criterion_main};
@@ -65,11 +66,13 @@ fn bench_tern(
                 entities: columns,
                 full_feature_names: false,
                 include_metadata: false,
+                deadline: Some(Duration::from_secs(5)),
             };
-            black_box(
+            // The core's answer encoded as the gRPC edge sends it.
+            black_box(tern::grpc::encode_response(
                 rt.block_on(serving.get_online_features(req))
                     .expect("answer"),
-            )
+            ))
         })
     });
 }

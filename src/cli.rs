@@ -50,10 +50,15 @@ pub struct ServeArgs {
     /// Time in-flight RPCs get to finish on SIGTERM, in seconds.
     #[arg(long, env = "TERN_DRAIN_TIMEOUT_S", default_value_t = 10)]
     pub drain_timeout_s: u64,
-    /// Upper bound for one request's Redis reads (and for connecting), in milliseconds;
-    /// a slower read answers DEADLINE_EXCEEDED.
+    /// Upper bound for one request's online-store reads (SQLite or Redis; also for
+    /// connecting to Redis), in milliseconds; a slower read answers DEADLINE_EXCEEDED.
     #[arg(long, env = "TERN_STORE_TIMEOUT_MS", default_value_t = 250)]
     pub store_timeout_ms: u64,
+    /// Upper bound for connecting to a SQL registry and for each of its reads, in
+    /// milliseconds; a reload that takes longer fails and the last good snapshot
+    /// keeps serving.
+    #[arg(long, env = "TERN_REGISTRY_TIMEOUT_MS", default_value_t = 10_000)]
+    pub registry_timeout_ms: u64,
     /// Multiplexed connections to a single Redis server (requests are spread over them).
     #[arg(long, env = "TERN_REDIS_CONNECTIONS", default_value_t = 1)]
     pub redis_connections: usize,
@@ -67,6 +72,14 @@ pub struct ServeArgs {
     /// Largest accepted request, in bytes.
     #[arg(long, env = "TERN_MAX_REQUEST_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub max_request_bytes: usize,
+    /// Requests answered at once; more answer RESOURCE_EXHAUSTED instead of queueing.
+    #[arg(long, env = "TERN_MAX_CONCURRENT_REQUESTS", default_value_t = 1024,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_concurrent_requests: u64,
+    /// Entity rows in one request; a larger one answers RESOURCE_EXHAUSTED.
+    #[arg(long, env = "TERN_MAX_ENTITY_ROWS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_entity_rows: u64,
 }
 
 /// `tern get`.

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use anyhow::{Context, bail};
 
 use crate::cli::{GetArgs, ServicePath};
-use crate::error::code_label;
+use crate::grpc::code_label;
 use crate::proto::feast::serving::{FeatureList, FieldStatus, GetOnlineFeaturesResponse};
 use crate::proto::feast::types::value::Val;
 use crate::proto::feast::types::{RepeatedValue, Value};

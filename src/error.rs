@@ -1,188 +1,163 @@
-//! The serving error type and its one mapping to gRPC status codes.
+//! What kind of failure an error is, without naming any transport, and how client
+//! text is quoted in messages.
 //!
-//! Owns: which code every failure gets. Messages keep Feast's wording where Feast has
-//! one (clients match on those texts); the rest say what was wrong and how to fix it.
+//! Owns: [`ErrorKind`], the classification every core error type reports through its
+//! `kind()` method; each edge maps kinds to its own vocabulary in one place (gRPC codes
+//! in `grpc::status`, HTTP statuses in the HTTP edge). Also [`clip`], which keeps
+//! client-supplied strings in messages short.
 
-use tonic::{Code, Status};
+use std::borrow::Cow;
+use std::fmt;
 
-use crate::refs::RefError;
-use crate::serving::EntityError;
-use crate::store::StoreError;
-
-/// Everything a GetOnlineFeatures request can fail with.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// A feature ref that cannot be parsed.
-    #[error(transparent)]
-    Ref(#[from] RefError),
-    /// Neither refs nor a service, or an empty list. Feast's text.
-    #[error("No features specified for retrieval")]
-    NoFeatures,
-    /// Feast's text.
-    #[error("Feature view {view} does not exist in project {project}")]
-    ViewNotFound {
-        /// View name as requested.
-        view: String,
-        /// Configured project.
-        project: String,
-    },
-    /// Feast's text.
-    #[error("Version v{version} of feature view {view} does not exist in project {project}")]
-    VersionNotFound {
-        /// View name.
-        view: String,
-        /// Requested version.
-        version: u32,
-        /// Configured project.
-        project: String,
-    },
-    /// Feast's text (without the quotes its KeyError adds).
-    #[error("Feature {feature} not found in projection {projection}")]
-    FeatureNotFound {
-        /// Requested feature.
-        feature: String,
-        /// `view`, `alias` or `view@vN`.
-        projection: String,
-    },
-    /// Feast's text.
-    #[error("Feature service {service} does not exist in project {project}")]
-    ServiceNotFound {
-        /// Requested service.
-        service: String,
-        /// Configured project.
-        project: String,
-    },
-    /// A `@vN` ref (or a version-pinned service) while online versioning is off.
-    /// Feast's exact text.
-    #[error(
-        "Version-qualified ref '{view}@v{version}' not supported: online versioning is disabled. Set 'enable_online_feature_view_versioning: true' under 'registry' in feature_store.yaml."
-    )]
-    VersioningDisabled {
-        /// View name.
-        view: String,
-        /// Requested version.
-        version: u32,
-    },
-    /// Feast's text.
-    #[error(
-        "Feature view '{view}' is disabled and cannot serve features. Enable it with `feast feature-views enable {view}` or set enabled=True."
-    )]
-    ViewDisabled {
-        /// View name.
-        view: String,
-    },
-    /// Feast's text.
-    #[error(
-        "Feature view '{view}' is in state '{state}' and cannot serve features. Only AVAILABLE_ONLINE feature views can serve."
-    )]
-    ViewNotServable {
-        /// View name.
-        view: String,
-        /// State name, e.g. `MATERIALIZING`.
-        state: String,
-    },
-    /// The registry is inconsistent for this view (e.g. it names a missing entity).
-    #[error("Feature view '{view}' cannot be served: {problem}")]
-    ViewBroken {
-        /// View name.
-        view: String,
-        /// What is inconsistent.
-        problem: String,
-    },
-    /// An on-demand view computed at request time (Tern runs no transformations).
-    #[error(
-        "On-demand feature view '{view}' computes its features at request time, which Tern does not do; only on-demand views with write_to_online_store=True can be served"
-    )]
-    OnDemandTransform {
-        /// View name.
-        view: String,
-    },
-    /// Two output columns with one name. Feast's text.
-    #[error("Duplicate features named {names} found.\n{}", collision_hint(*.full_feature_names))]
-    NameCollision {
-        /// Colliding output names, comma-separated.
-        names: String,
-        /// Whether full feature names were requested.
-        full_feature_names: bool,
-    },
-    /// Bad entity columns.
-    #[error(transparent)]
-    Entity(#[from] EntityError),
-    /// The online store failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// Not (yet) served by Tern.
-    #[error("{0}")]
-    Unimplemented(String),
+/// A failure as a caller must treat it. Exhaustive on purpose: a new kind must be
+/// mapped by every edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The request is malformed or names something in a wrong form; retrying the
+    /// same request cannot succeed.
+    BadRequest,
+    /// The request names a view, version, feature or service that does not exist.
+    NotFound,
+    /// The request is well-formed but what it asks for cannot be served in the
+    /// registry's or the store's current state (disabled view, missing table,
+    /// versioning off).
+    NotServable,
+    /// Something Tern does not do.
+    Unsupported,
+    /// The request is larger than a configured limit.
+    TooLarge,
+    /// The server or its store is at capacity; retry later.
+    Overloaded,
+    /// A dependency (online store, registry database) cannot be reached.
+    Unavailable,
+    /// A deadline passed before the answer was ready.
+    Timeout,
+    /// Stored data cannot be read as Feast's layout; retrying will not help.
+    CorruptData,
     /// A bug in Tern: an invariant did not hold.
-    #[error("internal error: {0}")]
-    Internal(String),
+    Internal,
 }
 
-fn collision_hint(full_feature_names: bool) -> &'static str {
-    if full_feature_names {
-        "To resolve this collision, please ensure that the feature views or their own features have different names. If you're intentionally joining the same feature view twice on different sets of entities, please rename one of the feature views with '.with_name'."
-    } else {
-        "To resolve this collision, either use the full feature name by setting 'full_feature_names=True', or ensure that the features in question have different names."
-    }
-}
-
-impl Error {
-    /// The gRPC code for this error. Exhaustive on purpose: a new variant must choose.
-    pub fn code(&self) -> Code {
+impl ErrorKind {
+    /// Short label for logs and metrics (a closed set).
+    pub fn label(self) -> &'static str {
         match self {
-            Error::Ref(_) | Error::NoFeatures | Error::NameCollision { .. } | Error::Entity(_) => {
-                Code::InvalidArgument
-            }
-            Error::ViewNotFound { .. }
-            | Error::VersionNotFound { .. }
-            | Error::FeatureNotFound { .. }
-            | Error::ServiceNotFound { .. } => Code::NotFound,
-            Error::VersioningDisabled { .. }
-            | Error::ViewDisabled { .. }
-            | Error::ViewNotServable { .. }
-            | Error::ViewBroken { .. } => Code::FailedPrecondition,
-            Error::OnDemandTransform { .. } | Error::Unimplemented(_) => Code::Unimplemented,
-            Error::Internal(_) => Code::Internal,
-            Error::Store(e) => match e {
-                StoreError::MissingTable { .. } => Code::FailedPrecondition,
-                StoreError::Busy { .. } | StoreError::Closed => Code::Unavailable,
-                StoreError::Overloaded { .. } => Code::ResourceExhausted,
-                StoreError::Sqlite { .. } | StoreError::Thread(_) | StoreError::Protocol { .. } => {
-                    Code::Internal
-                }
-                StoreError::Unavailable { .. } => Code::Unavailable,
-                StoreError::Timeout { .. } => Code::DeadlineExceeded,
-            },
+            ErrorKind::BadRequest => "bad_request",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::NotServable => "not_servable",
+            ErrorKind::Unsupported => "unsupported",
+            ErrorKind::TooLarge => "too_large",
+            ErrorKind::Overloaded => "overloaded",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::CorruptData => "corrupt_data",
+            ErrorKind::Internal => "internal",
         }
     }
-}
 
-impl From<Error> for Status {
-    fn from(err: Error) -> Self {
-        Status::new(err.code(), err.to_string())
+    /// Whether the server, not the client, is at fault: worth a warning in the log.
+    pub fn is_server_side(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::Unavailable
+                | ErrorKind::Timeout
+                | ErrorKind::Overloaded
+                | ErrorKind::CorruptData
+                | ErrorKind::Internal
+        )
     }
 }
 
-/// Metric label for a gRPC code (a closed set).
-pub fn code_label(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
+/// Longest client string quoted whole in a message.
+pub const CLIP_CHARS: usize = 100;
+/// Longest message any edge sends.
+pub const MAX_MESSAGE_CHARS: usize = 1000;
+
+/// A client-supplied string as quoted in messages: whole when short, else its first
+/// [`CLIP_CHARS`] characters followed by `… (N chars)`. A 10,000-character name must
+/// not come back in a 10,000-character message.
+pub fn clip(s: &str) -> Cow<'_, str> {
+    match s.char_indices().nth(CLIP_CHARS) {
+        None => Cow::Borrowed(s),
+        Some((end, _)) => Cow::Owned(format!("{}… ({} chars)", &s[..end], s.chars().count())),
+    }
+}
+
+/// [`clip`] into an owned string, for error fields.
+pub fn clipped(s: &str) -> String {
+    clip(s).into_owned()
+}
+
+/// Cuts a whole message to [`MAX_MESSAGE_CHARS`]: the edges' last guard, for
+/// messages that list many client strings.
+pub fn cap_message(message: String) -> String {
+    if message.chars().nth(MAX_MESSAGE_CHARS).is_none() {
+        return message;
+    }
+    let end = message
+        .char_indices()
+        .nth(MAX_MESSAGE_CHARS - 1)
+        .map_or(message.len(), |(i, _)| i);
+    let mut cut = String::with_capacity(end + 3);
+    cut.push_str(&message[..end]);
+    cut.push('…');
+    cut
+}
+
+/// Joins client strings for a message (`a, b, c`), each clipped, stopping with
+/// `… and N more` once the list is long.
+pub fn clipped_list<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
+    const SHOWN: usize = 10;
+    let mut out = String::new();
+    let mut more = 0usize;
+    for (i, item) in items.into_iter().enumerate() {
+        if i >= SHOWN {
+            more += 1;
+            continue;
+        }
+        if i > 0 {
+            out.push_str(", ");
+        }
+        out.push_str(&clip(item));
+    }
+    if more > 0 {
+        use fmt::Write as _;
+        let _ = write!(out, " … and {more} more");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clip_keeps_short_strings_and_cuts_long_ones() {
+        assert_eq!(clip("driver_stats"), "driver_stats");
+        let exactly = "x".repeat(CLIP_CHARS);
+        assert_eq!(clip(&exactly), exactly.as_str());
+        let long = "é".repeat(10_000);
+        let c = clip(&long);
+        assert!(c.starts_with(&"é".repeat(CLIP_CHARS)));
+        assert!(c.ends_with("… (10000 chars)"), "{c}");
+        assert!(c.chars().count() < CLIP_CHARS + 20);
+    }
+
+    #[test]
+    fn messages_are_capped() {
+        let m = cap_message("y".repeat(5000));
+        assert_eq!(m.chars().count(), MAX_MESSAGE_CHARS);
+        assert!(m.ends_with('…'));
+        assert_eq!(cap_message("short".into()), "short");
+    }
+
+    #[test]
+    fn lists_stop_after_ten() {
+        let names: Vec<String> = (0..25).map(|i| format!("c{i}")).collect();
+        let l = clipped_list(names.iter().map(String::as_str));
+        assert!(
+            l.starts_with("c0, c1,") && l.ends_with("c9 … and 15 more"),
+            "{l}"
+        );
     }
 }

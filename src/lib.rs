@@ -11,8 +11,9 @@
 //! - [`refs`]: `view@vN:feature` syntax. [`registry`]: Feast's registry, loaded into an
 //!   immutable [`registry::Snapshot`] published through `ArcSwap`.
 //! - [`store`]: online stores in Feast's byte layouts (SQLite today).
-//! - [`config`]: Feast's `feature_store.yaml`. [`error`]: the one error-to-gRPC-code
-//!   mapping. [`metrics`]: metric names. [`proto`]: generated protobuf code.
+//! - [`config`]: Feast's `feature_store.yaml`. [`error`]: the transport-free kinds of
+//!   failure every core error reports (each edge maps them once: `grpc::status`).
+//!   [`metrics`]: metric names. [`proto`]: generated protobuf messages (no gRPC).
 //! - [`client`]: `tern get`.
 
 pub mod cli;

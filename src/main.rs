@@ -4,18 +4,36 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser as _;
-use tern::cli::{Cli, Command};
+use tern::cli::{Cli, Command, ServeArgs};
 use tern::server::{self, ServerSettings, StoreSettings};
+use tern::serving::Limits;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+/// How long blocking work still running at exit (a hung registry read) may hold it.
+const EXIT_GRACE: Duration = Duration::from_secs(1);
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(e) = tern::telemetry::init_logging(cli.log_format, &cli.log_level) {
-        eprintln!("error: {e}");
-        return ExitCode::FAILURE;
-    }
+    let _log = match tern::telemetry::init_logging(cli.log_format, &cli.log_level) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let serving = matches!(cli.command, Command::Serve(_));
-    match run(cli.command).await {
+    let result = runtime.block_on(run(cli.command));
+    runtime.shutdown_timeout(EXIT_GRACE);
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         // The daemon reports through its log (text or JSON); `get` prints for a person.
         Err(e) if serving => {
@@ -31,42 +49,53 @@ async fn main() -> ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Serve(args) => {
-            if let Some(addr) = args.metrics_addr {
-                tern::telemetry::install_metrics(addr)
-                    .context("cannot start the metrics endpoint")?;
-            }
-            let config = tern::config::load(&args.config, |k| std::env::var(k).ok())?;
-            let store = StoreSettings {
-                sqlite_readers: args
-                    .sqlite_readers
-                    .unwrap_or(StoreSettings::default().sqlite_readers),
-                timeout: Duration::from_millis(args.store_timeout_ms),
-                redis_connections: args.redis_connections,
-                wait_for_registry: args.wait_for_registry,
-            };
-            let (serving, reloader) =
-                server::open_serving(&config, &store, Default::default()).await?;
-            tokio::spawn(server::reload_on_sighup(reloader.handle()));
-            let settings = ServerSettings {
-                request_timeout: Duration::from_millis(args.request_timeout_ms),
-                drain_timeout: Duration::from_secs(args.drain_timeout_s),
-                max_request_bytes: args.max_request_bytes,
-                ..ServerSettings::default()
-            };
-            let listener = tokio::net::TcpListener::bind(args.grpc_addr)
-                .await
-                .with_context(|| format!("cannot listen on {}", args.grpc_addr))?;
-            server::run(
-                listener,
-                Arc::new(serving),
-                Some(reloader),
-                &settings,
-                server::shutdown_signal(),
-            )
-            .await?;
+        Command::Serve(args) => serve(args).await,
+        Command::Get(args) => {
+            print!("{}", tern::client::get(&args).await?);
+            Ok(())
         }
-        Command::Get(args) => print!("{}", tern::client::get(&args).await?),
     }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    if let Some(addr) = args.metrics_addr {
+        tern::telemetry::install_metrics(addr)
+            .await
+            .context("cannot start the metrics endpoint")?;
+    }
+    let config = tern::config::load(&args.config, |k| std::env::var(k).ok())?;
+    let store = StoreSettings {
+        sqlite_readers: args
+            .sqlite_readers
+            .unwrap_or(StoreSettings::default().sqlite_readers),
+        timeout: Duration::from_millis(args.store_timeout_ms),
+        registry_timeout: Duration::from_millis(args.registry_timeout_ms),
+        redis_connections: args.redis_connections,
+        wait_for_registry: args.wait_for_registry,
+    };
+    let limits = Limits {
+        max_concurrent_requests: usize::try_from(args.max_concurrent_requests)
+            .unwrap_or(usize::MAX),
+        max_entity_rows: usize::try_from(args.max_entity_rows).unwrap_or(usize::MAX),
+    };
+    let (serving, reloader) = server::open_serving(&config, &store, Default::default()).await?;
+    tokio::spawn(server::reload_on_sighup(reloader.handle()));
+    let settings = ServerSettings {
+        request_timeout: Duration::from_millis(args.request_timeout_ms),
+        drain_timeout: Duration::from_secs(args.drain_timeout_s),
+        max_request_bytes: args.max_request_bytes,
+        ..ServerSettings::default()
+    };
+    let listener = tokio::net::TcpListener::bind(args.grpc_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.grpc_addr))?;
+    server::run(
+        listener,
+        Arc::new(serving.with_limits(limits)),
+        Some(reloader),
+        &settings,
+        server::shutdown_signal(),
+    )
+    .await?;
     Ok(())
 }

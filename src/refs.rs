@@ -6,6 +6,8 @@
 
 use std::fmt;
 
+use crate::error::clipped;
+
 /// Which version of a view a ref asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum VersionSel {
@@ -60,14 +62,14 @@ pub enum RefError {
 /// the version is the text after the first `@` of the view part.
 pub fn parse(reference: &str) -> Result<FeatureRef<'_>, RefError> {
     let Some((view_part, feature)) = reference.split_once(':') else {
-        return Err(RefError::MissingColon(reference.to_owned()));
+        return Err(RefError::MissingColon(clipped(reference)));
     };
     let (view, version) = match view_part.split_once('@') {
         None => (view_part, VersionSel::Unqualified),
         Some((view, suffix)) => (view, parse_version(reference, suffix)?),
     };
     if view.is_empty() || feature.is_empty() {
-        return Err(RefError::EmptyPart(reference.to_owned()));
+        return Err(RefError::EmptyPart(clipped(reference)));
     }
     Ok(FeatureRef {
         view,
@@ -81,8 +83,8 @@ fn parse_version(reference: &str, suffix: &str) -> Result<VersionSel, RefError> 
         return Ok(VersionSel::Latest);
     }
     let bad = || RefError::BadVersion {
-        reference: reference.to_owned(),
-        suffix: suffix.to_owned(),
+        reference: clipped(reference),
+        suffix: clipped(suffix),
     };
     let digits = suffix
         .strip_prefix(['v', 'V'])

@@ -31,8 +31,8 @@ use crate::store::{OnlineStore, RedisSettings, RedisStore, SqliteStore, Store, S
 /// Server knobs (CLI flags).
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
-    /// Upper bound for one RPC; a slower one is cancelled rather than holding a
-    /// stream forever.
+    /// Upper bound for one RPC (a client's shorter `grpc-timeout` wins); a slower one
+    /// answers DEADLINE_EXCEEDED rather than holding a stream forever.
     pub request_timeout: Duration,
     /// How long in-flight RPCs may take to finish after shutdown starts.
     pub drain_timeout: Duration,
@@ -62,6 +62,8 @@ pub struct StoreSettings {
     /// connecting to it. Well under a second: a feature lookup that takes longer is
     /// better answered with an error the model server can act on.
     pub timeout: Duration,
+    /// Upper bound for connecting to a SQL registry and for each of its reads.
+    pub registry_timeout: Duration,
     /// Multiplexed connections to a single Redis server.
     pub redis_connections: usize,
     /// At start-up, wait (retrying every second) for a loadable registry instead of
@@ -76,6 +78,7 @@ impl Default for StoreSettings {
                 .map_or(2, |n| n.get())
                 .max(2),
             timeout: Duration::from_millis(250),
+            registry_timeout: Duration::from_secs(10),
             redis_connections: 1,
             wait_for_registry: false,
         }
@@ -199,7 +202,7 @@ pub async fn run(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
-    let service = FeatureService::new(serving);
+    let service = FeatureService::new(serving, settings.request_timeout);
     let serving_service = ServingServiceServer::new(service.clone())
         .max_decoding_message_size(settings.max_request_bytes)
         .max_encoding_message_size(settings.max_response_bytes);
@@ -218,10 +221,14 @@ pub async fn run(
     let signal = async move {
         shutdown.await;
         tracing::info!("shutdown requested: health NOT_SERVING, draining in-flight requests");
-        // Stop the watcher first, so it cannot turn health back to SERVING.
+        // Stop the health watcher and the reloader wherever they are: a store ping or
+        // a registry read that hangs must not delay the drain. The watcher is stopped
+        // before health is set, so it cannot turn it back to SERVING.
         let _ = stop_watch.send(true);
+        watcher.abort();
         let _ = watcher.await;
         if let Some(reloads) = reloads {
+            reloads.abort();
             let _ = reloads.await;
         }
         set_all(&reporter, ServingStatus::NotServing).await;
@@ -229,8 +236,9 @@ pub async fn run(
     };
 
     tracing::info!(addr = %local, "serving gRPC");
+    // No `Server::timeout`: tonic would answer CANCELLED past every metric; the
+    // handlers bound each call themselves and answer DEADLINE_EXCEEDED.
     let serve = Server::builder()
-        .timeout(settings.request_timeout)
         // Sidecar connections are long-lived; keepalives find dead peers.
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))

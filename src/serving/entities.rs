@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
+use crate::error::{clip, clipped, clipped_list};
 use crate::proto::feast::types::Value;
 use crate::proto::feast::types::value::Val;
 use crate::proto::feast::types::value_type::Enum as ValueType;
@@ -99,14 +100,14 @@ impl<'a> EntityRows<'a> {
         for &(name, values) in &out {
             if values.is_empty() {
                 return Err(EntityError::EmptyColumn {
-                    column: name.to_owned(),
+                    column: clipped(name),
                 });
             }
             if values.len() != first_values.len() {
                 return Err(EntityError::Ragged {
-                    column: name.to_owned(),
+                    column: clipped(name),
                     len: values.len(),
-                    first: first.to_owned(),
+                    first: clipped(first),
                     first_len: first_values.len(),
                 });
             }
@@ -155,12 +156,7 @@ pub fn encode_keys(rows: &EntityRows<'_>, set: &KeySetSpec) -> Result<Keys, Enti
             .ok_or_else(|| EntityError::MissingJoinKey {
                 column: c.request_column.clone(),
                 view: set.view.clone(),
-                provided: rows
-                    .columns
-                    .iter()
-                    .map(|(n, _)| *n)
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                provided: clipped_list(rows.columns.iter().map(|(n, _)| *n)),
             })?;
         columns.push((c, values));
     }
@@ -258,7 +254,7 @@ fn integral(f: f64) -> Option<i64> {
 
 fn describe(val: &Val) -> String {
     match val {
-        Val::StringVal(s) => format!("string {s:?}"),
+        Val::StringVal(s) => format!("string {:?}", clip(s)),
         Val::Int32Val(v) => format!("int32 {v}"),
         Val::Int64Val(v) => format!("int64 {v}"),
         Val::DoubleVal(v) => format!("double {v}"),

@@ -1,28 +1,31 @@
 //! GetOnlineFeatures, independent of any transport.
 //!
-//! Owns: one request from start to finish against one registry snapshot: plan
-//! (cached), entity keys, one batched store read, columnar response with statuses.
-//! Does not own: gRPC (the `grpc` module converts at the edge), ref syntax (`refs`),
+//! Owns: one request from start to finish against one registry snapshot: limits and
+//! deadline, plan (cached), entity keys, one batched store read, and the answer as a
+//! domain result ([`OnlineFeatures`]): output names, per column the stored value bytes,
+//! statuses and event times. Does not own: wire formats (the gRPC edge encodes the
+//! result as Feast's protobuf, the HTTP edge as Feast's JSON), ref syntax (`refs`),
 //! storage layouts (`store`).
 
 pub mod entities;
+pub mod error;
 pub mod plan;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use prost::Message;
 use prost_types::Timestamp;
 
 pub use entities::EntityError;
+pub use error::Error;
 pub use plan::{Plan, PlanCache, Selection};
 
-use crate::error::Error;
 use crate::metrics as m;
 use crate::proto::feast::serving::FieldStatus;
-use crate::proto::tern::wire::{Column, FeatureVector, GetOnlineFeaturesResponse};
+use crate::proto::tern::wire::Column;
 use crate::registry::Registry;
 use crate::store::{OnlineStore, Store, ViewRead, ViewRows};
 use entities::EntityRows;
@@ -58,49 +61,118 @@ pub struct Request<'a> {
     pub entities: &'a [Column],
     /// Name columns `view__feature`.
     pub full_feature_names: bool,
-    /// Fill `metadata.feature_view_metadata`.
+    /// Report the view versions read.
     pub include_metadata: bool,
+    /// Answer within this long, or fail with [`Error::DeadlineExceeded`].
+    pub deadline: Option<Duration>,
 }
 
-/// The serving core: registry, store and clock.
+/// Limits on what one request, and all requests together, may ask of the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Requests answered at once; more are refused rather than queued without bound.
+    pub max_concurrent_requests: usize,
+    /// Entity rows in one request.
+    pub max_entity_rows: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_concurrent_requests: 1024,
+            max_entity_rows: 10_000,
+        }
+    }
+}
+
+/// The answer to one request, before any wire encoding: what every edge writes.
+#[derive(Debug)]
+pub struct OnlineFeatures {
+    /// The plan the answer follows: the feature columns' output names
+    /// (`feature_names`) and the view versions read (`metadata`).
+    pub plan: Arc<Plan>,
+    /// Whether the request asked for the view versions read.
+    pub include_metadata: bool,
+    /// Number of rows in every column.
+    pub rows: usize,
+    /// Entity columns echoed back, in request order.
+    pub entities: Vec<EchoedColumn>,
+    /// Feature columns, in the plan's order.
+    pub features: Vec<FeatureColumn>,
+}
+
+/// An entity column as echoed in the answer: values converted to the join key's type.
+#[derive(Debug)]
+pub struct EchoedColumn {
+    /// Output name (the join key, or the request column for an aliased join key).
+    pub name: Arc<str>,
+    /// Per row, a serialized `feast.types.Value`.
+    pub values: Vec<Bytes>,
+}
+
+/// One feature column.
+#[derive(Debug, Default)]
+pub struct FeatureColumn {
+    /// Per row, the serialized `feast.types.Value` exactly as the store holds it;
+    /// empty when not found or null.
+    pub values: Vec<Bytes>,
+    /// Per row, what the value is.
+    pub statuses: Vec<FieldStatus>,
+    /// Per row, the entity's event time (zero when not found).
+    pub event_timestamps: Vec<Timestamp>,
+}
+
+/// The serving core: registry, store, clock and limits.
 #[derive(Debug)]
 pub struct Serving {
     registry: Arc<Registry>,
     store: Store,
     clock: Clock,
+    limits: Limits,
     plans: PlanCache,
-    /// Requests being answered (a gauge; also lets tests see a request in flight).
+    /// Requests being answered (also lets tests see a request in flight).
     in_flight: AtomicUsize,
 }
 
-/// Counts a request as in flight until dropped.
+/// Counts a request as in flight until dropped. The gauge moves by increments, so
+/// racing threads cannot leave it at a stale value.
 struct InFlight<'a>(&'a AtomicUsize);
 
 impl<'a> InFlight<'a> {
-    fn enter(counter: &'a AtomicUsize) -> Self {
-        let n = counter.fetch_add(1, Ordering::Relaxed) + 1;
-        metrics::gauge!(m::IN_FLIGHT).set(n as f64);
-        Self(counter)
+    fn enter(counter: &'a AtomicUsize, limit: usize) -> Result<Self, Error> {
+        if counter.fetch_add(1, Ordering::AcqRel) >= limit {
+            counter.fetch_sub(1, Ordering::AcqRel);
+            return Err(Error::TooManyRequests { limit });
+        }
+        metrics::gauge!(m::IN_FLIGHT).increment(1.0);
+        Ok(Self(counter))
     }
 }
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        let n = self.0.fetch_sub(1, Ordering::Relaxed).saturating_sub(1);
-        metrics::gauge!(m::IN_FLIGHT).set(n as f64);
+        self.0.fetch_sub(1, Ordering::AcqRel);
+        metrics::gauge!(m::IN_FLIGHT).decrement(1.0);
     }
 }
 
 impl Serving {
-    /// A serving core over a loaded registry and an open store.
+    /// A serving core over a loaded registry and an open store, with default limits.
     pub fn new(registry: Arc<Registry>, store: Store, clock: Clock) -> Self {
         Self {
             registry,
             store,
             clock,
+            limits: Limits::default(),
             plans: PlanCache::default(),
             in_flight: AtomicUsize::new(0),
         }
+    }
+
+    /// The same core with other limits.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Requests being answered right now.
@@ -118,17 +190,23 @@ impl Serving {
         &self.store
     }
 
-    /// Number of cached resolution plans (for tests and diagnostics).
-    pub fn cached_plans(&self) -> usize {
-        self.plans.len()
+    /// The plan cache (for tests and diagnostics).
+    pub fn plans(&self) -> &PlanCache {
+        &self.plans
     }
 
-    /// Answers one request.
-    pub async fn get_online_features(
-        &self,
-        req: Request<'_>,
-    ) -> Result<GetOnlineFeaturesResponse, Error> {
-        let _in_flight = InFlight::enter(&self.in_flight);
+    /// Answers one request: within its deadline, if it has one.
+    pub async fn get_online_features(&self, req: Request<'_>) -> Result<OnlineFeatures, Error> {
+        let _in_flight = InFlight::enter(&self.in_flight, self.limits.max_concurrent_requests)?;
+        match req.deadline {
+            None => self.answer(req).await,
+            Some(after) => tokio::time::timeout(after, self.answer(req))
+                .await
+                .unwrap_or(Err(Error::DeadlineExceeded { after })),
+        }
+    }
+
+    async fn answer(&self, req: Request<'_>) -> Result<OnlineFeatures, Error> {
         // One snapshot for the whole request, even if a reload publishes another.
         let snapshot = self.registry.snapshot();
         let selection = req.selection.ok_or(Error::NoFeatures)?;
@@ -136,6 +214,12 @@ impl Serving {
             .plans
             .get(&snapshot, selection, req.full_feature_names)?;
         let rows = EntityRows::new(req.entities)?;
+        if rows.rows > self.limits.max_entity_rows {
+            return Err(Error::TooManyRows {
+                rows: rows.rows,
+                limit: self.limits.max_entity_rows,
+            });
+        }
 
         let keys = plan
             .key_sets
@@ -158,8 +242,7 @@ impl Serving {
         metrics::histogram!(m::STORE_READ_DURATION, "store" => store)
             .record(started.elapsed().as_secs_f64());
         let found = result.inspect_err(|e| {
-            metrics::counter!(m::STORE_ERRORS, "store" => store, "kind" => store_error_kind(e))
-                .increment(1);
+            metrics::counter!(m::STORE_ERRORS, "store" => store, "kind" => e.label()).increment(1);
         })?;
         if found.len() != plan.reads.len() {
             return Err(Error::Internal(format!(
@@ -171,19 +254,17 @@ impl Serving {
 
         let now = self.clock.now_seconds();
         let mut counts = [0u64; 5];
-        let mut entity_names: Vec<&str> = Vec::with_capacity(rows.columns.len());
-        let mut results = Vec::with_capacity(rows.columns.len() + plan.columns.len());
-
+        let mut echoed = Vec::with_capacity(rows.columns.len());
         for &(name, values) in &rows.columns {
             let Some(echo) = plan.entity_columns.get(name) else {
                 continue;
             };
             // An entity-name column is echoed as its join key, unless that is sent too.
-            if echo.output != name && rows.column(&echo.output).is_some() {
+            if *echo.output != *name && rows.column(&echo.output).is_some() {
                 continue;
             }
-            entity_names.push(&echo.output);
-            results.push(FeatureVector {
+            echoed.push(EchoedColumn {
+                name: echo.output.clone(),
                 values: values
                     .iter()
                     .map(|v| {
@@ -191,14 +272,13 @@ impl Serving {
                         Bytes::from(typed.as_ref().unwrap_or(v).encode_to_vec())
                     })
                     .collect(),
-                statuses: vec![FieldStatus::Present as i32; rows.rows],
-                event_timestamps: vec![Timestamp::default(); rows.rows],
             });
         }
 
+        let mut features = Vec::with_capacity(plan.columns.len());
         for column in &plan.columns {
             let read = &plan.reads[column.read];
-            let vector = feature_column(
+            features.push(feature_column(
                 &found[column.read],
                 &keys[read.key_set].row_to_key,
                 read.slots.len(),
@@ -206,8 +286,7 @@ impl Serving {
                 read.ttl_seconds,
                 now,
                 &mut counts,
-            );
-            results.push(vector);
+            ));
         }
 
         metrics::counter!(m::ENTITY_ROWS).increment(rows.rows as u64);
@@ -216,10 +295,12 @@ impl Serving {
                 .increment(n);
         }
 
-        Ok(GetOnlineFeaturesResponse {
-            metadata: metadata_bytes(&entity_names, &plan, req.include_metadata),
-            results,
-            status: false,
+        Ok(OnlineFeatures {
+            plan,
+            include_metadata: req.include_metadata,
+            rows: rows.rows,
+            entities: echoed,
+            features,
         })
     }
 }
@@ -233,8 +314,8 @@ fn feature_column(
     ttl_seconds: Option<i64>,
     now: i64,
     counts: &mut [u64; 5],
-) -> FeatureVector {
-    let mut vector = FeatureVector {
+) -> FeatureColumn {
+    let mut vector = FeatureColumn {
         values: Vec::with_capacity(row_to_key.len()),
         statuses: Vec::with_capacity(row_to_key.len()),
         event_timestamps: Vec::with_capacity(row_to_key.len()),
@@ -264,57 +345,13 @@ fn feature_column(
         };
         counts[status as usize] += 1;
         vector.values.push(value);
-        vector.statuses.push(status as i32);
+        vector.statuses.push(status);
         vector.event_timestamps.push(ts);
     }
     vector
 }
 
-/// Encodes `GetOnlineFeaturesResponseMetadata`: the request's entity column names,
-/// then the plan's pre-encoded feature names and (when asked) view versions.
-fn metadata_bytes(entity_names: &[&str], plan: &Plan, include_views: bool) -> Bytes {
-    use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
-    let mut names = Vec::with_capacity(
-        entity_names.iter().map(|n| n.len() + 2).sum::<usize>() + plan.encoded_feature_names.len(),
-    );
-    for name in entity_names {
-        // FeatureList.val (field 1), written from the borrowed name.
-        encode_key(1, WireType::LengthDelimited, &mut names);
-        encode_varint(name.len() as u64, &mut names);
-        names.extend_from_slice(name.as_bytes());
-    }
-    names.extend_from_slice(&plan.encoded_feature_names);
-    let views: &[u8] = if include_views {
-        &plan.encoded_view_metadata
-    } else {
-        &[]
-    };
-    let mut out =
-        Vec::with_capacity(1 + encoded_len_varint(names.len() as u64) + names.len() + views.len());
-    // field 1: feature_names (a FeatureList whose only field is the repeated names)
-    encode_key(1, WireType::LengthDelimited, &mut out);
-    encode_varint(names.len() as u64, &mut out);
-    out.extend_from_slice(&names);
-    out.extend_from_slice(views);
-    Bytes::from(out)
-}
-
 /// A stored null: Feast writes an empty value; `Value{null_val: NULL}` means the same.
 fn is_null(v: &[u8]) -> bool {
     v.is_empty() || v == [0x98, 0x01, 0x00]
-}
-
-fn store_error_kind(e: &crate::store::StoreError) -> &'static str {
-    use crate::store::StoreError as E;
-    match e {
-        E::MissingTable { .. } => "missing_table",
-        E::Busy { .. } => "busy",
-        E::Sqlite { .. } => "sqlite",
-        E::Overloaded { .. } => "overloaded",
-        E::Thread(_) => "thread",
-        E::Closed => "closed",
-        E::Unavailable { .. } => "unavailable",
-        E::Timeout { .. } => "timeout",
-        E::Protocol { .. } => "protocol",
-    }
 }

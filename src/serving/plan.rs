@@ -15,7 +15,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 use dashmap::DashMap;
 
-use crate::error::Error;
+use super::Error;
+use crate::error::{clipped, clipped_list};
 use crate::proto::feast::core::FeatureViewState;
 use crate::proto::feast::serving::FeatureViewMetadata;
 use crate::proto::feast::types::value_type::Enum as ValueType;
@@ -63,7 +64,7 @@ pub struct Plan {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EntityColumn {
     /// Output column name.
-    pub output: String,
+    pub output: Arc<str>,
     /// Type the values are coerced to.
     pub value_type: ValueType,
 }
@@ -264,7 +265,7 @@ pub fn build(
             let service = snapshot
                 .service(name)
                 .ok_or_else(|| Error::ServiceNotFound {
-                    service: name.to_owned(),
+                    service: clipped(name),
                     project: snapshot.settings.project.clone(),
                 })?;
             for projection in &service.projections {
@@ -301,7 +302,7 @@ pub fn build(
             .get(feature)
             .copied()
             .ok_or_else(|| Error::FeatureNotFound {
-                feature: feature.to_owned(),
+                feature: clipped(feature),
                 projection: group.display().to_string(),
             })?;
         layout_slots.push(slot);
@@ -371,7 +372,7 @@ pub fn build(
         .entity_join_keys()
         .map(|(k, t)| {
             let column = EntityColumn {
-                output: k.to_owned(),
+                output: Arc::from(k),
                 value_type: t,
             };
             (k.to_owned(), column)
@@ -382,7 +383,7 @@ pub fn build(
             && !entity_columns.contains_key(name)
         {
             let column = EntityColumn {
-                output: join_key.to_owned(),
+                output: Arc::from(join_key),
                 value_type: t,
             };
             entity_columns.insert(name.to_owned(), column);
@@ -391,17 +392,13 @@ pub fn build(
     for set in &key_sets {
         for c in &set.columns {
             let output = EntityColumn {
-                output: c.request_column.clone(),
+                output: Arc::from(c.request_column.as_str()),
                 value_type: c.value_type,
             };
-            entity_columns.insert(c.request_column.clone(), output);
             if let Some(fallback) = &c.fallback_column {
-                let output = EntityColumn {
-                    output: c.request_column.clone(),
-                    value_type: c.value_type,
-                };
-                entity_columns.insert(fallback.clone(), output);
+                entity_columns.insert(fallback.clone(), output.clone());
             }
+            entity_columns.insert(c.request_column.clone(), output);
         }
     }
 
@@ -445,7 +442,7 @@ fn resolve_view<'s>(
 ) -> Result<&'s Arc<ViewVersion>, Error> {
     let project = &snapshot.settings.project;
     let entry = snapshot.view(name).ok_or_else(|| Error::ViewNotFound {
-        view: name.to_owned(),
+        view: clipped(name),
         project: project.clone(),
     })?;
     let view = match version {
@@ -529,7 +526,7 @@ fn check_collisions(names: &[String], full_names: bool) -> Result<(), Error> {
         }
     }
     Err(Error::NameCollision {
-        names: dup.join(", "),
+        names: clipped_list(dup),
         full_feature_names: full_names,
     })
 }

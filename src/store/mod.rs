@@ -20,6 +20,8 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use prost_types::Timestamp;
 
+use crate::error::ErrorKind;
+
 pub use key::{EntityValue, KeyBatch};
 pub use redis::{RedisSettings, RedisStore};
 pub use sqlite::SqliteStore;
@@ -145,7 +147,7 @@ impl ValueArena {
     }
 }
 
-/// A failed store read. Mapped to a gRPC code in `error.rs`.
+/// A failed store read; [`StoreError::kind`] says how a caller treats it.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The table for a view is not in the database: the view was never materialized
@@ -211,6 +213,38 @@ pub enum StoreError {
     /// The store's workers have stopped (shutdown).
     #[error("online store is shutting down")]
     Closed,
+}
+
+impl StoreError {
+    /// How a caller must treat this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            StoreError::MissingTable { .. } => ErrorKind::NotServable,
+            StoreError::Busy { .. } | StoreError::Closed | StoreError::Unavailable { .. } => {
+                ErrorKind::Unavailable
+            }
+            StoreError::Overloaded { .. } => ErrorKind::Overloaded,
+            StoreError::Timeout { .. } => ErrorKind::Timeout,
+            StoreError::Sqlite { .. } | StoreError::Thread(_) | StoreError::Protocol { .. } => {
+                ErrorKind::Internal
+            }
+        }
+    }
+
+    /// Metric label of the failure (a closed set).
+    pub fn label(&self) -> &'static str {
+        match self {
+            StoreError::MissingTable { .. } => "missing_table",
+            StoreError::Busy { .. } => "busy",
+            StoreError::Sqlite { .. } => "sqlite",
+            StoreError::Overloaded { .. } => "overloaded",
+            StoreError::Thread(_) => "thread",
+            StoreError::Closed => "closed",
+            StoreError::Unavailable { .. } => "unavailable",
+            StoreError::Timeout { .. } => "timeout",
+            StoreError::Protocol { .. } => "protocol",
+        }
+    }
 }
 
 /// The read contract every backend implements.

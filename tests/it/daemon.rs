@@ -50,10 +50,10 @@ impl Daemon {
         }
     }
 
-    /// `tern serve` of `yaml` on a free port with JSON logs and a metrics endpoint,
-    /// plus `extra` flags; returns the daemon and its metrics address.
+    /// `tern serve` of `yaml` on free ports (bound by the daemon itself, so no other
+    /// test can take them first) with JSON logs and a metrics endpoint, plus `extra`
+    /// flags; returns the daemon and its metrics address, read from its log.
     fn serve(yaml: &std::path::Path, extra: &[&str]) -> (Self, String) {
-        let metrics_addr = format!("127.0.0.1:{}", free_port());
         let mut args = vec![
             "serve",
             "--config",
@@ -61,12 +61,15 @@ impl Daemon {
             "--grpc-addr",
             "127.0.0.1:0",
             "--metrics-addr",
-            &metrics_addr,
+            "127.0.0.1:0",
             "--log-format",
             "json",
         ];
         args.extend_from_slice(extra);
-        (Self::spawn(&args), metrics_addr)
+        let mut daemon = Self::spawn(&args);
+        let line = daemon.wait_for_log("serving Prometheus metrics at /metrics");
+        let metrics_addr = line["addr"].as_str().expect("metrics addr").to_owned();
+        (daemon, metrics_addr)
     }
 
     /// Waits for a JSON log line whose message is `message`; returns it parsed.

@@ -11,6 +11,7 @@ use tonic::Code;
 use crate::support::*;
 
 const T: i64 = 1_736_467_200;
+const DEADLINE: std::time::Duration = std::time::Duration::from_secs(20);
 
 async fn start(repo: &SyntheticRepo, clock: Clock) -> (tempfile::TempDir, TestServer) {
     let dir = tempfile::tempdir().unwrap();
@@ -337,8 +338,12 @@ async fn bad_requests_get_the_right_code_and_a_message_naming_the_culprit() {
 
 #[tokio::test]
 async fn full_feature_names_and_plan_cache() {
+    use std::sync::Arc;
+    use tern::serving::Selection;
+
     let (_dir, server) = start(&small(), Clock::Fixed(T)).await;
     let ch = channel(&server.url()).await;
+    let refs = ["bench:f0".to_owned(), "bench@latest:f1".to_owned()];
     let mut req = refs_request(
         &["bench:f0", "bench@latest:f1"],
         vec![("driver_id", vec![int64(1)])],
@@ -348,18 +353,47 @@ async fn full_feature_names_and_plan_cache() {
         let r = call(&ch, Route::Serving, req.clone()).await.unwrap();
         assert_eq!(names(&r), ["driver_id", "bench__f0", "bench__f1"]);
     }
-    assert_eq!(
-        server.serving.cached_plans(),
-        1,
-        "one plan for one request shape"
-    );
+    let plans = server.serving.plans();
+    assert_eq!(plans.len(), 1, "one plan for one request shape");
+
+    // The cached plan is the one for this shape, reused, and right.
+    let snapshot = server.serving.registry().snapshot();
+    let cached = plans.get(&snapshot, Selection::Refs(&refs), true).unwrap();
+    assert_eq!(plans.len(), 1, "served from the cache, not built again");
+    assert!(Arc::ptr_eq(
+        &cached,
+        &plans.get(&snapshot, Selection::Refs(&refs), true).unwrap()
+    ));
+    assert_eq!(cached.feature_names, ["bench__f0", "bench__f1"]);
+    assert_eq!(cached.generation(), snapshot.generation);
+
+    // Another shape (short names) is another plan; the first is untouched.
+    let short = plans.get(&snapshot, Selection::Refs(&refs), false).unwrap();
+    assert!(!Arc::ptr_eq(&cached, &short));
+    assert_eq!(short.feature_names, ["f0", "f1"]);
+    assert_eq!(plans.len(), 2);
+
+    // A new registry generation: plans are rebuilt against it and the old ones dropped.
+    let reload = server.reload.clone().unwrap();
+    reload.force();
+    let registry = server.serving.registry().clone();
+    let newer = eventually(DEADLINE, "a new snapshot", || {
+        let snapshot = registry.snapshot();
+        async move { (snapshot.generation > 1).then_some(snapshot) }
+    })
+    .await;
+    let rebuilt = plans.get(&newer, Selection::Refs(&refs), true).unwrap();
+    assert!(!Arc::ptr_eq(&cached, &rebuilt));
+    assert_eq!(rebuilt.generation(), newer.generation);
+    assert_eq!(rebuilt.feature_names, cached.feature_names);
+    assert_eq!(plans.len(), 1, "plans of the old generation are dropped");
     server.stop().await.unwrap();
 }
 
 #[tokio::test]
 async fn serving_info_health_and_reflection() {
+    use tern::grpc::ServingServiceClient;
     use tern::proto::feast::serving::GetFeastServingInfoRequest;
-    use tern::proto::feast::serving::serving_service_client::ServingServiceClient;
     use tonic_health::pb::health_client::HealthClient;
     use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
 
