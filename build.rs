@@ -20,6 +20,8 @@ const PROTO_FILES: &[&str] = &[
     "feast/serving/ServingService.proto",
     "feast/serving/GrpcServer.proto",
     "feast/core/Registry.proto",
+    "feast/core/DataFormat.proto",
+    "feast/core/DataSource.proto",
     "feast/core/Entity.proto",
     "feast/core/Feature.proto",
     "feast/core/FeatureView.proto",

@@ -88,7 +88,7 @@ fn bench(c: &mut Criterion) {
         .build()
         .expect("runtime");
     let registry = rt
-        .block_on(Reloader::open(&config))
+        .block_on(Reloader::open(&config, std::time::Duration::from_secs(10)))
         .expect("registry")
         .registry();
     let db = dir.path().join("data/online.db");

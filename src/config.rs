@@ -32,7 +32,7 @@ pub struct RepoConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RegistryConfig {
     /// File or SQL registry.
-    pub source: RegistrySource,
+    pub location: RegistryLocation,
     /// `cache_ttl_seconds`: reload period; `None` for 0 (never by timer).
     pub cache_ttl: Option<Duration>,
     /// `enable_online_feature_view_versioning`: `@vN` refs and per-version tables.
@@ -43,7 +43,7 @@ pub struct RegistryConfig {
 
 /// Where the registry is read from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RegistrySource {
+pub enum RegistryLocation {
     /// A `registry.db` file (the serialized `feast.core.Registry`).
     File(PathBuf),
     /// A SQLAlchemy-style URL of Feast's SQL registry, as written in the YAML.
@@ -369,8 +369,8 @@ type KeyError = (&'static str, String);
 fn build_registry(raw: RawRegistry, repo_dir: &Path) -> Result<RegistryConfig, KeyError> {
     let ttl = raw.cache_ttl_seconds.unwrap_or(DEFAULT_CACHE_TTL_SECONDS);
     let path = raw.path.unwrap_or_default();
-    let source = match raw.registry_type.as_deref().unwrap_or("file") {
-        "file" => RegistrySource::File(resolve_file_registry(&path, repo_dir)?),
+    let location = match raw.registry_type.as_deref().unwrap_or("file") {
+        "file" => RegistryLocation::File(resolve_file_registry(&path, repo_dir)?),
         "sql" => {
             if path.is_empty() {
                 return Err((
@@ -379,7 +379,7 @@ fn build_registry(raw: RawRegistry, repo_dir: &Path) -> Result<RegistryConfig, K
                         .into(),
                 ));
             }
-            RegistrySource::Sql(path)
+            RegistryLocation::Sql(path)
         }
         other => {
             return Err((
@@ -389,7 +389,7 @@ fn build_registry(raw: RawRegistry, repo_dir: &Path) -> Result<RegistryConfig, K
         }
     };
     Ok(RegistryConfig {
-        source,
+        location,
         cache_ttl: (ttl > 0).then(|| Duration::from_secs(ttl)),
         versioning: raw.enable_online_feature_view_versioning.unwrap_or(false),
         serve_while_materializing: raw.serve_features_while_materializing.unwrap_or(false),
@@ -629,8 +629,8 @@ mod tests {
         let c = parse_str("project: demo\nregistry: data/registry.db\n").unwrap();
         assert_eq!(c.project, "demo");
         assert_eq!(
-            c.registry.source,
-            RegistrySource::File("/repo/data/registry.db".into())
+            c.registry.location,
+            RegistryLocation::File("/repo/data/registry.db".into())
         );
         assert_eq!(c.registry.cache_ttl, Some(Duration::from_secs(600)));
         assert!(!c.registry.versioning);
@@ -654,8 +654,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            c.registry.source,
-            RegistrySource::File("/abs/registry.db".into())
+            c.registry.location,
+            RegistryLocation::File("/abs/registry.db".into())
         );
         assert_eq!(c.registry.cache_ttl, None);
         assert!(c.registry.versioning);

@@ -112,9 +112,9 @@ pub async fn open_serving(
     clock: Clock,
 ) -> Result<(Serving, Reloader), StartupError> {
     let reloader = if store.wait_for_registry {
-        Reloader::open_waiting(config, REGISTRY_RETRY).await
+        Reloader::open_waiting(config, store.registry_timeout, REGISTRY_RETRY).await
     } else {
-        Reloader::open(config).await?
+        Reloader::open(config, store.registry_timeout).await?
     };
     let store = match &config.online_store {
         OnlineStoreConfig::Sqlite { path } => {

@@ -1,14 +1,18 @@
 //! Feast's registry: where it is read from, the snapshot requests are served from, and
 //! keeping that snapshot fresh.
 //!
-//! Owns: registry sources ([`mod@file`], [`sql`]), the immutable indexed [`Snapshot`], the
-//! handle that publishes snapshots atomically ([`Registry`]) and the reload loop
-//! ([`reload`]). Does not own: resolving a request against a snapshot
+//! Owns: the registry as data ([`model`], [`data_source`]), where it is stored
+//! ([`source`]: [`mod@file`] or [`sql`]), the immutable indexed [`Snapshot`] requests are
+//! served from, the handle that publishes snapshots atomically ([`Registry`]) and the
+//! reload loop ([`reload`]). Does not own: resolving a request against a snapshot
 //! (`serving::plan`).
 
+pub mod data_source;
 pub mod file;
+pub mod model;
 pub mod reload;
 pub mod snapshot;
+pub mod source;
 pub mod sql;
 
 use std::path::PathBuf;
@@ -17,10 +21,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 
+pub use model::RegistryModel;
 pub use reload::{ReloadHandle, Reloader};
 pub use snapshot::{
     JoinKey, ServiceDef, Snapshot, SnapshotSettings, ViewEntry, ViewKind, ViewVersion,
 };
+pub use source::RegistrySource;
 
 /// A registry that cannot be loaded or used.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +73,34 @@ pub enum RegistryError {
         source_name: String,
         /// What failed.
         detail: String,
+    },
+    /// A SQL registry column holds NULL or a value of the wrong type.
+    #[error(
+        "SQL registry {source_name}: table {table}, column {column}{}: {problem}",
+        row.as_ref().map(|r| format!(" (row '{r}')")).unwrap_or_default()
+    )]
+    SqlColumn {
+        /// The database, without credentials.
+        source_name: String,
+        /// Table.
+        table: &'static str,
+        /// Column.
+        column: &'static str,
+        /// The row's name, when it could be read.
+        row: Option<String>,
+        /// What is wrong with the value.
+        problem: String,
+    },
+    /// The SQL registry did not answer within the registry timeout.
+    #[error(
+        "SQL registry {source_name} did not answer within {} ms (--registry-timeout-ms)",
+        after.as_millis()
+    )]
+    SqlTimeout {
+        /// The database, without credentials.
+        source_name: String,
+        /// The timeout.
+        after: std::time::Duration,
     },
     /// A registry this build cannot read.
     #[error("{0}")]

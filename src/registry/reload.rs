@@ -8,21 +8,23 @@
 //! does not load (missing, garbage, truncated, half-written, wrong project) is logged
 //! with its file and cause, counted, and retried; the last good snapshot keeps serving.
 //! A reload that finds the same content (`version_id` and `last_updated` for a file,
-//! the table fingerprint for SQL) publishes nothing.
+//! the table fingerprint for SQL) publishes nothing. A reload that panics is caught,
+//! logged and counted as failed like any other; reloading goes on.
 
-use std::path::PathBuf;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use futures_util::FutureExt as _;
 use tokio::sync::{mpsc, watch};
 
 use super::file::{self, FileStamp};
-use super::sql::{self, SqlSource};
+use super::model::RegistryModel;
+use super::source::{Fingerprint, RegistrySource};
 use super::{Registry, RegistryError, Snapshot, SnapshotSettings};
-use crate::config::{RegistrySource, RepoConfig};
+use crate::config::RepoConfig;
 use crate::metrics as m;
-use crate::proto::feast::core as pb;
 
 /// How often a file registry is `stat`ed for changes.
 pub const FILE_POLL: Duration = Duration::from_millis(500);
@@ -40,6 +42,8 @@ pub struct ReloadStats {
 pub struct ReloadHandle {
     force: mpsc::Sender<()>,
     stats: Arc<ReloadStats>,
+    #[cfg(feature = "testing")]
+    panic_next: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl ReloadHandle {
@@ -63,22 +67,20 @@ impl ReloadHandle {
     pub fn failures(&self) -> u64 {
         self.stats.failures.load(Ordering::Relaxed)
     }
-}
 
-enum Source {
-    File(PathBuf),
-    Sql(SqlSource),
+    /// Makes the next reload attempt panic, as a bug would (tests only).
+    #[cfg(feature = "testing")]
+    pub fn inject_panic(&self) {
+        self.panic_next.store(true, Ordering::SeqCst);
+    }
 }
 
 /// What identifies the content last published.
 #[derive(Debug, Clone, PartialEq)]
-enum Loaded {
-    File {
-        stamp: FileStamp,
-        version_id: String,
-        last_updated: Option<prost_types::Timestamp>,
-    },
-    Sql(sql::Fingerprint),
+struct Loaded {
+    fingerprint: Fingerprint,
+    /// The file as read (file registries).
+    stamp: Option<FileStamp>,
 }
 
 /// What a reload did.
@@ -93,7 +95,7 @@ pub enum Outcome {
 /// Loads the registry and keeps it fresh. See the module docs.
 pub struct Reloader {
     registry: Arc<Registry>,
-    source: Source,
+    source: RegistrySource,
     name: String,
     settings: SnapshotSettings,
     ttl: Option<Duration>,
@@ -105,6 +107,8 @@ pub struct Reloader {
     force_tx: mpsc::Sender<()>,
     force_rx: mpsc::Receiver<()>,
     stats: Arc<ReloadStats>,
+    #[cfg(feature = "testing")]
+    panic_next: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Reloader {
@@ -116,20 +120,19 @@ impl std::fmt::Debug for Reloader {
 }
 
 impl Reloader {
-    /// Loads the registry `config` names. Fails if it cannot be loaded.
-    pub async fn open(config: &RepoConfig) -> Result<Self, RegistryError> {
+    /// Loads the registry `config` names. Fails if it cannot be loaded. A SQL
+    /// registry's connection and reads are bounded by `timeout`.
+    pub async fn open(config: &RepoConfig, timeout: Duration) -> Result<Self, RegistryError> {
         let settings = SnapshotSettings::from_config(config);
-        let (mut source, name) = match &config.registry.source {
-            RegistrySource::File(path) => (Source::File(path.clone()), path.display().to_string()),
-            RegistrySource::Sql(url) => {
-                let s = SqlSource::from_url(url, &config.repo_dir)?;
-                let name = s.name().to_owned();
-                (Source::Sql(s), name)
-            }
-        };
+        let mut source = RegistrySource::open(config, timeout)?;
+        let name = source.name();
         let started = Instant::now();
-        let (proto, loaded) = read_source(&mut source, &settings, None).await?;
-        let registry = Arc::new(Registry::new(build(proto, &settings, &name).await?));
+        let read = source.read(&settings.project).await?;
+        let loaded = Loaded {
+            fingerprint: read.fingerprint,
+            stamp: read.stamp,
+        };
+        let registry = Arc::new(Registry::new(build(read.model, &settings, &name).await?));
         record_success(&registry.snapshot(), started, &name, "initial");
         let (force_tx, force_rx) = mpsc::channel(1);
         Ok(Self {
@@ -144,15 +147,17 @@ impl Reloader {
             force_tx,
             force_rx,
             stats: Arc::default(),
+            #[cfg(feature = "testing")]
+            panic_next: Arc::default(),
         })
     }
 
     /// Like [`open`](Self::open), but keeps retrying every `retry` until the registry
     /// loads, logging each new failure.
-    pub async fn open_waiting(config: &RepoConfig, retry: Duration) -> Self {
+    pub async fn open_waiting(config: &RepoConfig, timeout: Duration, retry: Duration) -> Self {
         let mut last = String::new();
         loop {
-            match Self::open(config).await {
+            match Self::open(config, timeout).await {
                 Ok(r) => return r,
                 Err(e) => {
                     let text = e.to_string();
@@ -176,6 +181,8 @@ impl Reloader {
         ReloadHandle {
             force: self.force_tx.clone(),
             stats: self.stats.clone(),
+            #[cfg(feature = "testing")]
+            panic_next: self.panic_next.clone(),
         }
     }
 
@@ -183,23 +190,25 @@ impl Reloader {
     pub async fn reload(&mut self, forced: bool) -> Result<Outcome, RegistryError> {
         let started = Instant::now();
         // SQL: the fingerprint alone says whether anything changed.
-        let mut fingerprint = None;
-        if !forced && let Source::Sql(sql) = &mut self.source {
-            let current = sql.fingerprint(&self.settings.project).await?;
-            if Loaded::Sql(current.clone()) == self.loaded {
-                return Ok(Outcome::Unchanged);
-            }
-            fingerprint = Some(current);
+        if !forced
+            && let Some(current) = self.source.fingerprint(&self.settings.project).await?
+            && current == self.loaded.fingerprint
+        {
+            return Ok(Outcome::Unchanged);
         }
-        let (proto, loaded) = read_source(&mut self.source, &self.settings, fingerprint).await?;
-        if !forced && self.loaded.same_content(&loaded) {
+        let read = self.source.read(&self.settings.project).await?;
+        let loaded = Loaded {
+            fingerprint: read.fingerprint,
+            stamp: read.stamp,
+        };
+        if !forced && loaded.fingerprint == self.loaded.fingerprint {
             // Touched, or copied over unchanged: remember the new stamp, keep serving.
             self.loaded = loaded;
             return Ok(Outcome::Unchanged);
         }
         let snapshot = self
             .registry
-            .publish(build(proto, &self.settings, &self.name).await?);
+            .publish(build(read.model, &self.settings, &self.name).await?);
         self.loaded = loaded;
         record_success(
             &snapshot,
@@ -212,7 +221,7 @@ impl Reloader {
 
     /// Runs until `stop` turns true. See the module docs for when it reloads.
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
-        let file = matches!(self.source, Source::File(_));
+        let file = self.source.file().is_some();
         let mut ttl = self
             .ttl
             .map(|d| tokio::time::interval_at(tokio::time::Instant::now() + d, d));
@@ -230,19 +239,16 @@ impl Reloader {
 
     /// One poll of a file registry: read it once a change has held for a whole poll.
     async fn poll_file(&mut self) {
-        let Source::File(path) = &self.source else {
+        let Some(path) = self.source.file() else {
             return;
         };
-        let path = path.clone();
+        let path = path.to_owned();
         let stamp = match tokio::task::spawn_blocking(move || file::stamp(&path)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return self.failed(&e),
             Err(e) => return self.failed(&RegistryError::Unsupported(e.to_string())),
         };
-        let current = match &self.loaded {
-            Loaded::File { stamp, .. } => Some(*stamp),
-            Loaded::Sql(_) => None,
-        };
+        let current = self.loaded.stamp;
         if Some(stamp) == current && self.last_error.is_none() {
             self.pending = None;
             return;
@@ -256,7 +262,22 @@ impl Reloader {
     }
 
     async fn attempt(&mut self, forced: bool) {
-        match self.reload(forced).await {
+        // A panic in a reload (a bug) must not end reloading silently: it is caught
+        // here, counted and logged as a failed reload, and the next one runs as usual.
+        let outcome = AssertUnwindSafe(self.reload_checked(forced))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|panic| {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".to_owned());
+                Err(RegistryError::Unsupported(format!(
+                    "the reload panicked (a bug in Tern; please report it): {what}"
+                )))
+            });
+        match outcome {
             Ok(Outcome::Swapped(_)) => {
                 self.stats.swaps.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!(m::REGISTRY_RELOADS, "result" => "swapped").increment(1);
@@ -271,6 +292,14 @@ impl Reloader {
             }
             Err(e) => self.failed(&e),
         }
+    }
+
+    async fn reload_checked(&mut self, forced: bool) -> Result<Outcome, RegistryError> {
+        #[cfg(feature = "testing")]
+        if self.panic_next.swap(false, Ordering::SeqCst) {
+            panic!("injected reload panic");
+        }
+        self.reload(forced).await
     }
 
     fn failed(&mut self, e: &RegistryError) {
@@ -295,68 +324,15 @@ impl Reloader {
     }
 }
 
-impl Loaded {
-    /// Whether two loads read the same registry content.
-    fn same_content(&self, other: &Loaded) -> bool {
-        match (self, other) {
-            (
-                Loaded::File {
-                    version_id: a,
-                    last_updated: la,
-                    ..
-                },
-                Loaded::File {
-                    version_id: b,
-                    last_updated: lb,
-                    ..
-                },
-            ) => a == b && la == lb,
-            (Loaded::Sql(a), Loaded::Sql(b)) => a == b,
-            _ => false,
-        }
-    }
-}
-
-/// Reads and decodes `source`, off the reactor. A SQL fingerprint just taken can be
-/// passed in rather than queried again.
-async fn read_source(
-    source: &mut Source,
-    settings: &SnapshotSettings,
-    fingerprint: Option<sql::Fingerprint>,
-) -> Result<(pb::Registry, Loaded), RegistryError> {
-    match source {
-        Source::File(path) => {
-            let path = path.clone();
-            let (proto, stamp) = tokio::task::spawn_blocking(move || file::read(&path))
-                .await
-                .map_err(|e| RegistryError::Unsupported(e.to_string()))??;
-            let loaded = Loaded::File {
-                stamp,
-                version_id: proto.version_id.clone(),
-                last_updated: proto.last_updated,
-            };
-            Ok((proto, loaded))
-        }
-        Source::Sql(sql) => {
-            let fingerprint = match fingerprint {
-                Some(f) => f,
-                None => sql.fingerprint(&settings.project).await?,
-            };
-            let proto = sql.read(&settings.project).await?;
-            Ok((proto, Loaded::Sql(fingerprint)))
-        }
-    }
-}
-
 /// Indexes a registry into a snapshot, off the reactor. Its generation is set when
 /// it is published.
 async fn build(
-    proto: pb::Registry,
+    model: RegistryModel,
     settings: &SnapshotSettings,
     name: &str,
 ) -> Result<Snapshot, RegistryError> {
     let (settings, name) = (settings.clone(), name.to_owned());
-    tokio::task::spawn_blocking(move || Snapshot::build(proto, &settings, 0, &name))
+    tokio::task::spawn_blocking(move || Snapshot::build(&model, &settings, 0, &name))
         .await
         .map_err(|e| RegistryError::Unsupported(e.to_string()))?
 }

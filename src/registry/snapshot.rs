@@ -13,6 +13,7 @@ use std::time::SystemTime;
 use prost::Message;
 
 use super::RegistryError;
+use super::model::RegistryModel;
 use crate::config::{KeySerialization, RepoConfig};
 use crate::proto::feast::core as pb;
 use crate::proto::feast::types::value_type::Enum as ValueType;
@@ -173,22 +174,23 @@ pub struct ProjectionDef {
 }
 
 impl Snapshot {
-    /// Builds a snapshot of `settings.project` from a decoded registry. `source` names
-    /// the registry in errors.
+    /// Builds a snapshot of `settings.project` from a registry. `source` names the
+    /// registry in errors. An object belongs to the project its registry says
+    /// ([`super::model::Stored::project`]).
     pub fn build(
-        registry: pb::Registry,
+        registry: &RegistryModel,
         settings: &SnapshotSettings,
         generation: u64,
         source: &str,
     ) -> Result<Self, RegistryError> {
         let project = settings.project.as_str();
-        check_project(&registry, project, source)?;
+        check_project(registry, project, source)?;
 
         let entities: HashMap<&str, (&str, ValueType)> = registry
             .entities
             .iter()
-            .filter_map(|e| e.spec.as_ref())
-            .filter(|s| s.project == project)
+            .filter(|e| e.project == project)
+            .filter_map(|e| e.object.spec.as_ref())
             .map(|s| {
                 (
                     s.name.as_str(),
@@ -213,32 +215,48 @@ impl Snapshot {
         };
         let mut views: HashMap<String, ViewEntry> = HashMap::new();
         // Feast's lookup order: the first kind holding a name wins.
-        let defs =
-            registry
-                .feature_views
-                .iter()
-                .filter_map(|v| {
-                    Some(ViewDef::from_feature_view(
-                        v.spec.as_ref()?,
-                        v.meta.as_ref(),
-                    ))
-                })
-                .chain(registry.stream_feature_views.iter().filter_map(|v| {
-                    Some(ViewDef::from_stream_view(v.spec.as_ref()?, v.meta.as_ref()))
-                }))
-                .chain(registry.on_demand_feature_views.iter().filter_map(|v| {
-                    Some(ViewDef::from_on_demand_view(
-                        v.spec.as_ref()?,
-                        v.meta.as_ref(),
-                    ))
-                }))
-                .chain(
-                    registry
-                        .label_views
-                        .iter()
-                        .filter_map(|v| v.spec.as_ref().map(ViewDef::from_label_view)),
-                );
-        for def in defs.filter(|d| d.project == project) {
+        let defs = registry
+            .feature_views
+            .iter()
+            .filter(|v| v.project == project)
+            .filter_map(|v| {
+                let v = &v.object;
+                Some(ViewDef::from_feature_view(
+                    v.spec.as_ref()?,
+                    v.meta.as_ref(),
+                ))
+            })
+            .chain(
+                registry
+                    .stream_feature_views
+                    .iter()
+                    .filter(|v| v.project == project)
+                    .filter_map(|v| {
+                        let v = &v.object;
+                        Some(ViewDef::from_stream_view(v.spec.as_ref()?, v.meta.as_ref()))
+                    }),
+            )
+            .chain(
+                registry
+                    .on_demand_feature_views
+                    .iter()
+                    .filter(|v| v.project == project)
+                    .filter_map(|v| {
+                        let v = &v.object;
+                        Some(ViewDef::from_on_demand_view(
+                            v.spec.as_ref()?,
+                            v.meta.as_ref(),
+                        ))
+                    }),
+            )
+            .chain(
+                registry
+                    .label_views
+                    .iter()
+                    .filter(|v| v.project == project)
+                    .filter_map(|v| v.object.spec.as_ref().map(ViewDef::from_label_view)),
+            );
+        for def in defs {
             if views.contains_key(def.name) {
                 continue;
             }
@@ -253,9 +271,8 @@ impl Snapshot {
         }
 
         let records = registry
-            .feature_view_version_history
+            .version_history
             .iter()
-            .flat_map(|h| h.records.iter())
             .filter(|r| r.project_id == project);
         for record in records {
             let Some(entry) = views.get_mut(&record.feature_view_name) else {
@@ -288,16 +305,16 @@ impl Snapshot {
         let services = registry
             .feature_services
             .iter()
-            .filter_map(|s| s.spec.as_ref())
             .filter(|s| s.project == project)
+            .filter_map(|s| s.object.spec.as_ref())
             .map(|s| (s.name.clone(), Arc::new(service_def(s))))
             .collect();
 
         Ok(Self {
             generation,
             settings: settings.clone(),
-            version_id: registry.version_id,
-            last_updated: registry.last_updated,
+            version_id: registry.header.version_id.clone(),
+            last_updated: registry.header.last_updated,
             loaded_at: SystemTime::now(),
             views,
             services,
@@ -357,16 +374,11 @@ impl Snapshot {
 }
 
 fn check_project(
-    registry: &pb::Registry,
+    registry: &RegistryModel,
     project: &str,
     source: &str,
 ) -> Result<(), RegistryError> {
-    let names: Vec<&str> = registry
-        .projects
-        .iter()
-        .filter_map(|p| p.spec.as_ref())
-        .map(|s| s.name.as_str())
-        .collect();
+    let names: Vec<&str> = registry.project_names().collect();
     if names.contains(&project) {
         return Ok(());
     }
@@ -388,7 +400,6 @@ fn value_type(raw: i32) -> ValueType {
 /// The parts of any view kind that serving needs, borrowed from its proto.
 struct ViewDef<'a> {
     name: &'a str,
-    project: &'a str,
     kind: ViewKind,
     entities: &'a [String],
     features: Vec<String>,
@@ -406,7 +417,6 @@ impl<'a> ViewDef<'a> {
     ) -> Self {
         Self {
             name: &spec.name,
-            project: &spec.project,
             kind: ViewKind::Feature,
             entities: &spec.entities,
             features: spec.features.iter().map(|f| f.name.clone()).collect(),
@@ -424,7 +434,6 @@ impl<'a> ViewDef<'a> {
     ) -> Self {
         Self {
             name: &spec.name,
-            project: &spec.project,
             kind: ViewKind::Stream,
             entities: &spec.entities,
             features: spec.features.iter().map(|f| f.name.clone()).collect(),
@@ -442,7 +451,6 @@ impl<'a> ViewDef<'a> {
     ) -> Self {
         Self {
             name: &spec.name,
-            project: &spec.project,
             kind: ViewKind::OnDemand {
                 stored: spec.write_to_online_store,
             },
@@ -459,7 +467,6 @@ impl<'a> ViewDef<'a> {
     fn from_label_view(spec: &'a pb::LabelViewSpec) -> Self {
         Self {
             name: &spec.name,
-            project: &spec.project,
             kind: ViewKind::Label,
             entities: &spec.entities,
             features: spec.features.iter().map(|f| f.name.clone()).collect(),

@@ -2,41 +2,36 @@
 //!
 //! Feast stores one serialized proto per object, in one table per kind (`entities`,
 //! `feature_views`, ...), keyed by name and `project_id`, with `last_updated_timestamp`
-//! epoch seconds; versions live in `feature_view_version_history`. Tern reads the
-//! configured project's rows into a `feast.core.Registry` (with the history in field 18,
-//! which Feast's own `proto()` leaves empty) and builds the usual snapshot from it.
+//! epoch seconds (and `user_metadata`, `materialized_intervals` on view tables);
+//! versions live in `feature_view_version_history`, per-project settings in
+//! `feast_metadata`. Tern reads every table of the configured project, every column,
+//! into a [`RegistryModel`], with each object's project taken from `project_id` (Feast's
+//! materialization leaves `spec.project` empty) and nothing rewritten.
 //!
-//! Change detection is a fingerprint: per table, the row count and the newest
+//! Every read runs in one read-only transaction (REPEATABLE READ on PostgreSQL, one
+//! read transaction on SQLite), with the change fingerprint taken inside it: a
+//! concurrent `feast apply` can never produce a registry that mixes two states. Each
+//! read, and connecting, is bounded by the registry timeout; a NULL or wrongly typed
+//! column is an error naming the table and the column.
+//!
+//! Change detection is the fingerprint: per table, the row count and the newest
 //! `last_updated_timestamp` (the history's newest version number). Feast's
 //! `projects.last_updated_timestamp` does not move on object applies, so it is not
-//! enough on its own. The snapshot is rebuilt only when the fingerprint changes.
+//! enough on its own.
 //!
 //! PostgreSQL connections take libpq's `sslmode` and `sslrootcert` (see `pg_tls`).
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::time::Duration;
 
 use prost::Message;
 
 use super::RegistryError;
+use super::model::{MetadataRow, Opaque, RegistryModel, RowColumns, Stored};
 use crate::proto::feast::core as pb;
 
 mod pg_tls;
-
-/// `(table, proto column)` of every object kind Tern serves from.
-const OBJECT_TABLES: [(&str, &str); 7] = [
-    ("projects", "project_proto"),
-    ("entities", "entity_proto"),
-    ("feature_views", "feature_view_proto"),
-    ("stream_feature_views", "feature_view_proto"),
-    ("on_demand_feature_views", "feature_view_proto"),
-    ("label_views", "feature_view_proto"),
-    ("feature_services", "feature_service_proto"),
-];
-const HISTORY_TABLE: &str = "feature_view_version_history";
-
-/// Row counts and newest timestamps per table: equal fingerprints, same registry.
-pub type Fingerprint = Vec<(&'static str, i64, i64)>;
 
 /// A SQL registry database.
 #[derive(Debug)]
@@ -44,6 +39,8 @@ pub struct SqlSource {
     backend: Backend,
     /// The database as shown in messages: no user, no password.
     name: String,
+    /// Bound on connecting and on each read.
+    timeout: Duration,
 }
 
 #[derive(Debug)]
@@ -113,7 +110,184 @@ fn split_tls_options(rest: &str, repo_dir: &Path) -> Result<(String, TlsOptions)
     Ok((rest, tls))
 }
 
+/// What an object table holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Project,
+    Entity,
+    DataSource,
+    FeatureView,
+    StreamFeatureView,
+    OnDemandFeatureView,
+    LabelView,
+    FeatureService,
+    SavedDataset,
+    ValidationReference,
+    Permission,
+    Infra,
+}
+
+/// One object table of Feast's SQL registry and its columns.
+#[derive(Debug)]
+struct Table {
+    name: &'static str,
+    /// The object's name (`project_name` for `projects`).
+    name_column: &'static str,
+    proto_column: &'static str,
+    kind: Kind,
+    /// Has `user_metadata` (view tables).
+    user_metadata: bool,
+    /// Has `materialized_intervals` (`feature_views`).
+    intervals: bool,
+}
+
+const fn table(
+    name: &'static str,
+    name_column: &'static str,
+    proto_column: &'static str,
+    kind: Kind,
+) -> Table {
+    Table {
+        name,
+        name_column,
+        proto_column,
+        kind,
+        user_metadata: false,
+        intervals: false,
+    }
+}
+
+const fn view_table(name: &'static str, kind: Kind, intervals: bool) -> Table {
+    Table {
+        name,
+        name_column: "feature_view_name",
+        proto_column: "feature_view_proto",
+        kind,
+        user_metadata: true,
+        intervals,
+    }
+}
+
+/// Every object table Feast 0.67 writes, in the order they are read.
+const TABLES: [Table; 12] = [
+    table("projects", "project_name", "project_proto", Kind::Project),
+    table("entities", "entity_name", "entity_proto", Kind::Entity),
+    table(
+        "data_sources",
+        "data_source_name",
+        "data_source_proto",
+        Kind::DataSource,
+    ),
+    view_table("feature_views", Kind::FeatureView, true),
+    view_table("stream_feature_views", Kind::StreamFeatureView, false),
+    view_table("on_demand_feature_views", Kind::OnDemandFeatureView, false),
+    view_table("label_views", Kind::LabelView, false),
+    table(
+        "feature_services",
+        "feature_service_name",
+        "feature_service_proto",
+        Kind::FeatureService,
+    ),
+    table(
+        "saved_datasets",
+        "saved_dataset_name",
+        "saved_dataset_proto",
+        Kind::SavedDataset,
+    ),
+    table(
+        "validation_references",
+        "validation_reference_name",
+        "validation_reference_proto",
+        Kind::ValidationReference,
+    ),
+    table(
+        "permissions",
+        "permission_name",
+        "permission_proto",
+        Kind::Permission,
+    ),
+    table("managed_infra", "infra_name", "infra_proto", Kind::Infra),
+];
+const HISTORY_TABLE: &str = "feature_view_version_history";
+const METADATA_TABLE: &str = "feast_metadata";
+
+impl Table {
+    fn select(&self) -> String {
+        let mut columns = format!(
+            "{}, project_id, last_updated_timestamp, {}",
+            self.name_column, self.proto_column
+        );
+        if self.user_metadata {
+            columns.push_str(", user_metadata");
+        }
+        if self.intervals {
+            columns.push_str(", materialized_intervals");
+        }
+        format!(
+            "SELECT {columns} FROM {} WHERE project_id = $1 ORDER BY {}",
+            self.name, self.name_column
+        )
+    }
+
+    fn fingerprint(&self) -> String {
+        format!(
+            "SELECT count(*), CAST(coalesce(max(last_updated_timestamp), 0) AS BIGINT) FROM {} WHERE project_id = $1",
+            self.name
+        )
+    }
+
+    /// Column names in the order `select` asks for them.
+    fn columns(&self) -> [&'static str; 6] {
+        [
+            self.name_column,
+            "project_id",
+            "last_updated_timestamp",
+            self.proto_column,
+            "user_metadata",
+            "materialized_intervals",
+        ]
+    }
+}
+
+const HISTORY_SELECT: &str = "SELECT feature_view_name, project_id, version_number, feature_view_type, \
+     feature_view_proto, created_timestamp, description, version_id \
+     FROM feature_view_version_history WHERE project_id = $1 ORDER BY feature_view_name, version_number";
+const HISTORY_COLUMNS: [&str; 8] = [
+    "feature_view_name",
+    "project_id",
+    "version_number",
+    "feature_view_type",
+    "feature_view_proto",
+    "created_timestamp",
+    "description",
+    "version_id",
+];
+const HISTORY_FINGERPRINT: &str = "SELECT count(*), CAST(coalesce(max(version_number), -1) AS BIGINT) \
+     FROM feature_view_version_history WHERE project_id = $1";
+const METADATA_SELECT: &str = "SELECT project_id, metadata_key, metadata_value, last_updated_timestamp \
+     FROM feast_metadata WHERE project_id = $1 ORDER BY metadata_key";
+const METADATA_COLUMNS: [&str; 4] = [
+    "project_id",
+    "metadata_key",
+    "metadata_value",
+    "last_updated_timestamp",
+];
+
+/// Row counts and newest timestamps per table: equal fingerprints, same registry.
+pub type Fingerprint = Vec<(&'static str, i64, i64)>;
+
+/// One object row, as read.
+#[derive(Debug)]
+struct ObjectRow {
+    table: usize,
+    name: String,
+    project: String,
+    columns: RowColumns,
+    proto: Vec<u8>,
+}
+
 /// One history row, as read.
+#[derive(Debug)]
 struct HistoryRow {
     name: String,
     project: String,
@@ -125,11 +299,213 @@ struct HistoryRow {
     version_id: String,
 }
 
+/// What one transaction read: the fingerprint, and the rows when asked for.
+#[derive(Debug, Default)]
+struct Image {
+    fingerprint: Fingerprint,
+    objects: Vec<ObjectRow>,
+    history: Vec<HistoryRow>,
+    metadata: Vec<MetadataRow>,
+}
+
+/// Why a read failed, before the source's name is attached.
+#[derive(Debug)]
+enum Failure {
+    /// The database failed (connection, query).
+    Db(String),
+    /// A value of the wrong type, or NULL where Feast never writes one.
+    Column {
+        table: &'static str,
+        column: &'static str,
+        row: Option<String>,
+        problem: String,
+    },
+}
+
+impl Failure {
+    fn into_error(self, source_name: &str) -> RegistryError {
+        match self {
+            Failure::Db(detail) => RegistryError::Sql {
+                source_name: source_name.to_owned(),
+                detail,
+            },
+            Failure::Column {
+                table,
+                column,
+                row,
+                problem,
+            } => RegistryError::SqlColumn {
+                source_name: source_name.to_owned(),
+                table,
+                column,
+                row,
+                problem,
+            },
+        }
+    }
+}
+
+/// A row's values, whichever database it came from.
+trait RowAccess {
+    fn text(&self, i: usize) -> Result<String, String>;
+    fn int(&self, i: usize) -> Result<i64, String>;
+    fn int32(&self, i: usize) -> Result<i32, String>;
+    fn blob(&self, i: usize) -> Result<Vec<u8>, String>;
+    fn opt_text(&self, i: usize) -> Result<Option<String>, String>;
+    fn opt_blob(&self, i: usize) -> Result<Option<Vec<u8>>, String>;
+}
+
+impl RowAccess for tokio_postgres::Row {
+    fn text(&self, i: usize) -> Result<String, String> {
+        self.try_get(i).map_err(|e| pg_column_problem(&e))
+    }
+    fn int(&self, i: usize) -> Result<i64, String> {
+        self.try_get(i).map_err(|e| pg_column_problem(&e))
+    }
+    fn int32(&self, i: usize) -> Result<i32, String> {
+        self.try_get(i).map_err(|e| pg_column_problem(&e))
+    }
+    fn blob(&self, i: usize) -> Result<Vec<u8>, String> {
+        self.try_get(i).map_err(|e| pg_column_problem(&e))
+    }
+    fn opt_text(&self, i: usize) -> Result<Option<String>, String> {
+        self.try_get(i).map_err(|e| pg_column_problem(&e))
+    }
+    fn opt_blob(&self, i: usize) -> Result<Option<Vec<u8>>, String> {
+        self.try_get(i).map_err(|e| pg_column_problem(&e))
+    }
+}
+
+/// tokio-postgres says "error deserializing column 3: ..."; the caller names the column.
+fn pg_column_problem(e: &tokio_postgres::Error) -> String {
+    match std::error::Error::source(e) {
+        Some(cause) => cause.to_string(),
+        None => e.to_string(),
+    }
+}
+
+impl RowAccess for rusqlite::Row<'_> {
+    fn text(&self, i: usize) -> Result<String, String> {
+        self.get(i).map_err(|e| sqlite_column_problem(&e))
+    }
+    fn int(&self, i: usize) -> Result<i64, String> {
+        self.get(i).map_err(|e| sqlite_column_problem(&e))
+    }
+    fn int32(&self, i: usize) -> Result<i32, String> {
+        self.get(i).map_err(|e| sqlite_column_problem(&e))
+    }
+    fn blob(&self, i: usize) -> Result<Vec<u8>, String> {
+        self.get(i).map_err(|e| sqlite_column_problem(&e))
+    }
+    fn opt_text(&self, i: usize) -> Result<Option<String>, String> {
+        self.get(i).map_err(|e| sqlite_column_problem(&e))
+    }
+    fn opt_blob(&self, i: usize) -> Result<Option<Vec<u8>>, String> {
+        self.get(i).map_err(|e| sqlite_column_problem(&e))
+    }
+}
+
+fn sqlite_column_problem(e: &rusqlite::Error) -> String {
+    match e {
+        rusqlite::Error::InvalidColumnType(_, _, rusqlite::types::Type::Null) => {
+            "NULL where a value is required".to_owned()
+        }
+        rusqlite::Error::InvalidColumnType(_, _, found) => {
+            format!("holds a value of type {found}")
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Reads the value of column `i` (named `columns[i]`) of `table`; a failure names them.
+fn column<T>(
+    table: &'static str,
+    columns: &[&'static str],
+    i: usize,
+    row_name: Option<&str>,
+    get: impl FnOnce(usize) -> Result<T, String>,
+) -> Result<T, Failure> {
+    get(i).map_err(|problem| Failure::Column {
+        table,
+        column: columns.get(i).copied().unwrap_or("?"),
+        row: row_name.map(str::to_owned),
+        problem,
+    })
+}
+
+fn object_row(t: usize, row: &impl RowAccess) -> Result<ObjectRow, Failure> {
+    let table = &TABLES[t];
+    let cols = table.columns();
+    let name = column(table.name, &cols, 0, None, |i| row.text(i))?;
+    let at = Some(name.as_str());
+    let project = column(table.name, &cols, 1, at, |i| row.text(i))?;
+    let last_updated = column(table.name, &cols, 2, at, |i| row.int(i))?;
+    let proto = column(table.name, &cols, 3, at, |i| row.blob(i))?;
+    let mut next = 4;
+    let user_metadata = if table.user_metadata {
+        next += 1;
+        column(table.name, &cols, 4, at, |i| row.opt_blob(i))?
+    } else {
+        None
+    };
+    let materialized_intervals = if table.intervals {
+        column(table.name, &cols, 5, at, |_| row.opt_blob(next))?
+    } else {
+        None
+    };
+    Ok(ObjectRow {
+        table: t,
+        name,
+        project,
+        columns: RowColumns {
+            last_updated,
+            user_metadata,
+            materialized_intervals,
+        },
+        proto,
+    })
+}
+
+fn history_row(row: &impl RowAccess) -> Result<HistoryRow, Failure> {
+    let c = &HISTORY_COLUMNS;
+    let name = column(HISTORY_TABLE, c, 0, None, |i| row.text(i))?;
+    let at = Some(name.as_str());
+    Ok(HistoryRow {
+        project: column(HISTORY_TABLE, c, 1, at, |i| row.text(i))?,
+        version: column(HISTORY_TABLE, c, 2, at, |i| row.int32(i))?,
+        kind: column(HISTORY_TABLE, c, 3, at, |i| row.text(i))?,
+        proto: column(HISTORY_TABLE, c, 4, at, |i| row.blob(i))?,
+        created: column(HISTORY_TABLE, c, 5, at, |i| row.int(i))?,
+        description: column(HISTORY_TABLE, c, 6, at, |i| row.opt_text(i))?,
+        version_id: column(HISTORY_TABLE, c, 7, at, |i| row.text(i))?,
+        name,
+    })
+}
+
+fn metadata_row(row: &impl RowAccess) -> Result<MetadataRow, Failure> {
+    let c = &METADATA_COLUMNS;
+    Ok(MetadataRow {
+        project: column(METADATA_TABLE, c, 0, None, |i| row.text(i))?,
+        key: column(METADATA_TABLE, c, 1, None, |i| row.text(i))?,
+        value: column(METADATA_TABLE, c, 2, None, |i| row.text(i))?,
+        last_updated: column(METADATA_TABLE, c, 3, None, |i| row.int(i))?,
+    })
+}
+
+/// The fingerprint queries, in order: object tables, then the history.
+fn fingerprint_queries() -> Vec<(&'static str, String)> {
+    let mut q: Vec<(&'static str, String)> =
+        TABLES.iter().map(|t| (t.name, t.fingerprint())).collect();
+    q.push((HISTORY_TABLE, HISTORY_FINGERPRINT.to_owned()));
+    q
+}
+
 impl SqlSource {
     /// Understands the URLs Feast's SQL registry takes: `postgresql://`,
     /// `postgresql+psycopg://` (and `postgres://`), `sqlite:///relative/path` (against
-    /// the YAML's folder) and `sqlite:////absolute/path`.
-    pub fn from_url(url: &str, repo_dir: &Path) -> Result<Self, RegistryError> {
+    /// the YAML's folder) and `sqlite:////absolute/path`. Connecting, and every read,
+    /// is bounded by `timeout`.
+    pub fn from_url(url: &str, repo_dir: &Path, timeout: Duration) -> Result<Self, RegistryError> {
         let (scheme, rest) = url.split_once("://").ok_or_else(|| {
             RegistryError::Unsupported(format!(
                 "registry.path: '{}' is not a database URL",
@@ -146,6 +522,9 @@ impl SqlSource {
                 let mut config = tokio_postgres::Config::from_str(&format!("postgresql://{rest}"))
                     .map_err(|e| bad(e.to_string()))?;
                 config.ssl_mode(tls.mode.negotiation());
+                if config.get_connect_timeout().is_none() {
+                    config.connect_timeout(timeout);
+                }
                 let connector =
                     pg_tls::connector(tls.mode, tls.root_cert.as_deref()).map_err(bad)?;
                 let name = postgres_name(&config);
@@ -156,6 +535,7 @@ impl SqlSource {
                         client: None,
                     },
                     name,
+                    timeout,
                 })
             }
             "sqlite" => {
@@ -169,6 +549,7 @@ impl SqlSource {
                 Ok(Self {
                     name: format!("sqlite:{}", path.display()),
                     backend: Backend::Sqlite { path },
+                    timeout,
                 })
             }
             other => Err(RegistryError::Unsupported(format!(
@@ -182,216 +563,252 @@ impl SqlSource {
         &self.name
     }
 
-    /// The cheap change check.
+    /// The cheap change check: counts and newest timestamps, in one transaction.
     pub async fn fingerprint(&mut self, project: &str) -> Result<Fingerprint, RegistryError> {
-        let mut queries: Vec<(&'static str, String)> = OBJECT_TABLES
-            .iter()
-            .map(|(table, _)| {
-                (
-                    *table,
-                    format!("SELECT count(*), CAST(coalesce(max(last_updated_timestamp), 0) AS BIGINT) FROM {table} WHERE project_id = $1"),
-                )
-            })
-            .collect();
-        queries.push((
-            HISTORY_TABLE,
-            format!("SELECT count(*), CAST(coalesce(max(version_number), -1) AS BIGINT) FROM {HISTORY_TABLE} WHERE project_id = $1"),
-        ));
-        let name = self.name.clone();
+        Ok(self.load(project, false).await?.fingerprint)
+    }
+
+    /// Reads the project's rows, every table and column, and the fingerprint of
+    /// exactly what was read, in one transaction.
+    pub async fn read(
+        &mut self,
+        project: &str,
+    ) -> Result<(RegistryModel, Fingerprint), RegistryError> {
+        let image = self.load(project, true).await?;
+        let fingerprint = image.fingerprint.clone();
+        Ok((assemble(&self.name, image)?, fingerprint))
+    }
+
+    async fn load(&mut self, project: &str, objects: bool) -> Result<Image, RegistryError> {
+        let (name, timeout) = (self.name.clone(), self.timeout);
+        let timed_out = || RegistryError::SqlTimeout {
+            source_name: name.clone(),
+            after: timeout,
+        };
         match &mut self.backend {
             Backend::Postgres {
                 config,
                 tls,
                 client,
             } => {
-                let c = connected(config, tls, client, &name).await?;
-                let mut out = Vec::with_capacity(queries.len());
-                for (table, sql) in &queries {
-                    match c.query_opt(sql.as_str(), &[&project]).await {
-                        Ok(Some(row)) => {
-                            out.push((*table, row.get::<_, i64>(0), row.get::<_, i64>(1)))
-                        }
-                        Ok(None) => out.push((*table, 0, 0)),
-                        Err(e) if pg_missing_table(&e) => out.push((*table, 0, 0)),
-                        Err(e) => {
-                            *client = None;
-                            return Err(sql_error(&name, e));
-                        }
-                    }
-                }
-                Ok(out)
-            }
-            Backend::Sqlite { path } => {
-                let (path, project) = (path.clone(), project.to_owned());
-                blocking(&name, move || {
-                    let conn = open_sqlite(&path)?;
-                    let mut out = Vec::with_capacity(queries.len());
-                    for (table, sql) in &queries {
-                        match conn.query_row(sql, [&project], |r| {
-                            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
-                        }) {
-                            Ok((n, newest)) => out.push((*table, n, newest)),
-                            Err(e) if sqlite_missing_table(&e) => out.push((*table, 0, 0)),
-                            Err(e) => return Err(e.to_string()),
-                        }
-                    }
-                    Ok(out)
-                })
-                .await
-            }
-        }
-    }
-
-    /// Reads the project's objects and version history into a registry message.
-    pub async fn read(&mut self, project: &str) -> Result<pb::Registry, RegistryError> {
-        let name = self.name.clone();
-        let (objects, history) = match &mut self.backend {
-            Backend::Postgres {
-                config,
-                tls,
-                client,
-            } => {
-                let c = connected(config, tls, client, &name).await?;
-                let result = read_postgres(c, project).await;
+                let attempt = async {
+                    let c = connected(config, tls, client, &name).await?;
+                    pg_load(c, project, objects)
+                        .await
+                        .map_err(|f| f.into_error(&name))
+                };
+                let result = tokio::time::timeout(timeout, attempt)
+                    .await
+                    .unwrap_or_else(|_| Err(timed_out()));
                 if result.is_err() {
+                    // A connection that failed or timed out mid-query is not reused.
                     *client = None;
                 }
-                result.map_err(|e| sql_error(&name, e))?
+                result
             }
             Backend::Sqlite { path } => {
                 let (path, project) = (path.clone(), project.to_owned());
-                blocking(&name, move || read_sqlite(&path, &project)).await?
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let task = tokio::task::spawn_blocking(move || {
+                    let conn = open_sqlite(&path, timeout)?;
+                    // Lets the caller interrupt a read that outlives the timeout.
+                    let _ = tx.send(conn.get_interrupt_handle());
+                    sqlite_load(&conn, &project, objects)
+                });
+                let interrupt = rx.await.ok();
+                match tokio::time::timeout(timeout, task).await {
+                    Ok(joined) => joined
+                        .map_err(|e| Failure::Db(e.to_string()))
+                        .and_then(|r| r)
+                        .map_err(|f| f.into_error(&name)),
+                    Err(_) => {
+                        if let Some(handle) = interrupt {
+                            handle.interrupt();
+                        }
+                        Err(timed_out())
+                    }
+                }
             }
-        };
-        assemble(&name, project, objects, history)
-    }
-}
-
-/// `(table, proto bytes)` rows, in table order.
-type ObjectRows = Vec<(&'static str, Vec<u8>)>;
-
-async fn read_postgres(
-    c: &tokio_postgres::Client,
-    project: &str,
-) -> Result<(ObjectRows, Vec<HistoryRow>), tokio_postgres::Error> {
-    let mut objects = Vec::new();
-    for (table, column) in OBJECT_TABLES {
-        let sql = format!("SELECT {column} FROM {table} WHERE project_id = $1");
-        match c.query(sql.as_str(), &[&project]).await {
-            Ok(rows) => objects.extend(rows.iter().map(|r| (table, r.get::<_, Vec<u8>>(0)))),
-            Err(e) if pg_missing_table(&e) => {}
-            Err(e) => return Err(e),
         }
     }
-    let sql = format!(
-        "SELECT feature_view_name, project_id, version_number, feature_view_type, feature_view_proto, \
-         created_timestamp, description, version_id FROM {HISTORY_TABLE} WHERE project_id = $1"
-    );
-    let history = match c.query(sql.as_str(), &[&project]).await {
-        Ok(rows) => rows
-            .iter()
-            .map(|r| HistoryRow {
-                name: r.get(0),
-                project: r.get(1),
-                version: r.get(2),
-                kind: r.get(3),
-                proto: r.get(4),
-                created: r.get(5),
-                description: r.get(6),
-                version_id: r.get(7),
-            })
-            .collect(),
-        Err(e) if pg_missing_table(&e) => Vec::new(),
-        Err(e) => return Err(e),
-    };
-    Ok((objects, history))
 }
 
-fn read_sqlite(path: &Path, project: &str) -> Result<(ObjectRows, Vec<HistoryRow>), String> {
-    let conn = open_sqlite(path)?;
-    let mut objects = Vec::new();
-    for (table, column) in OBJECT_TABLES {
-        let sql = format!("SELECT {column} FROM {table} WHERE project_id = $1");
-        let mut stmt = match conn.prepare(&sql) {
-            Ok(s) => s,
-            Err(e) if sqlite_missing_table(&e) => continue,
-            Err(e) => return Err(e.to_string()),
-        };
-        let rows = stmt
-            .query_map([project], |r| r.get::<_, Vec<u8>>(0))
-            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| e.to_string())?;
-        objects.extend(rows.into_iter().map(|b| (table, b)));
-    }
-    let sql = format!(
-        "SELECT feature_view_name, project_id, version_number, feature_view_type, feature_view_proto, \
-         created_timestamp, description, version_id FROM {HISTORY_TABLE} WHERE project_id = $1"
-    );
-    let history = match conn.prepare(&sql) {
-        Ok(mut stmt) => stmt
-            .query_map([project], |r| {
-                Ok(HistoryRow {
-                    name: r.get(0)?,
-                    project: r.get(1)?,
-                    version: r.get(2)?,
-                    kind: r.get(3)?,
-                    proto: r.get(4)?,
-                    created: r.get(5)?,
-                    description: r.get(6)?,
-                    version_id: r.get(7)?,
-                })
-            })
-            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| e.to_string())?,
-        Err(e) if sqlite_missing_table(&e) => Vec::new(),
-        Err(e) => return Err(e.to_string()),
-    };
-    Ok((objects, history))
+/// Tables present in the database (a missing table is read as empty; Feast creates
+/// newer tables such as `label_views` lazily).
+async fn pg_tables(c: &tokio_postgres::Transaction<'_>) -> Result<Vec<String>, Failure> {
+    let rows = c
+        .query(
+            "SELECT tablename::text FROM pg_catalog.pg_tables WHERE schemaname = ANY (current_schemas(false))",
+            &[],
+        )
+        .await
+        .map_err(|e| Failure::Db(pg_detail(&e)))?;
+    rows.iter()
+        .map(|r| {
+            r.try_get::<_, String>(0)
+                .map_err(|e| Failure::Db(e.to_string()))
+        })
+        .collect()
 }
 
-/// Builds the registry message. Like Feast's `SqlRegistry.proto()`, every object's
-/// `spec.project` is set to the row's project.
-fn assemble(
-    name: &str,
+async fn pg_load(
+    client: &mut tokio_postgres::Client,
     project: &str,
-    objects: ObjectRows,
-    history: Vec<HistoryRow>,
-) -> Result<pb::Registry, RegistryError> {
-    let bad = |table: &str, e: prost::DecodeError| RegistryError::Sql {
-        source_name: name.to_owned(),
-        detail: format!("a row of {table} is not a valid Feast proto: {e}"),
-    };
-    let mut r = pb::Registry::default();
-    // Decode a row, give it the row's project (as Feast's proto() does), keep it.
-    macro_rules! keep {
-        ($list:expr, $ty:ty, $table:expr, $bytes:expr) => {{
-            let mut object = <$ty>::decode($bytes).map_err(|e| bad($table, e))?;
-            if let Some(spec) = object.spec.as_mut() {
-                spec.project = project.to_owned();
-            }
-            $list.push(object);
-        }};
+    objects: bool,
+) -> Result<Image, Failure> {
+    let db = |e: tokio_postgres::Error| Failure::Db(pg_detail(&e));
+    let txn = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(db)?;
+    let present = pg_tables(&txn).await?;
+    let exists = |t: &str| present.iter().any(|p| p == t);
+    let mut image = Image::default();
+    for (table, sql) in fingerprint_queries() {
+        if !exists(table) {
+            image.fingerprint.push((table, 0, 0));
+            continue;
+        }
+        let row = txn.query_one(sql.as_str(), &[&project]).await.map_err(db)?;
+        let count = column(table, &["count"], 0, None, |i| row.int(i))?;
+        let newest = column(table, &["max"], 0, None, |_| row.int(1))?;
+        image.fingerprint.push((table, count, newest));
     }
-    for (table, bytes) in objects {
-        let b = bytes.as_slice();
-        match table {
-            "projects" => r
-                .projects
-                .push(pb::Project::decode(b).map_err(|e| bad(table, e))?),
-            "entities" => keep!(r.entities, pb::Entity, table, b),
-            "feature_views" => keep!(r.feature_views, pb::FeatureView, table, b),
-            "stream_feature_views" => {
-                keep!(r.stream_feature_views, pb::StreamFeatureView, table, b)
+    if objects {
+        for (t, table) in TABLES.iter().enumerate() {
+            if !exists(table.name) {
+                continue;
             }
-            "on_demand_feature_views" => {
-                keep!(r.on_demand_feature_views, pb::OnDemandFeatureView, table, b)
+            for row in txn
+                .query(table.select().as_str(), &[&project])
+                .await
+                .map_err(db)?
+            {
+                image.objects.push(object_row(t, &row)?);
             }
-            "label_views" => keep!(r.label_views, pb::LabelView, table, b),
-            "feature_services" => keep!(r.feature_services, pb::FeatureService, table, b),
-            _ => {}
+        }
+        if exists(HISTORY_TABLE) {
+            for row in txn.query(HISTORY_SELECT, &[&project]).await.map_err(db)? {
+                image.history.push(history_row(&row)?);
+            }
+        }
+        if exists(METADATA_TABLE) {
+            for row in txn.query(METADATA_SELECT, &[&project]).await.map_err(db)? {
+                image.metadata.push(metadata_row(&row)?);
+            }
         }
     }
-    let records = history
+    txn.commit().await.map_err(db)?;
+    Ok(image)
+}
+
+fn sqlite_load(
+    conn: &rusqlite::Connection,
+    project: &str,
+    objects: bool,
+) -> Result<Image, Failure> {
+    let db = |e: rusqlite::Error| Failure::Db(e.to_string());
+    // One read transaction: every SELECT below sees the same database state.
+    let txn = conn.unchecked_transaction().map_err(db)?;
+    let present: Vec<String> = txn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+        .and_then(|mut s| {
+            s.query_map([], |r| r.get::<_, String>(0))?
+                .collect::<Result<_, _>>()
+        })
+        .map_err(db)?;
+    let exists = |t: &str| present.iter().any(|p| p == t);
+    let mut image = Image::default();
+    for (table, sql) in fingerprint_queries() {
+        if !exists(table) {
+            image.fingerprint.push((table, 0, 0));
+            continue;
+        }
+        let (count, newest) = txn
+            .query_row(&sql, [project], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+            })
+            .map_err(db)?;
+        image.fingerprint.push((table, count, newest));
+    }
+    if objects {
+        for (t, table) in TABLES.iter().enumerate() {
+            if !exists(table.name) {
+                continue;
+            }
+            let mut stmt = txn.prepare(&table.select()).map_err(db)?;
+            let mut rows = stmt.query([project]).map_err(db)?;
+            while let Some(row) = rows.next().map_err(db)? {
+                image.objects.push(object_row(t, row)?);
+            }
+        }
+        if exists(HISTORY_TABLE) {
+            let mut stmt = txn.prepare(HISTORY_SELECT).map_err(db)?;
+            let mut rows = stmt.query([project]).map_err(db)?;
+            while let Some(row) = rows.next().map_err(db)? {
+                image.history.push(history_row(row)?);
+            }
+        }
+        if exists(METADATA_TABLE) {
+            let mut stmt = txn.prepare(METADATA_SELECT).map_err(db)?;
+            let mut rows = stmt.query([project]).map_err(db)?;
+            while let Some(row) = rows.next().map_err(db)? {
+                image.metadata.push(metadata_row(row)?);
+            }
+        }
+    }
+    txn.finish().map_err(db)?;
+    Ok(image)
+}
+
+/// The registry model of what was read. Objects keep their stored protos untouched;
+/// their project is the row's `project_id`.
+fn assemble(name: &str, image: Image) -> Result<RegistryModel, RegistryError> {
+    fn decode<T: Message + Default>(name: &str, row: &ObjectRow) -> Result<T, RegistryError> {
+        T::decode(row.proto.as_slice()).map_err(|e| RegistryError::Sql {
+            source_name: name.to_owned(),
+            detail: format!(
+                "the {} row '{}' of table {} is not a valid Feast proto: {e}",
+                TABLES[row.table].proto_column, row.name, TABLES[row.table].name
+            ),
+        })
+    }
+    fn stored<T>(row: &ObjectRow, object: T) -> Stored<T> {
+        Stored {
+            project: row.project.clone(),
+            name: row.name.clone(),
+            row: Some(row.columns.clone()),
+            object,
+        }
+    }
+    let mut m = RegistryModel::default();
+    for row in &image.objects {
+        match TABLES[row.table].kind {
+            Kind::Project => m.projects.push(stored(row, decode(name, row)?)),
+            Kind::Entity => m.entities.push(stored(row, decode(name, row)?)),
+            Kind::DataSource => m.data_sources.push(stored(row, decode(name, row)?)),
+            Kind::FeatureView => m.feature_views.push(stored(row, decode(name, row)?)),
+            Kind::StreamFeatureView => m.stream_feature_views.push(stored(row, decode(name, row)?)),
+            Kind::OnDemandFeatureView => m
+                .on_demand_feature_views
+                .push(stored(row, decode(name, row)?)),
+            Kind::LabelView => m.label_views.push(stored(row, decode(name, row)?)),
+            Kind::FeatureService => m.feature_services.push(stored(row, decode(name, row)?)),
+            Kind::SavedDataset => m
+                .saved_datasets
+                .push(stored::<Opaque>(row, row.proto.clone())),
+            Kind::ValidationReference => m
+                .validation_references
+                .push(stored::<Opaque>(row, row.proto.clone())),
+            Kind::Permission => m.permissions.push(stored::<Opaque>(row, row.proto.clone())),
+            Kind::Infra => m.infra.push(stored::<Opaque>(row, row.proto.clone())),
+        }
+    }
+    m.version_history = image
+        .history
         .into_iter()
         .map(|h| pb::FeatureViewVersionRecord {
             feature_view_name: h.name,
@@ -407,8 +824,9 @@ fn assemble(
             version_id: h.version_id,
         })
         .collect();
-    r.feature_view_version_history = Some(pb::FeatureViewVersionHistory { records });
-    Ok(r)
+    m.header.history_present = true;
+    m.metadata = image.metadata;
+    Ok(m)
 }
 
 async fn connected<'a>(
@@ -416,7 +834,7 @@ async fn connected<'a>(
     tls: &PgTls,
     client: &'a mut Option<tokio_postgres::Client>,
     name: &str,
-) -> Result<&'a tokio_postgres::Client, RegistryError> {
+) -> Result<&'a mut tokio_postgres::Client, RegistryError> {
     if client
         .as_ref()
         .is_some_and(tokio_postgres::Client::is_closed)
@@ -435,61 +853,46 @@ async fn connected<'a>(
         });
         *client = Some(c);
     }
-    client.as_ref().ok_or_else(|| RegistryError::Sql {
+    client.as_mut().ok_or_else(|| RegistryError::Sql {
         source_name: name.to_owned(),
         detail: "no connection".into(),
     })
 }
 
-fn open_sqlite(path: &Path) -> Result<rusqlite::Connection, String> {
-    rusqlite::Connection::open_with_flags(
+fn open_sqlite(path: &Path, timeout: Duration) -> Result<rusqlite::Connection, Failure> {
+    let conn = rusqlite::Connection::open_with_flags(
         path,
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
-    .map_err(|e| e.to_string())
-}
-
-/// Runs SQLite work off the async reactor.
-async fn blocking<T: Send + 'static>(
-    name: &str,
-    f: impl FnOnce() -> Result<T, String> + Send + 'static,
-) -> Result<T, RegistryError> {
-    let sql = |detail: String| RegistryError::Sql {
-        source_name: name.to_owned(),
-        detail,
-    };
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| sql(e.to_string()))?
-        .map_err(sql)
-}
-
-fn pg_missing_table(e: &tokio_postgres::Error) -> bool {
-    e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE)
-}
-
-fn sqlite_missing_table(e: &rusqlite::Error) -> bool {
-    e.to_string().contains("no such table")
+    .map_err(|e| Failure::Db(e.to_string()))?;
+    // A writer's lock is waited on for at most the registry timeout.
+    conn.busy_timeout(timeout)
+        .map_err(|e| Failure::Db(e.to_string()))?;
+    Ok(conn)
 }
 
 fn sql_error(name: &str, e: tokio_postgres::Error) -> RegistryError {
-    // tokio-postgres errors carry no password; the source of a DbError has the detail.
-    let detail = match e.as_db_error() {
+    RegistryError::Sql {
+        source_name: name.to_owned(),
+        detail: pg_detail(&e),
+    }
+}
+
+/// A PostgreSQL error as a line: the server's code and message, or the chain of causes
+/// (a refused connection, a certificate problem). tokio-postgres errors carry no
+/// password.
+fn pg_detail(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
         Some(db) => format!("{}: {}", db.code().code(), db.message()),
         None => {
-            // The causes say why (a refused connection, a certificate problem).
             let mut detail = e.to_string();
-            let mut cause = std::error::Error::source(&e);
+            let mut cause = std::error::Error::source(e);
             while let Some(c) = cause {
                 detail.push_str(&format!(": {c}"));
                 cause = c.source();
             }
             detail
         }
-    };
-    RegistryError::Sql {
-        source_name: name.to_owned(),
-        detail,
     }
 }
 
@@ -524,24 +927,27 @@ fn redact(url: &str) -> String {
 mod tests {
     use super::*;
 
+    const T: Duration = Duration::from_secs(1);
+
     #[test]
     fn urls() {
         let pg = SqlSource::from_url(
             "postgresql+psycopg://feast:pw@db.example:6543/registry",
             Path::new("/repo"),
+            T,
         )
         .unwrap();
         assert_eq!(pg.name(), "postgresql://db.example:6543/registry");
-        let rel = SqlSource::from_url("sqlite:///data/registry.db", Path::new("/repo")).unwrap();
+        let rel = SqlSource::from_url("sqlite:///data/registry.db", Path::new("/repo"), T).unwrap();
         assert_eq!(rel.name(), "sqlite:/repo/data/registry.db");
         let abs =
-            SqlSource::from_url("sqlite:////var/feast/registry.db", Path::new("/repo")).unwrap();
+            SqlSource::from_url("sqlite:////var/feast/registry.db", Path::new("/repo"), T).unwrap();
         assert_eq!(abs.name(), "sqlite:/var/feast/registry.db");
-        let err = SqlSource::from_url("mysql://u:secret@h/db", Path::new("/repo"))
+        let err = SqlSource::from_url("mysql://u:secret@h/db", Path::new("/repo"), T)
             .unwrap_err()
             .to_string();
         assert!(err.contains("'mysql'") && !err.contains("secret"), "{err}");
-        let err = SqlSource::from_url("not a url", Path::new("/"))
+        let err = SqlSource::from_url("not a url", Path::new("/"), T)
             .unwrap_err()
             .to_string();
         assert!(err.contains("not a database URL"), "{err}");
@@ -569,7 +975,7 @@ mod tests {
         );
 
         let err = |url: &str| {
-            SqlSource::from_url(url, Path::new("/repo"))
+            SqlSource::from_url(url, Path::new("/repo"), T)
                 .unwrap_err()
                 .to_string()
         };

@@ -7,6 +7,8 @@ use tern::config;
 use tern::proto::feast::core as pb;
 use tern::registry::{Reloader, file};
 
+const REGISTRY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/feature_repo")
 }
@@ -76,7 +78,11 @@ fn round_trip_loses_nothing() {
 #[tokio::test]
 async fn snapshot_indexes_views_versions_services_and_tables() {
     let config = config::load(&repo().join("feature_store.yaml"), |_| None).unwrap();
-    let snap = Reloader::open(&config).await.unwrap().registry().snapshot();
+    let snap = Reloader::open(&config, REGISTRY_TIMEOUT)
+        .await
+        .unwrap()
+        .registry()
+        .snapshot();
     assert_eq!(snap.settings.project, "tern_demo");
     assert!(snap.settings.versioning);
     let mut views = snap.view_names();
@@ -144,7 +150,11 @@ async fn snapshot_indexes_views_versions_services_and_tables() {
         |_| None,
     )
     .unwrap();
-    let snap = Reloader::open(&off).await.unwrap().registry().snapshot();
+    let snap = Reloader::open(&off, REGISTRY_TIMEOUT)
+        .await
+        .unwrap()
+        .registry()
+        .snapshot();
     assert_eq!(
         snap.view("driver_stats")
             .unwrap()
@@ -164,7 +174,7 @@ async fn broken_registries_are_refused_with_a_reason() {
     let config = config::load(&yaml, |_| None).unwrap();
     let load = async |bytes: &[u8]| {
         std::fs::write(dir.path().join("registry.db"), bytes).unwrap();
-        Reloader::open(&config)
+        Reloader::open(&config, REGISTRY_TIMEOUT)
             .await
             .map(|_| ())
             .unwrap_err()
@@ -189,7 +199,7 @@ async fn broken_registries_are_refused_with_a_reason() {
 
     std::fs::write(&yaml, "project: other\nregistry: registry.db\n").unwrap();
     std::fs::write(dir.path().join("registry.db"), &original).unwrap();
-    let err = Reloader::open(&config::load(&yaml, |_| None).unwrap())
+    let err = Reloader::open(&config::load(&yaml, |_| None).unwrap(), REGISTRY_TIMEOUT)
         .await
         .unwrap_err()
         .to_string();
