@@ -20,6 +20,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // A panic is a bug: report it in the log format the operator reads, once.
+    std::panic::set_hook(Box::new(
+        |info| tracing::error!(panic = %info, "panic (a bug in Tern)"),
+    ));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

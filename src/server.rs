@@ -13,9 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, watch};
-use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
+use tokio::sync::watch;
 use tonic_health::ServingStatus;
 
 use crate::config::{OnlineStoreConfig, RepoConfig};
@@ -210,13 +208,13 @@ pub async fn run(
         .max_decoding_message_size(settings.max_request_bytes)
         .max_encoding_message_size(settings.max_response_bytes);
 
-    // tonic ignores `Server::tcp_nodelay` for a listener it did not bind: set it here,
-    // or small responses wait on delayed ACKs.
-    let incoming = TcpIncoming::from(listener)
-        .with_nodelay(Some(true))
-        .with_keepalive(Some(Duration::from_secs(60)));
+    let routes = tonic::service::Routes::new(health_service)
+        .add_service(reflection)
+        .add_service(reflection_alpha)
+        .add_service(serving_service)
+        .add_service(feature_server)
+        .prepare();
 
-    let (drain_tx, drain_rx) = oneshot::channel::<()>();
     let reporter = health.clone();
     let signal = async move {
         shutdown.await;
@@ -232,41 +230,93 @@ pub async fn run(
             let _ = reloads.await;
         }
         set_all(&reporter, ServingStatus::NotServing).await;
-        let _ = drain_tx.send(());
     };
 
     tracing::info!(addr = %local, "serving gRPC");
-    // No `Server::timeout`: tonic would answer CANCELLED past every metric; the
-    // handlers bound each call themselves and answer DEADLINE_EXCEEDED.
-    let serve = Server::builder()
-        // Sidecar connections are long-lived; keepalives find dead peers.
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_service(reflection_alpha)
-        .add_service(serving_service)
-        .add_service(feature_server)
-        .serve_with_incoming_shutdown(incoming, signal);
-    tokio::pin!(serve);
-
-    let drain_deadline = async {
-        if drain_rx.await.is_ok() {
-            tokio::time::sleep(settings.drain_timeout).await;
-        } else {
-            std::future::pending::<()>().await;
-        }
-    };
-    tokio::select! {
-        result = &mut serve => result?,
-        () = drain_deadline => tracing::warn!(
-            timeout_s = settings.drain_timeout.as_secs_f64(),
-            "drain timeout reached; closing remaining connections"
-        ),
-    }
+    serve_connections(listener, routes, signal, settings.drain_timeout).await;
     tracing::info!("server stopped");
     Ok(())
 }
+
+/// TCP keepalive on accepted connections: finds peers that vanished without a word.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+/// HTTP/2 pings on idle connections (sidecar connections are long-lived).
+const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accepts connections and serves `routes` on them until `shutdown` resolves; then
+/// stops accepting, asks every connection to finish (HTTP/2 GOAWAY: in-flight calls
+/// complete, no new ones start) and waits for them at most `drain_timeout`.
+///
+/// Our own loop rather than tonic's `Server`: tonic's server wraps every call in its
+/// own `grpc-timeout` deadline and answers CANCELLED when it fires, before the
+/// handler and past every metric. Here the handlers own deadlines (DEADLINE_EXCEEDED,
+/// counted), and the HTTP API can share the port later.
+async fn serve_connections(
+    listener: TcpListener,
+    routes: tonic::service::Routes,
+    shutdown: impl Future<Output = ()>,
+    drain_timeout: Duration,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto;
+    use hyper_util::server::graceful::GracefulShutdown;
+    use hyper_util::service::TowerToHyperService;
+
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(H2_KEEPALIVE_INTERVAL))
+        .keep_alive_timeout(H2_KEEPALIVE_TIMEOUT);
+    let service = TowerToHyperService::new(routes);
+    let connections = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off rather than spin.
+                    if let Some(suppressed) = ACCEPT_LOG.admit() {
+                        tracing::warn!(error = %e, suppressed, "cannot accept a connection");
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        // Small responses must not wait on delayed ACKs.
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
+        }
+        let keepalive = socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE);
+        if let Err(e) = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive) {
+            tracing::debug!(%peer, error = %e, "cannot set TCP keepalive");
+        }
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service.clone())
+            .into_owned();
+        let conn = connections.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = connections.shutdown() => {}
+        () = tokio::time::sleep(drain_timeout) => tracing::warn!(
+            timeout_s = drain_timeout.as_secs_f64(),
+            "drain timeout reached; closing remaining connections"
+        ),
+    }
+}
+
+/// Accept failures logged, at most a few a second.
+static ACCEPT_LOG: crate::telemetry::LogLimiter = crate::telemetry::LogLimiter::new(1);
 
 /// How often the store is checked while it answers, and while it does not.
 const STORE_CHECK_UP: Duration = Duration::from_secs(1);

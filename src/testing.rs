@@ -16,7 +16,7 @@ use crate::proto::feast::types::value::Val;
 use crate::proto::feast::types::{Value, value_type::Enum as ValueType};
 use crate::registry::{ReloadHandle, Reloader};
 use crate::server::{self, ServerSettings, StartupError, StoreSettings};
-use crate::serving::{Clock, Serving};
+use crate::serving::{Clock, Limits, Serving};
 use crate::store::{EntityValue, key, sqlite};
 
 /// A server running in this process on `127.0.0.1:<free port>`.
@@ -32,24 +32,66 @@ pub struct TestServer {
     task: JoinHandle<Result<(), StartupError>>,
 }
 
+/// What a [`TestServer`] runs with.
+#[derive(Debug, Clone)]
+pub struct TestOptions {
+    /// Store settings (two SQLite readers by default).
+    pub store: StoreSettings,
+    /// Request limits.
+    pub limits: Limits,
+    /// Server settings (deadlines, drain).
+    pub server: ServerSettings,
+}
+
+impl Default for TestOptions {
+    fn default() -> Self {
+        Self {
+            store: StoreSettings {
+                sqlite_readers: 2,
+                ..StoreSettings::default()
+            },
+            limits: Limits::default(),
+            server: ServerSettings::default(),
+        }
+    }
+}
+
 impl TestServer {
     /// Loads `feature_store.yaml` and serves it with `clock`, reloading the registry as
     /// the daemon does.
     pub async fn start(config_path: &Path, clock: Clock) -> Result<Self, StartupError> {
+        Self::start_with(config_path, clock, TestOptions::default()).await
+    }
+
+    /// [`start`](Self::start) with other settings.
+    pub async fn start_with(
+        config_path: &Path,
+        clock: Clock,
+        options: TestOptions,
+    ) -> Result<Self, StartupError> {
         let config = config::load(config_path, |_| None)
             .map_err(|e| StartupError::Unsupported(e.to_string()))?;
-        let settings = StoreSettings {
-            sqlite_readers: 2,
-            ..StoreSettings::default()
-        };
-        let (serving, reloader) = server::open_serving(&config, &settings, clock).await?;
-        Self::serve(Arc::new(serving), Some(reloader)).await
+        let (serving, reloader) = server::open_serving(&config, &options.store, clock).await?;
+        Self::serve_with(
+            Arc::new(serving.with_limits(options.limits)),
+            Some(reloader),
+            options.server,
+        )
+        .await
     }
 
     /// Serves an already built core (and reloads its registry, if given a reloader).
     pub async fn serve(
         serving: Arc<Serving>,
         reloader: Option<Reloader>,
+    ) -> Result<Self, StartupError> {
+        Self::serve_with(serving, reloader, ServerSettings::default()).await
+    }
+
+    async fn serve_with(
+        serving: Arc<Serving>,
+        reloader: Option<Reloader>,
+        settings: ServerSettings,
     ) -> Result<Self, StartupError> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -61,7 +103,6 @@ impl TestServer {
         let (tx, rx) = oneshot::channel::<()>();
         let core = serving.clone();
         let task = tokio::spawn(async move {
-            let settings = ServerSettings::default();
             server::run(listener, core, reloader, &settings, async {
                 let _ = rx.await;
             })

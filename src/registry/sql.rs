@@ -379,6 +379,9 @@ impl RowAccess for tokio_postgres::Row {
 /// tokio-postgres says "error deserializing column 3: ..."; the caller names the column.
 fn pg_column_problem(e: &tokio_postgres::Error) -> String {
     match std::error::Error::source(e) {
+        Some(cause) if cause.is::<tokio_postgres::types::WasNull>() => {
+            "NULL where a value is required".to_owned()
+        }
         Some(cause) => cause.to_string(),
         None => e.to_string(),
     }

@@ -509,3 +509,95 @@ async fn redis_appearing_after_start_is_counted_as_a_reconnect() {
     );
     assert!(daemon.terminate().await.success());
 }
+
+#[tokio::test]
+async fn deadlines_decode_errors_and_in_flight_are_counted() {
+    let (dir, _repo, yaml) = small_repo();
+    let (mut daemon, metrics_addr) = Daemon::serve(
+        &yaml,
+        &["--request-timeout-ms", "300", "--store-timeout-ms", "60000"],
+    );
+    let serving = daemon.wait_for_log("serving gRPC");
+    let url = format!("http://{}", serving["addr"].as_str().unwrap());
+    let ch = channel(&url).await;
+    let req = || refs_request(&["bench:f0"], vec![("driver_id", vec![int64(1)])]);
+
+    // Past its deadline: DEADLINE_EXCEEDED from Tern, not CANCELLED from the transport.
+    let mut writer = rusqlite::Connection::open(dir.path().join("data/online.db")).unwrap();
+    let lock = writer
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive)
+        .unwrap();
+    let status = call(&ch, Route::Serving, req()).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
+    lock.commit().unwrap();
+
+    // Bytes that are not a request.
+    let status = crate::limits::call_undecodable(&ch, Route::FeatureServer).await;
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+
+    // Many requests at once from several tasks: the in-flight gauge ends at 0.
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let ch = ch.clone();
+            tokio::spawn(async move {
+                for _ in 0..50 {
+                    call(&ch, Route::Serving, req()).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+
+    let metrics = eventually(DEADLINE, "metrics", || {
+        let addr = metrics_addr.clone();
+        async move { http_get(&addr, "/metrics").filter(|b| b.contains("DEADLINE_EXCEEDED")) }
+    })
+    .await;
+    for expected in [
+        r#"tern_grpc_requests_total{service="feast.serving.ServingService",method="GetOnlineFeatures",code="DEADLINE_EXCEEDED"} 1"#,
+        r#"tern_grpc_requests_total{service="GrpcFeatureServer",method="GetOnlineFeatures",code="INVALID_ARGUMENT"} 1"#,
+        r#"tern_grpc_requests_total{service="feast.serving.ServingService",method="GetOnlineFeatures",code="OK"} 400"#,
+        "tern_requests_in_flight 0\n",
+    ] {
+        assert!(
+            metrics.contains(expected),
+            "metrics lack {expected:?}:\n{metrics}"
+        );
+    }
+    assert!(daemon.terminate().await.success());
+}
+
+#[tokio::test]
+async fn sigterm_while_a_registry_read_hangs_exits_within_the_drain_bound() {
+    use crate::sql_registry::{blocked_on, connect, feast_pg_registry, yaml};
+    let db = feast_pg_registry().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = yaml(dir.path(), &db.url(), true, 0);
+    // A registry timeout far beyond the test: only shutdown can end the hung read.
+    let (mut daemon, _) = Daemon::serve(
+        &config,
+        &["--registry-timeout-ms", "600000", "--drain-timeout-s", "1"],
+    );
+    daemon.wait_for_log("serving gRPC");
+
+    let locker = connect(&db.name).await;
+    locker
+        .batch_execute("BEGIN; LOCK TABLE entities IN ACCESS EXCLUSIVE MODE;")
+        .await
+        .unwrap();
+    let hup = Command::new("kill")
+        .args(["-HUP", &daemon.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    blocked_on(&db.name, "entities").await;
+
+    let status = daemon.terminate().await;
+    assert!(status.success(), "exit status {status:?}");
+    daemon.wait_for_log("server stopped");
+    // The read never finished: the lock was held until after the exit.
+    locker.batch_execute("ROLLBACK").await.unwrap();
+    db.drop().await;
+}

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use prost::Message;
 use tern::config;
 use tern::proto::feast::core as pb;
-use tern::registry::{Reloader, file};
+use tern::registry::data_source::FileSource;
+use tern::registry::{RegistryModel, Reloader, file};
 
 const REGISTRY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -22,7 +23,13 @@ fn round_trip_loses_nothing() {
     let path = repo().join("data/registry.db");
     let original = std::fs::read(&path).unwrap();
     let decoded = file::decode(&original, &path).unwrap();
-    let encoded = file::encode(&decoded);
+    // Through the registry model the commands write back from, and out again.
+    let model = RegistryModel::from_file(decoded.clone());
+    assert!(
+        model.to_file() == decoded,
+        "the model gives back what it was read from"
+    );
+    let encoded = file::encode(&model.to_file());
     let canonical = std::fs::read(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/feast/registry.canonical.bin"),
     )
@@ -72,7 +79,43 @@ fn round_trip_loses_nothing() {
         Some(0),
         "presence of version_tag 0 is kept"
     );
-    assert!(!decoded.data_sources.is_empty(), "opaque data sources kept");
+    // Data sources are typed: file sources as Tern materializes from them.
+    let sources: Vec<FileSource> = model
+        .data_sources
+        .iter()
+        .filter_map(|s| FileSource::from_proto(&s.object))
+        .collect();
+    assert_eq!(sources.len(), model.data_sources.len(), "all file sources");
+    let a = sources
+        .iter()
+        .find(|s| s.name == "driver_stats_source_a")
+        .expect("source A");
+    assert_eq!(
+        (
+            a.path.as_str(),
+            a.timestamp_field.as_str(),
+            a.created_timestamp_column.as_deref(),
+            a.project.as_str()
+        ),
+        (
+            "data/driver_stats_a.parquet",
+            "event_timestamp",
+            Some("created"),
+            "tern_demo"
+        )
+    );
+    let active = model
+        .feature_views
+        .iter()
+        .find(|v| v.name == "driver_stats")
+        .and_then(|v| v.object.spec.as_ref())
+        .and_then(|s| s.batch_source.as_ref())
+        .and_then(FileSource::from_proto)
+        .expect("driver_stats' batch source, typed");
+    assert_eq!(
+        active.path, "data/driver_stats_b.parquet",
+        "v1 reads source B"
+    );
 }
 
 #[tokio::test]

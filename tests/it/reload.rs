@@ -295,13 +295,6 @@ async fn same_content_swaps_nothing_and_force_republishes() {
         (reload.unchanged() >= 2).then_some(())
     })
     .await;
-    // Rewritten with the same content (same version_id): a new stamp, same registry.
-    replace_atomically(&repo.registry, &registry_bytes(1, "a"));
-    let unchanged = reload.unchanged();
-    eventually(DEADLINE, "the rewrite noticed", || async {
-        (reload.unchanged() > unchanged).then_some(())
-    })
-    .await;
     assert_eq!((generation(), reload.swaps()), (1, 0));
 
     // A forced reload (SIGHUP) republishes regardless.
@@ -311,5 +304,56 @@ async fn same_content_swaps_nothing_and_force_republishes() {
     })
     .await;
     assert_eq!(generation(), 2);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_file_watch_alone_notices_a_rewrite() {
+    // No timer: only the file watch can notice anything.
+    let repo = repo(0);
+    let server = TestServer::start(&repo.yaml, Clock::Fixed(100))
+        .await
+        .unwrap();
+    let reload = server.reload.clone().unwrap();
+    let ch = channel(&server.url()).await;
+
+    // Rewritten with the same content (same version_id): a new stamp, read once,
+    // nothing published.
+    replace_atomically(&repo.registry, &registry_bytes(1, "a"));
+    eventually(DEADLINE, "the rewrite noticed", || async {
+        (reload.unchanged() == 1).then_some(())
+    })
+    .await;
+    assert_eq!(server.serving.registry().snapshot().generation, 1);
+    assert_eq!(reload.swaps(), 0);
+
+    // Rewritten in place with new content, as Feast writes: published.
+    std::fs::write(&repo.registry, registry_bytes(2, "b")).unwrap();
+    serves_version(&ch, 2.0).await;
+    assert_eq!(reload.swaps(), 1);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_panicking_reload_is_counted_and_reloading_goes_on() {
+    let repo = repo(0);
+    let server = TestServer::start(&repo.yaml, Clock::Fixed(100))
+        .await
+        .unwrap();
+    let reload = server.reload.clone().unwrap();
+    let ch = channel(&server.url()).await;
+
+    reload.inject_panic();
+    reload.force();
+    eventually(DEADLINE, "the panicking reload counted", || async {
+        (reload.failures() == 1).then_some(())
+    })
+    .await;
+    assert_eq!(read_both(&ch).await.unwrap(), (1.0, 1.0), "still serving");
+
+    // The reload task survived: the next change is picked up as usual.
+    replace_atomically(&repo.registry, &registry_bytes(2, "b"));
+    serves_version(&ch, 2.0).await;
+    assert_eq!((reload.swaps(), reload.failures()), (1, 1));
     server.stop().await.unwrap();
 }

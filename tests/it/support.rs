@@ -156,3 +156,63 @@ where
         assert!(start.elapsed() < deadline, "timed out waiting for {what}");
     }
 }
+
+/// Sends one GetOnlineFeatures call with the header `grpc-timeout: timeout` over a bare
+/// HTTP/2 connection, so that no client-side deadline races the server's (a tonic
+/// client enforces the header itself); returns `(grpc-status, grpc-message)`.
+pub async fn call_with_grpc_timeout(
+    addr: std::net::SocketAddr,
+    path: Route,
+    req: &GetOnlineFeaturesRequest,
+    timeout: &str,
+) -> (i32, String) {
+    use prost::Message;
+    let route = match path {
+        Route::Serving => "/feast.serving.ServingService/GetOnlineFeatures",
+        Route::FeatureServer => "/GrpcFeatureServer/GetOnlineFeatures",
+    };
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (client, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    tokio::spawn(connection);
+    let mut client = client.ready().await.expect("h2 ready");
+    let request = http::Request::post(format!("http://{addr}{route}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("grpc-timeout", timeout)
+        .body(())
+        .expect("request");
+    let (response, mut send) = client.send_request(request, false).expect("send");
+    let message = req.encode_to_vec();
+    let mut framed = Vec::with_capacity(5 + message.len());
+    framed.push(0);
+    framed.extend_from_slice(&u32::try_from(message.len()).unwrap().to_be_bytes());
+    framed.extend_from_slice(&message);
+    send.send_data(framed.into(), true).expect("send body");
+    let (head, mut body) = response.await.expect("response").into_parts();
+    let status = |headers: &http::HeaderMap| -> Option<(i32, String)> {
+        let code = headers.get("grpc-status")?.to_str().ok()?.parse().ok()?;
+        let message = headers
+            .get("grpc-message")
+            .and_then(|m| m.to_str().ok())
+            .map(|m| {
+                percent_encoding::percent_decode_str(m)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            })
+            .unwrap_or_default();
+        Some((code, message))
+    };
+    // A trailers-only answer carries the status in its headers.
+    if let Some(answer) = status(&head.headers) {
+        return answer;
+    }
+    while let Some(chunk) = body.data().await {
+        chunk.expect("body");
+    }
+    let trailers = body
+        .trailers()
+        .await
+        .expect("trailers")
+        .expect("grpc trailers");
+    status(&trailers).expect("grpc-status")
+}
