@@ -62,54 +62,64 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .include_file("proto.rs")
         .compile_fds(fds)?;
 
-    let wire = "crate::proto::tern::wire";
-    let get_online_features = || {
+    // One unary method: `name` (snake case) served at `/{Service}/{route}`.
+    let method = |name: &str, route: &str, input: String, output: String, codec: &str| {
         tonic_build::manual::Method::builder()
-            .name("get_online_features")
-            .route_name("GetOnlineFeatures")
-            .input_type(format!(
-                "crate::grpc::codec::Decoded<{wire}::GetOnlineFeaturesRequest>"
-            ))
-            .output_type(format!("{wire}::GetOnlineFeaturesResponse"))
-            .codec_path("crate::grpc::codec::LenientCodec")
+            .name(name)
+            .route_name(route)
+            .input_type(input)
+            .output_type(output)
+            .codec_path(codec)
             .build()
+    };
+    let (wire, feast, root) = (
+        "crate::proto::tern::wire",
+        "crate::proto::feast::serving",
+        "crate::proto",
+    );
+    let prost = "tonic_prost::ProstCodec";
+    let get_online_features = || {
+        method(
+            "get_online_features",
+            "GetOnlineFeatures",
+            format!("crate::grpc::codec::Decoded<{wire}::GetOnlineFeaturesRequest>"),
+            format!("{wire}::GetOnlineFeaturesResponse"),
+            "crate::grpc::codec::LenientCodec",
+        )
+    };
+    let serving_info = || {
+        method(
+            "get_feast_serving_info",
+            "GetFeastServingInfo",
+            format!("{feast}::GetFeastServingInfoRequest"),
+            format!("{feast}::GetFeastServingInfoResponse"),
+            prost,
+        )
     };
     let serving = tonic_build::manual::Service::builder()
         .name("ServingService")
         .package("feast.serving")
-        .method(
-            tonic_build::manual::Method::builder()
-                .name("get_feast_serving_info")
-                .route_name("GetFeastServingInfo")
-                .input_type("crate::proto::feast::serving::GetFeastServingInfoRequest")
-                .output_type("crate::proto::feast::serving::GetFeastServingInfoResponse")
-                .codec_path("tonic_prost::ProstCodec")
-                .build(),
-        )
+        .method(serving_info())
         .method(get_online_features())
         .build();
     // `feast listen` declares this service without a package: paths are /GrpcFeatureServer/*.
     let feature_server = tonic_build::manual::Service::builder()
         .name("GrpcFeatureServer")
         .package("")
-        .method(
-            tonic_build::manual::Method::builder()
-                .name("push")
-                .route_name("Push")
-                .input_type("crate::proto::PushRequest")
-                .output_type("crate::proto::PushResponse")
-                .codec_path("tonic_prost::ProstCodec")
-                .build(),
-        )
-        .method(
-            tonic_build::manual::Method::builder()
-                .name("write_to_online_store")
-                .route_name("WriteToOnlineStore")
-                .input_type("crate::proto::WriteToOnlineStoreRequest")
-                .output_type("crate::proto::WriteToOnlineStoreResponse")
-                .codec_path("tonic_prost::ProstCodec")
-                .build(),
-        )
+        .method(method(
+            "push",
+            "Push",
+            format!("{root}::PushRequest"),
+            format!("{root}::PushResponse"),
+            prost,
+        ))
+        .method(method(
+            "write_to_online_store",
+            "WriteToOnlineStore",
+            format!("{root}::WriteToOnlineStoreRequest"),
+            format!("{root}::WriteToOnlineStoreResponse"),
+            prost,
+        ))
         .method(get_online_features())
         .build();
     tonic_build::manual::Builder::new()
@@ -117,28 +127,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         .compile(&[serving, feature_server]);
 
-    let feast = "crate::proto::feast::serving";
     let client = tonic_build::manual::Service::builder()
         .name("ServingService")
         .package("feast.serving")
-        .method(
-            tonic_build::manual::Method::builder()
-                .name("get_feast_serving_info")
-                .route_name("GetFeastServingInfo")
-                .input_type(format!("{feast}::GetFeastServingInfoRequest"))
-                .output_type(format!("{feast}::GetFeastServingInfoResponse"))
-                .codec_path("tonic_prost::ProstCodec")
-                .build(),
-        )
-        .method(
-            tonic_build::manual::Method::builder()
-                .name("get_online_features")
-                .route_name("GetOnlineFeatures")
-                .input_type(format!("{feast}::GetOnlineFeaturesRequest"))
-                .output_type(format!("{feast}::GetOnlineFeaturesResponse"))
-                .codec_path("tonic_prost::ProstCodec")
-                .build(),
-        )
+        .method(serving_info())
+        .method(method(
+            "get_online_features",
+            "GetOnlineFeatures",
+            format!("{feast}::GetOnlineFeaturesRequest"),
+            format!("{feast}::GetOnlineFeaturesResponse"),
+            prost,
+        ))
         .build();
     let client_dir = out_dir.join("client");
     std::fs::create_dir_all(&client_dir)?;

@@ -13,7 +13,7 @@ use std::time::SystemTime;
 use prost::Message;
 
 use super::RegistryError;
-use super::model::RegistryModel;
+use super::model::{RegistryModel, Stored};
 use crate::config::{KeySerialization, RepoConfig};
 use crate::proto::feast::core as pb;
 use crate::proto::feast::types::value_type::Enum as ValueType;
@@ -215,47 +215,28 @@ impl Snapshot {
         };
         let mut views: HashMap<String, ViewEntry> = HashMap::new();
         // Feast's lookup order: the first kind holding a name wins.
-        let defs = registry
-            .feature_views
-            .iter()
-            .filter(|v| v.project == project)
-            .filter_map(|v| {
-                let v = &v.object;
-                Some(ViewDef::from_feature_view(
+        let defs = of_project(&registry.feature_views, project, |v| {
+            Some(ViewDef::from_feature_view(
+                v.spec.as_ref()?,
+                v.meta.as_ref(),
+            ))
+        })
+        .chain(of_project(&registry.stream_feature_views, project, |v| {
+            Some(ViewDef::from_stream_view(v.spec.as_ref()?, v.meta.as_ref()))
+        }))
+        .chain(of_project(
+            &registry.on_demand_feature_views,
+            project,
+            |v| {
+                Some(ViewDef::from_on_demand_view(
                     v.spec.as_ref()?,
                     v.meta.as_ref(),
                 ))
-            })
-            .chain(
-                registry
-                    .stream_feature_views
-                    .iter()
-                    .filter(|v| v.project == project)
-                    .filter_map(|v| {
-                        let v = &v.object;
-                        Some(ViewDef::from_stream_view(v.spec.as_ref()?, v.meta.as_ref()))
-                    }),
-            )
-            .chain(
-                registry
-                    .on_demand_feature_views
-                    .iter()
-                    .filter(|v| v.project == project)
-                    .filter_map(|v| {
-                        let v = &v.object;
-                        Some(ViewDef::from_on_demand_view(
-                            v.spec.as_ref()?,
-                            v.meta.as_ref(),
-                        ))
-                    }),
-            )
-            .chain(
-                registry
-                    .label_views
-                    .iter()
-                    .filter(|v| v.project == project)
-                    .filter_map(|v| v.object.spec.as_ref().map(ViewDef::from_label_view)),
-            );
+            },
+        ))
+        .chain(of_project(&registry.label_views, project, |v| {
+            v.spec.as_ref().map(ViewDef::from_label_view)
+        }));
         for def in defs {
             if views.contains_key(def.name) {
                 continue;
@@ -371,6 +352,18 @@ impl Snapshot {
         names.sort_unstable();
         names
     }
+}
+
+/// The view definitions of `project` among `objects`.
+fn of_project<'m, T: 'm>(
+    objects: &'m [Stored<T>],
+    project: &'m str,
+    def: impl Fn(&'m T) -> Option<ViewDef<'m>> + 'm,
+) -> impl Iterator<Item = ViewDef<'m>> + 'm {
+    objects
+        .iter()
+        .filter(move |s| s.project == project)
+        .filter_map(move |s| def(&s.object))
 }
 
 fn check_project(

@@ -355,26 +355,33 @@ trait RowAccess {
     fn opt_blob(&self, i: usize) -> Result<Option<Vec<u8>>, String>;
 }
 
-impl RowAccess for tokio_postgres::Row {
-    fn text(&self, i: usize) -> Result<String, String> {
-        self.try_get(i).map_err(|e| pg_column_problem(&e))
-    }
-    fn int(&self, i: usize) -> Result<i64, String> {
-        self.try_get(i).map_err(|e| pg_column_problem(&e))
-    }
-    fn int32(&self, i: usize) -> Result<i32, String> {
-        self.try_get(i).map_err(|e| pg_column_problem(&e))
-    }
-    fn blob(&self, i: usize) -> Result<Vec<u8>, String> {
-        self.try_get(i).map_err(|e| pg_column_problem(&e))
-    }
-    fn opt_text(&self, i: usize) -> Result<Option<String>, String> {
-        self.try_get(i).map_err(|e| pg_column_problem(&e))
-    }
-    fn opt_blob(&self, i: usize) -> Result<Option<Vec<u8>>, String> {
-        self.try_get(i).map_err(|e| pg_column_problem(&e))
-    }
+/// Implements [`RowAccess`] over a database's own typed getter.
+macro_rules! row_access {
+    ($row:ty, $get:ident, $problem:ident) => {
+        impl RowAccess for $row {
+            fn text(&self, i: usize) -> Result<String, String> {
+                self.$get(i).map_err(|e| $problem(&e))
+            }
+            fn int(&self, i: usize) -> Result<i64, String> {
+                self.$get(i).map_err(|e| $problem(&e))
+            }
+            fn int32(&self, i: usize) -> Result<i32, String> {
+                self.$get(i).map_err(|e| $problem(&e))
+            }
+            fn blob(&self, i: usize) -> Result<Vec<u8>, String> {
+                self.$get(i).map_err(|e| $problem(&e))
+            }
+            fn opt_text(&self, i: usize) -> Result<Option<String>, String> {
+                self.$get(i).map_err(|e| $problem(&e))
+            }
+            fn opt_blob(&self, i: usize) -> Result<Option<Vec<u8>>, String> {
+                self.$get(i).map_err(|e| $problem(&e))
+            }
+        }
+    };
 }
+row_access!(tokio_postgres::Row, try_get, pg_column_problem);
+row_access!(rusqlite::Row<'_>, get, sqlite_column_problem);
 
 /// tokio-postgres says "error deserializing column 3: ..."; the caller names the column.
 fn pg_column_problem(e: &tokio_postgres::Error) -> String {
@@ -384,27 +391,6 @@ fn pg_column_problem(e: &tokio_postgres::Error) -> String {
         }
         Some(cause) => cause.to_string(),
         None => e.to_string(),
-    }
-}
-
-impl RowAccess for rusqlite::Row<'_> {
-    fn text(&self, i: usize) -> Result<String, String> {
-        self.get(i).map_err(|e| sqlite_column_problem(&e))
-    }
-    fn int(&self, i: usize) -> Result<i64, String> {
-        self.get(i).map_err(|e| sqlite_column_problem(&e))
-    }
-    fn int32(&self, i: usize) -> Result<i32, String> {
-        self.get(i).map_err(|e| sqlite_column_problem(&e))
-    }
-    fn blob(&self, i: usize) -> Result<Vec<u8>, String> {
-        self.get(i).map_err(|e| sqlite_column_problem(&e))
-    }
-    fn opt_text(&self, i: usize) -> Result<Option<String>, String> {
-        self.get(i).map_err(|e| sqlite_column_problem(&e))
-    }
-    fn opt_blob(&self, i: usize) -> Result<Option<Vec<u8>>, String> {
-        self.get(i).map_err(|e| sqlite_column_problem(&e))
     }
 }
 

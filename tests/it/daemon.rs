@@ -114,7 +114,7 @@ impl Drop for Daemon {
 }
 
 /// A synthetic repo of 3 drivers x 2 features, written to a fresh folder.
-fn small_repo() -> (tempfile::TempDir, SyntheticRepo, std::path::PathBuf) {
+pub fn small_repo() -> (tempfile::TempDir, SyntheticRepo, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let repo = SyntheticRepo {
         entities: 3,

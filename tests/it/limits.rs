@@ -15,13 +15,7 @@ const DEADLINE: Duration = Duration::from_secs(20);
 
 /// A 3-driver repo served with `options`; the folder holds `data/online.db`.
 async fn serve(options: TestOptions) -> (tempfile::TempDir, SyntheticRepo, TestServer) {
-    let dir = tempfile::tempdir().unwrap();
-    let repo = SyntheticRepo {
-        entities: 3,
-        features: 2,
-        ..SyntheticRepo::default()
-    };
-    let yaml = repo.write(dir.path()).unwrap();
+    let (dir, repo, yaml) = crate::daemon::small_repo();
     let server = TestServer::start_with(&yaml, Clock::Fixed(repo.event_ts), options)
         .await
         .unwrap();

@@ -10,9 +10,11 @@ use tern::config::KeySerialization;
 use tern::proto::feast::core as pb;
 use tern::proto::feast::types::value::Val;
 use tern::proto::feast::types::{Value, value_type::Enum as ValueType};
+use tern::registry::ReloadHandle;
 use tern::serving::Clock;
 use tern::store::{EntityValue, key, sqlite};
 use tern::testing::TestServer;
+use tonic::transport::Channel;
 
 use crate::support::*;
 
@@ -117,6 +119,16 @@ fn repo(ttl_seconds: u64) -> Repo {
     }
 }
 
+/// A server over `repo`, a channel to it and its reload handle.
+async fn serve(repo: &Repo) -> (TestServer, Channel, ReloadHandle) {
+    let server = TestServer::start(&repo.yaml, Clock::Fixed(100))
+        .await
+        .unwrap();
+    let ch = channel(&server.url()).await;
+    let reload = server.reload.clone().unwrap();
+    (server, ch, reload)
+}
+
 fn registry_bytes(version: i32, id: &str) -> Vec<u8> {
     registry(version, id).encode_to_vec()
 }
@@ -171,10 +183,7 @@ async fn serves_version(ch: &tonic::transport::Channel, version: f64) {
 #[tokio::test]
 async fn swaps_under_load_never_fail_or_mix_snapshots() {
     let repo = repo(0);
-    let server = TestServer::start(&repo.yaml, Clock::Fixed(100))
-        .await
-        .unwrap();
-    let ch = channel(&server.url()).await;
+    let (server, ch, reload) = serve(&repo).await;
     assert_eq!(read_both(&ch).await.unwrap(), (1.0, 1.0));
 
     let seen: Answers = Arc::default();
@@ -213,7 +222,6 @@ async fn swaps_under_load_never_fail_or_mix_snapshots() {
         ones > 0 && twos > 0,
         "both snapshots were served ({ones} / {twos})"
     );
-    let reload = server.reload.as_ref().unwrap();
     assert_eq!(reload.swaps(), 6, "every change published once");
     assert_eq!(reload.failures(), 0);
     server.stop().await.unwrap();
@@ -222,11 +230,7 @@ async fn swaps_under_load_never_fail_or_mix_snapshots() {
 #[tokio::test]
 async fn broken_registries_keep_the_last_good_snapshot() {
     let repo = repo(0);
-    let server = TestServer::start(&repo.yaml, Clock::Fixed(100))
-        .await
-        .unwrap();
-    let ch = channel(&server.url()).await;
-    let reload = server.reload.clone().unwrap();
+    let (server, ch, reload) = serve(&repo).await;
 
     let full = registry_bytes(2, "b");
     let mut no_projects = registry(2, "b");
@@ -283,10 +287,7 @@ async fn broken_registries_keep_the_last_good_snapshot() {
 #[tokio::test]
 async fn same_content_swaps_nothing_and_force_republishes() {
     let repo = repo(1);
-    let server = TestServer::start(&repo.yaml, Clock::Fixed(100))
-        .await
-        .unwrap();
-    let reload = server.reload.clone().unwrap();
+    let (server, _ch, reload) = serve(&repo).await;
     let generation = || server.serving.registry().snapshot().generation;
     assert_eq!(generation(), 1);
 
@@ -311,11 +312,7 @@ async fn same_content_swaps_nothing_and_force_republishes() {
 async fn the_file_watch_alone_notices_a_rewrite() {
     // No timer: only the file watch can notice anything.
     let repo = repo(0);
-    let server = TestServer::start(&repo.yaml, Clock::Fixed(100))
-        .await
-        .unwrap();
-    let reload = server.reload.clone().unwrap();
-    let ch = channel(&server.url()).await;
+    let (server, ch, reload) = serve(&repo).await;
 
     // Rewritten with the same content (same version_id): a new stamp, read once,
     // nothing published.
@@ -337,11 +334,7 @@ async fn the_file_watch_alone_notices_a_rewrite() {
 #[tokio::test]
 async fn a_panicking_reload_is_counted_and_reloading_goes_on() {
     let repo = repo(0);
-    let server = TestServer::start(&repo.yaml, Clock::Fixed(100))
-        .await
-        .unwrap();
-    let reload = server.reload.clone().unwrap();
-    let ch = channel(&server.url()).await;
+    let (server, ch, reload) = serve(&repo).await;
 
     reload.inject_panic();
     reload.force();
