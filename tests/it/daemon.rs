@@ -601,3 +601,60 @@ async fn sigterm_while_a_registry_read_hangs_exits_within_the_drain_bound() {
     locker.batch_execute("ROLLBACK").await.unwrap();
     db.drop().await;
 }
+
+#[tokio::test]
+async fn an_outage_does_not_flood_the_log() {
+    use crate::redis_support::redis_repo_yaml;
+    // A Redis nobody listens on: every request fails.
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = redis_repo_yaml(
+        dir.path(),
+        &format!("  type: redis\n  connection_string: \"127.0.0.1:{port}\"\n"),
+        true,
+    );
+    // Each failure takes at most the store timeout: keep it short.
+    let (mut daemon, _) = Daemon::serve(&yaml, &["--store-timeout-ms", "20"]);
+    let serving = daemon.wait_for_log("serving gRPC");
+    let url = format!("http://{}", serving["addr"].as_str().unwrap());
+    let ch = channel(&url).await;
+    let started = std::time::Instant::now();
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let ch = ch.clone();
+            tokio::spawn(async move {
+                for _ in 0..50 {
+                    assert!(
+                        call(&ch, Route::Serving, conv_rate_request())
+                            .await
+                            .is_err()
+                    );
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let seconds = started.elapsed().as_secs() + 2;
+    assert!(daemon.terminate().await.success());
+    daemon.wait_for_log("server stopped");
+    let failures: Vec<serde_json::Value> = daemon
+        .seen
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["message"] == "GetOnlineFeatures failed")
+        .collect();
+    // At most 5 lines in any second the 400 failures spanned; the lines say how many
+    // were held back.
+    assert!(
+        !failures.is_empty() && failures.len() as u64 <= 5 * seconds,
+        "{} failure lines for 400 failed requests in about {seconds} s",
+        failures.len()
+    );
+    let held_back: u64 = failures
+        .iter()
+        .filter_map(|v| v["suppressed"].as_u64())
+        .sum();
+    assert!(held_back > 0, "the held-back count is reported");
+}

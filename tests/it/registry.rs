@@ -251,3 +251,93 @@ async fn broken_registries_are_refused_with_a_reason() {
         "{err}"
     );
 }
+
+/// Every message Tern declares in Feast's packages declares every field Feast 0.67
+/// does, under the same number, with the same type (or as opaque bytes in place of a
+/// message Tern does not interpret) and the same cardinality. A field missing here
+/// would be dropped, silently, by every decode/encode of a registry Feast wrote.
+/// `feast_descriptors.bin` is Feast's own, written by `dump_descriptors.py`.
+#[test]
+fn every_field_feast_declares_is_declared() {
+    use prost_types::field_descriptor_proto::{Label, Type};
+    use prost_types::{DescriptorProto, FileDescriptorSet};
+    use std::collections::BTreeMap;
+
+    fn walk<'a>(
+        prefix: &str,
+        messages: &'a [DescriptorProto],
+        out: &mut BTreeMap<String, &'a DescriptorProto>,
+    ) {
+        for m in messages {
+            let name = format!("{prefix}.{}", m.name());
+            walk(&name, &m.nested_type, out);
+            out.insert(name, m);
+        }
+    }
+    fn index(set: &FileDescriptorSet) -> BTreeMap<String, &DescriptorProto> {
+        let mut out = BTreeMap::new();
+        for f in &set.file {
+            walk(&format!(".{}", f.package()), &f.message_type, &mut out);
+        }
+        out
+    }
+    let feast_set = FileDescriptorSet::decode(
+        std::fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/feast/feast_descriptors.bin"),
+        )
+        .unwrap()
+        .as_slice(),
+    )
+    .unwrap();
+    let tern_set = FileDescriptorSet::decode(tern::proto::REFLECTION_DESCRIPTOR_SET).unwrap();
+    let (feast, tern) = (index(&feast_set), index(&tern_set));
+
+    let mut problems = Vec::new();
+    let mut checked = 0;
+    for (name, ours) in tern.iter().filter(|(n, _)| n.starts_with(".feast.")) {
+        if ours.options.as_ref().is_some_and(|o| o.map_entry()) {
+            continue;
+        }
+        let Some(theirs) = feast.get(name) else {
+            problems.push(format!("{name}: not a Feast message"));
+            continue;
+        };
+        checked += 1;
+        for field in &theirs.field {
+            let Some(mine) = ours.field.iter().find(|f| f.number() == field.number()) else {
+                problems.push(format!(
+                    "{name}.{} = {}: not declared",
+                    field.name(),
+                    field.number()
+                ));
+                continue;
+            };
+            let same_type = mine.r#type() == field.r#type()
+                && (field.r#type() != Type::Message || mine.type_name() == field.type_name())
+                || (mine.r#type() == Type::Bytes && field.r#type() == Type::Message);
+            if !same_type {
+                problems.push(format!(
+                    "{name}.{}: Feast {:?} {}, Tern {:?} {}",
+                    field.name(),
+                    field.r#type(),
+                    field.type_name(),
+                    mine.r#type(),
+                    mine.type_name()
+                ));
+            }
+            if (mine.label() == Label::Repeated) != (field.label() == Label::Repeated) {
+                problems.push(format!("{name}.{}: repeated differs", field.name()));
+            }
+            if mine.name() != field.name() {
+                problems.push(format!(
+                    "{name}.{}: named {} here",
+                    field.name(),
+                    mine.name()
+                ));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    assert!(checked >= 60, "{checked} messages compared");
+}
