@@ -3,9 +3,12 @@
 //! `run` takes a bound listener and a shutdown future, so tests, benches and `main`
 //! start the same server. Shutdown sequence:
 //! 1. the shutdown future resolves (SIGTERM/SIGINT in `main`);
-//! 2. health turns NOT_SERVING, so probes and health-checking clients stop sending;
-//! 3. the listener stops accepting and in-flight RPCs drain, for at most
-//!    `drain_timeout`, after which the remaining connections are dropped;
+//! 2. the store watcher and the registry reloader are stopped wherever they are (a hung
+//!    store or registry must not delay shutdown), and health turns NOT_SERVING, so
+//!    probes and health-checking clients stop sending;
+//! 3. the listener stops accepting, every connection is asked to finish (HTTP/2
+//!    GOAWAY) and in-flight RPCs drain, for at most `drain_timeout`, after which the
+//!    remaining connections are dropped;
 //! 4. `run` returns; dropping the serving core stops the store's reader threads.
 
 use std::future::Future;
@@ -95,9 +98,6 @@ pub enum StartupError {
     /// A configuration this build does not serve.
     #[error("{0}")]
     Unsupported(String),
-    /// The gRPC server failed.
-    #[error("gRPC server: {0}")]
-    Transport(#[from] tonic::transport::Error),
     /// Reflection descriptors could not be registered.
     #[error("gRPC reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
