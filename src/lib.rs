@@ -5,12 +5,14 @@
 //! - [`server`]: builds the serving core from config, runs gRPC with health,
 //!   reflection and a bounded drain on shutdown.
 //! - [`grpc`]: the edge. Feast's `ServingService` and `GrpcFeatureServer`, thin
-//!   handlers that convert and call [`serving`].
-//! - [`serving`]: GetOnlineFeatures without a transport: cached resolution plans,
-//!   entity keys, one batched store read, the columnar response.
-//! - [`refs`]: `view@vN:feature` syntax. [`registry`]: Feast's registry, loaded into an
-//!   immutable [`registry::Snapshot`] published through `ArcSwap`.
-//! - [`store`]: online stores in Feast's byte layouts (SQLite today).
+//!   handlers that convert and call [`serving`]; the one error-kind → code mapping.
+//! - [`serving`]: GetOnlineFeatures without a transport: limits and deadline, cached
+//!   resolution plans, entity keys, one batched store read, and the answer as a domain
+//!   result ([`serving::OnlineFeatures`]) that each edge encodes.
+//! - [`refs`]: `view@vN:feature` syntax. [`registry`]: Feast's registry, read whole from
+//!   a file or SQL ([`registry::RegistryModel`]) and indexed into an immutable
+//!   [`registry::Snapshot`] published through `ArcSwap`.
+//! - [`store`]: online stores in Feast's byte layouts (SQLite, Redis).
 //! - [`config`]: Feast's `feature_store.yaml`. [`error`]: the transport-free kinds of
 //!   failure every core error reports (each edge maps them once: `grpc::status`).
 //!   [`metrics`]: metric names. [`proto`]: generated protobuf messages (no gRPC).
