@@ -12,6 +12,7 @@
 pub mod key;
 pub mod redis;
 pub mod sqlite;
+pub mod value;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
