@@ -153,6 +153,7 @@ impl Error {
                 }
                 StoreError::Unavailable { .. } => Code::Unavailable,
                 StoreError::Timeout { .. } => Code::DeadlineExceeded,
+                StoreError::DataFault { .. } => Code::DataLoss,
             },
         }
     }

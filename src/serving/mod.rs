@@ -316,5 +316,6 @@ fn store_error_kind(e: &crate::store::StoreError) -> &'static str {
         E::Unavailable { .. } => "unavailable",
         E::Timeout { .. } => "timeout",
         E::Protocol { .. } => "protocol",
+        E::DataFault { .. } => "data",
     }
 }

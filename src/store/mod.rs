@@ -121,11 +121,20 @@ pub(crate) struct ValueArena {
 }
 
 impl ValueArena {
-    /// Records `value` as `results[read].values[index]`.
-    pub(crate) fn push(&mut self, read: usize, index: usize, value: &[u8]) {
+    /// Records `value` as `results[read].values[index]`, once it has checked that the
+    /// bytes are a well-formed `feast.types.Value` (here, where they are in cache anyway):
+    /// a client must never receive a value it cannot parse.
+    pub(crate) fn push(
+        &mut self,
+        read: usize,
+        index: usize,
+        value: &[u8],
+    ) -> Result<(), value::Invalid> {
+        value::check(value)?;
         let start = self.buffer.len();
         self.buffer.extend_from_slice(value);
         self.spans.push((read, index, start, self.buffer.len()));
+        Ok(())
     }
 
     /// Stores every recorded value into `results`.
@@ -209,9 +218,43 @@ pub enum StoreError {
         /// What was unexpected.
         detail: String,
     },
+    /// The store holds something Feast's layout does not allow (a wrong Redis type, a
+    /// timestamp or value that does not decode): retrying will not help, the data must
+    /// be rewritten.
+    #[error(
+        "online store {store} holds unreadable data for feature view {view}, entity key {key}: {detail}"
+    )]
+    DataFault {
+        /// Which store (`redis host:port`, `sqlite path`).
+        store: String,
+        /// Storage name of the view (`driver_stats_v1`).
+        view: String,
+        /// The entity key bytes in hex, cut by [`key_hex`].
+        key: String,
+        /// What is unreadable.
+        detail: String,
+    },
     /// The store's workers have stopped (shutdown).
     #[error("online store is shutting down")]
     Closed,
+}
+
+/// Longest entity key shown in a message, in hex characters.
+const KEY_HEX_MAX: usize = 64;
+
+/// An entity key in hex for messages: whole up to 64 characters, otherwise cut there
+/// and marked with its full length.
+pub fn key_hex(key: &[u8]) -> String {
+    use std::fmt::Write;
+    let shown = &key[..key.len().min(KEY_HEX_MAX / 2)];
+    let mut out = String::with_capacity(KEY_HEX_MAX + 16);
+    for b in shown {
+        let _ = write!(out, "{b:02x}");
+    }
+    if shown.len() < key.len() {
+        let _ = write!(out, "… ({} bytes)", key.len());
+    }
+    out
 }
 
 /// The read contract every backend implements.
@@ -278,5 +321,36 @@ impl OnlineStore for Store {
             Store::Sqlite(s) => s.kind(),
             Store::Redis(s) => s.kind(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_keys_are_cut_in_messages() {
+        assert_eq!(key_hex(&[0x01, 0xab]), "01ab");
+        assert_eq!(key_hex(&[7; 32]), "07".repeat(32));
+        let long = key_hex(&[7; 33]);
+        assert_eq!(long, format!("{}… (33 bytes)", "07".repeat(32)));
+    }
+
+    #[test]
+    fn the_arena_refuses_unreadable_values() {
+        let mut arena = ValueArena::default();
+        assert!(arena.push(0, 0, b"\x20\x07").is_ok());
+        assert!(arena.push(0, 1, b"").is_ok());
+        assert!(arena.push(0, 2, b"\x12\x02\xc3\x28").is_err());
+        let mut rows = vec![ViewRows::new(1, 3)];
+        arena.fill(&mut rows);
+        assert_eq!(
+            rows[0].values,
+            vec![
+                Some(Bytes::from_static(b"\x20\x07")),
+                Some(Bytes::new()),
+                None
+            ]
+        );
     }
 }

@@ -14,6 +14,10 @@
 //! grouped with a slot map kept here. Every read is bounded by the store timeout, so
 //! an unreachable Redis gives a prompt error rather than a hung request; reconnection
 //! is automatic.
+//!
+//! What the store holds is checked as it is read: a key that is not a hash, a `_ts`
+//! field that is not a Timestamp, or a value that is not a `feast.types.Value` is a
+//! [`StoreError::DataFault`], never served and never retried.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -24,12 +28,13 @@ use ::redis::cluster_async::ClusterConnection;
 use ::redis::cluster_routing::SingleNodeRoutingInfo;
 use ::redis::{
     Client, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, Pipeline, RedisConnectionInfo,
-    Value,
+    ServerError, Value,
 };
 use arc_swap::ArcSwap;
 use prost::Message;
+use prost_types::Timestamp;
 
-use super::{OnlineStore, StoreError, StoreKind, ValueArena, ViewRead, ViewRows};
+use super::{OnlineStore, StoreError, StoreKind, ValueArena, ViewRead, ViewRows, key_hex};
 use crate::config::{RedisConfig, RedisTls, RedisType};
 
 /// The hash field of `feature` in the view stored as `storage_name`.
@@ -207,6 +212,8 @@ impl RedisStore {
                     // Moved, not cloned: the rest of `Command` is enough from here on.
                     pipe.add_command(std::mem::replace(&mut c.cmd, ::redis::Cmd::new()));
                 }
+                // Each command's own error reply (WRONGTYPE) comes back in its place.
+                pipe.ignore_errors();
                 let mut conn = pick(connections, next);
                 pipe.query_async::<Vec<Value>>(&mut conn)
                     .await
@@ -227,10 +234,19 @@ impl RedisStore {
             .collect();
         let mut arena = ValueArena::default();
         for (c, reply) in commands.iter().zip(replies) {
-            let Value::Array(fields) = reply else {
-                return Err(self.protocol(format!("HMGET answered {reply:?}")));
-            };
             let group = &groups[c.group];
+            let entity_key = group.first().map_or(&[][..], |&r| reads[r].keys.get(c.key));
+            let fields = match reply {
+                Value::Array(fields) => fields,
+                Value::ServerError(e) => {
+                    let views: Vec<&str> = group
+                        .iter()
+                        .map(|&r| reads[r].layout.storage_name.as_str())
+                        .collect();
+                    return Err(self.reply_error(&e, &views.join(", "), entity_key));
+                }
+                other => return Err(self.protocol(format!("HMGET answered {other:?}"))),
+            };
             let wanted: usize = group.iter().map(|&r| reads[r].slots.len() + 1).sum();
             if fields.len() != wanted {
                 return Err(self.protocol(format!(
@@ -241,26 +257,54 @@ impl RedisStore {
             // Each read's fields, then its timestamp field, in the group's order.
             let mut fields = fields.as_slice();
             for &r in group {
-                let n_slots = reads[r].slots.len();
+                let read = &reads[r];
+                let layout = &read.layout;
+                let fault = |detail: String| self.fault(&layout.storage_name, entity_key, detail);
+                let n_slots = read.slots.len();
                 let (view, rest) = fields.split_at(n_slots + 1);
                 fields = rest;
                 let mut found = false;
                 for (slot, field) in view[..n_slots].iter().enumerate() {
-                    if let Value::BulkString(v) = field {
-                        arena.push(r, c.key * n_slots + slot, v);
-                        found = true;
+                    match field {
+                        Value::BulkString(v) => {
+                            arena.push(r, c.key * n_slots + slot, v).map_err(|e| {
+                                let feature = read
+                                    .slots
+                                    .get(slot)
+                                    .and_then(|&f| layout.features.get(f as usize))
+                                    .map_or("?", String::as_str);
+                                fault(format!(
+                                    "value of feature {feature} is not a serialized feast.types.Value ({e})"
+                                ))
+                            })?;
+                            found = true;
+                        }
+                        Value::Nil => {}
+                        other => {
+                            return Err(self.protocol(format!("HMGET answered {other:?}")));
+                        }
                     }
                 }
-                let ts = match &view[n_slots] {
+                match &view[n_slots] {
                     Value::BulkString(raw) => {
-                        found = true;
-                        prost_types::Timestamp::decode(raw.as_slice()).unwrap_or_default()
+                        let ts = event_time(raw).map_err(|e| {
+                            fault(format!(
+                                "_ts:{} field is not a protobuf Timestamp ({e})",
+                                layout.storage_name
+                            ))
+                        })?;
+                        out[r].timestamps[c.key] = Some(ts);
                     }
-                    _ => prost_types::Timestamp::default(),
-                };
-                // No field and no timestamp: the entity is not stored for this view.
-                if found {
-                    out[r].timestamps[c.key] = Some(ts);
+                    // Feast writes the two together: an event time cannot be made up.
+                    Value::Nil if found => {
+                        return Err(fault(format!(
+                            "feature fields are stored without their _ts:{} field",
+                            layout.storage_name
+                        )));
+                    }
+                    // No field and no timestamp: the entity is not stored for this view.
+                    Value::Nil => {}
+                    other => return Err(self.protocol(format!("HMGET answered {other:?}"))),
                 }
             }
         }
@@ -359,6 +403,29 @@ impl RedisStore {
         Ok(())
     }
 
+    /// A command's own error reply for `entity_key` of `view`: WRONGTYPE means the key
+    /// holds something else than Feast's hash (a data fault); anything else is Redis
+    /// refusing to answer (loading, cluster down, ACL).
+    fn reply_error(&self, e: &ServerError, view: &str, entity_key: &[u8]) -> StoreError {
+        let text = match e.details() {
+            Some(detail) => format!("{} {detail}", e.code()),
+            None => e.code().to_owned(),
+        };
+        if e.code() == "WRONGTYPE" {
+            return self.fault(view, entity_key, format!("the key is not a hash ({text})"));
+        }
+        self.unavailable_because(text)
+    }
+
+    fn fault(&self, view: &str, entity_key: &[u8], detail: String) -> StoreError {
+        StoreError::DataFault {
+            store: self.inner.name.clone(),
+            view: view.to_owned(),
+            key: key_hex(entity_key),
+            detail,
+        }
+    }
+
     fn unavailable(&self, e: &::redis::RedisError) -> StoreError {
         if e.is_timeout() {
             return StoreError::Timeout {
@@ -366,9 +433,13 @@ impl RedisStore {
                 after: self.inner.timeout,
             };
         }
+        self.unavailable_because(e.to_string())
+    }
+
+    fn unavailable_because(&self, detail: String) -> StoreError {
         StoreError::Unavailable {
             store: self.inner.name.clone(),
-            detail: e.to_string(),
+            detail,
         }
     }
 
@@ -415,6 +486,22 @@ impl OnlineStore for RedisStore {
     fn kind(&self) -> StoreKind {
         StoreKind::Redis
     }
+}
+
+/// Decodes a `_ts` field: a `google.protobuf.Timestamp` within the range the type
+/// allows (years 1 to 9999, nanos below one second).
+fn event_time(raw: &[u8]) -> Result<Timestamp, String> {
+    const MIN_SECONDS: i64 = -62_135_596_800;
+    const MAX_SECONDS: i64 = 253_402_300_799;
+    let ts = Timestamp::decode(raw).map_err(|e| e.to_string())?;
+    if !(MIN_SECONDS..=MAX_SECONDS).contains(&ts.seconds) || !(0..1_000_000_000).contains(&ts.nanos)
+    {
+        return Err(format!(
+            "seconds {} and nanos {} are out of range",
+            ts.seconds, ts.nanos
+        ));
+    }
+    Ok(ts)
 }
 
 fn pick(connections: &[ConnectionManager], next: &AtomicUsize) -> ConnectionManager {

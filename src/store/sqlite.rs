@@ -24,7 +24,7 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 use tokio::sync::oneshot;
 
-use super::{OnlineStore, StoreError, StoreKind, ValueArena, ViewRead, ViewRows};
+use super::{OnlineStore, StoreError, StoreKind, ValueArena, ViewRead, ViewRows, key_hex};
 
 /// Reads waiting for a connection before new ones are refused.
 const QUEUE_CAPACITY: usize = 4096;
@@ -152,8 +152,8 @@ fn worker(conn: Connection, path: &Path, jobs: Receiver<Job>) {
     }
 }
 
-/// Runs one SELECT per view and gathers the rows. Value blobs are copied once into a
-/// shared buffer and handed out as slices of it.
+/// Runs one SELECT per view and gathers the rows. Value blobs are checked and copied
+/// once into a shared buffer, and handed out as slices of it.
 fn read_views(
     conn: &Connection,
     path: &Path,
@@ -175,6 +175,12 @@ fn read_views(
                 .map(|k| rusqlite::types::Value::Blob(k.to_vec()))
                 .collect(),
         );
+        let fault = |k: usize, detail: String| StoreError::DataFault {
+            store: format!("sqlite {}", path.display()),
+            view: layout.storage_name.clone(),
+            key: key_hex(read.keys.get(k)),
+            detail,
+        };
 
         let mut stmt = conn
             .prepare_cached(&layout.sqlite_select)
@@ -193,7 +199,15 @@ fn read_views(
             else {
                 continue;
             };
-            let ts = event_time(row.get_ref(3).unwrap_or(ValueRef::Null));
+            let ts = event_time(row.get_ref(3).unwrap_or(ValueRef::Null)).map_err(|what| {
+                fault(
+                    k,
+                    format!(
+                        "event_ts of feature {} {what}",
+                        String::from_utf8_lossy(feature)
+                    ),
+                )
+            })?;
             let entity_ts = &mut rows.timestamps[k];
             // Feast keeps one time per entity; take the newest row's.
             if entity_ts
@@ -203,11 +217,30 @@ fn read_views(
                 *entity_ts = Some(ts);
             }
             if let Some(slot) = slots.slot(feature) {
+                let name = || String::from_utf8_lossy(feature);
                 let value = match row.get_ref(2) {
                     Ok(ValueRef::Blob(v)) => v,
-                    _ => &[],
+                    Ok(other) => {
+                        return Err(fault(
+                            k,
+                            format!(
+                                "value of feature {} is {}, not a serialized feast.types.Value",
+                                name(),
+                                sql_type(other)
+                            ),
+                        ));
+                    }
+                    Err(e) => return Err(classify(table, e)),
                 };
-                arena.push(r, k * n_slots + slot, value);
+                arena.push(r, k * n_slots + slot, value).map_err(|e| {
+                    fault(
+                        k,
+                        format!(
+                            "value of feature {} is not a serialized feast.types.Value ({e})",
+                            name()
+                        ),
+                    )
+                })?;
             }
         }
         results.push(rows);
@@ -250,22 +283,39 @@ impl<'a> SlotLookup<'a> {
     }
 }
 
-/// `event_ts` as Feast writes it: integer epoch seconds. Real seconds are accepted;
-/// anything else (pre-0.42 ISO text) reads as the epoch.
-fn event_time(v: ValueRef<'_>) -> Timestamp {
+/// `event_ts` as Feast writes it: integer epoch seconds; real seconds are accepted.
+/// Anything else cannot be placed in time: the error says what it is.
+fn event_time(v: ValueRef<'_>) -> Result<Timestamp, String> {
     match v {
-        ValueRef::Integer(s) => Timestamp {
+        ValueRef::Integer(s) => Ok(Timestamp {
             seconds: s,
             nanos: 0,
-        },
-        ValueRef::Real(f) if f.is_finite() => {
+        }),
+        ValueRef::Real(f) if f.is_finite() && f.abs() < 1e17 => {
             let seconds = f.floor();
-            Timestamp {
+            Ok(Timestamp {
                 seconds: seconds as i64,
                 nanos: ((f - seconds) * 1e9) as i32,
-            }
+            })
         }
-        _ => Timestamp::default(),
+        ValueRef::Real(f) => Err(format!("is {f}, not epoch seconds")),
+        // Feast before 0.42 wrote ISO text; Feast 0.67's own reader cannot use it either.
+        ValueRef::Text(t) => Err(format!(
+            "is text ({:?}), not epoch seconds",
+            String::from_utf8_lossy(&t[..t.len().min(40)])
+        )),
+        other => Err(format!("is {}, not epoch seconds", sql_type(other))),
+    }
+}
+
+/// SQLite's name for the storage class of `v`.
+fn sql_type(v: ValueRef<'_>) -> &'static str {
+    match v {
+        ValueRef::Null => "NULL",
+        ValueRef::Integer(_) => "an INTEGER",
+        ValueRef::Real(_) => "a REAL",
+        ValueRef::Text(_) => "TEXT",
+        ValueRef::Blob(_) => "a BLOB",
     }
 }
 
@@ -352,6 +402,76 @@ pub fn write_rows<'a>(
 mod tests {
     use super::*;
     use crate::store::{KeyBatch, StorageLayout};
+
+    /// A read of features `a` and `b` of table `p_v` for `keys`.
+    fn read_of(keys: &[&[u8]]) -> ViewRead {
+        let mut batch = KeyBatch::default();
+        for k in keys {
+            batch.push(k);
+        }
+        ViewRead {
+            layout: Arc::new(StorageLayout::new(
+                "p",
+                "v",
+                0,
+                vec!["a".into(), "b".into()],
+            )),
+            slots: Arc::from(vec![0u32, 1]),
+            keys: Arc::new(batch),
+        }
+    }
+
+    #[test]
+    fn unreadable_rows_are_data_faults_naming_view_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("online.db");
+        let conn = Connection::open(&path).unwrap();
+        create_table(&conn, "p_v").unwrap();
+        conn.execute_batch(
+            "INSERT INTO p_v (entity_key, feature_name, value, event_ts) VALUES \
+             (x'01', 'a', x'2007', 100), \
+             (x'02', 'a', x'1202c328', 100), \
+             (x'03', 'a', NULL, 100), \
+             (x'04', 'b', x'2007', '2025-01-10 00:00:00'), \
+             (x'05', 'b', x'2007', NULL), \
+             (x'06', 'zz', x'ffff', 100);",
+        )
+        .unwrap();
+        drop(conn);
+        let conn = open_reader(&path).unwrap();
+        let fault = |key: &[u8]| match read_views(&conn, &path, &[read_of(&[b"\x01", key])]) {
+            Err(StoreError::DataFault {
+                store,
+                view,
+                key,
+                detail,
+            }) => {
+                assert_eq!(store, format!("sqlite {}", path.display()));
+                assert_eq!(view, "v");
+                format!("{key}: {detail}")
+            }
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            fault(b"\x02"),
+            "02: value of feature a is not a serialized feast.types.Value (string field 2 is not UTF-8 at byte 2)"
+        );
+        assert_eq!(
+            fault(b"\x03"),
+            "03: value of feature a is NULL, not a serialized feast.types.Value"
+        );
+        assert_eq!(
+            fault(b"\x04"),
+            "04: event_ts of feature b is text (\"2025-01-10 00:00:00\"), not epoch seconds"
+        );
+        assert_eq!(
+            fault(b"\x05"),
+            "05: event_ts of feature b is NULL, not epoch seconds"
+        );
+        // A feature not asked for is not read; its row still dates the entity.
+        let rows = read_views(&conn, &path, &[read_of(&[b"\x06"])]).unwrap();
+        assert_eq!(rows[0].timestamps[0].map(|t| t.seconds), Some(100));
+    }
 
     #[test]
     fn select_uses_the_primary_key_index() {
