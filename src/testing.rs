@@ -34,14 +34,23 @@ pub struct TestServer {
 
 impl TestServer {
     /// Loads `feature_store.yaml` and serves it with `clock`, reloading the registry as
-    /// the daemon does.
+    /// the daemon does (two SQLite readers, other store settings at their defaults).
     pub async fn start(config_path: &Path, clock: Clock) -> Result<Self, StartupError> {
-        let config = config::load(config_path, |_| None)
-            .map_err(|e| StartupError::Unsupported(e.to_string()))?;
         let settings = StoreSettings {
             sqlite_readers: 2,
             ..StoreSettings::default()
         };
+        Self::start_with(config_path, clock, settings).await
+    }
+
+    /// [`TestServer::start`] with the given store settings (timeout, readers, ...).
+    pub async fn start_with(
+        config_path: &Path,
+        clock: Clock,
+        settings: StoreSettings,
+    ) -> Result<Self, StartupError> {
+        let config = config::load(config_path, |_| None)
+            .map_err(|e| StartupError::Unsupported(e.to_string()))?;
         let (serving, reloader) = server::open_serving(&config, &settings, clock).await?;
         Self::serve(Arc::new(serving), Some(reloader)).await
     }

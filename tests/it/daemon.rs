@@ -8,6 +8,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use tern::proto::feast::serving::FieldStatus;
+use tern::server::StoreSettings;
 use tern::serving::Clock;
 use tern::testing::{SyntheticRepo, TestServer, synthetic_value};
 use tonic_health::pb::health_client::HealthClient;
@@ -278,7 +279,13 @@ async fn tern_serve_refuses_to_start_without_a_registry() {
 #[tokio::test]
 async fn shutdown_drains_a_request_in_flight() {
     let (dir, repo, yaml) = small_repo();
-    let server = TestServer::start(&yaml, Clock::Fixed(repo.event_ts))
+    // The read waits on a lock on purpose; this test is about draining, not the store
+    // timeout, so the lock must not outlast it.
+    let settings = StoreSettings {
+        timeout: Duration::from_secs(60),
+        ..StoreSettings::default()
+    };
+    let server = TestServer::start_with(&yaml, Clock::Fixed(repo.event_ts), settings)
         .await
         .unwrap();
     let addr = server.addr;

@@ -14,3 +14,4 @@ mod registry;
 mod reload;
 mod serving;
 mod sql_registry;
+mod sqlite_store;
