@@ -323,41 +323,95 @@ pub fn free_port() -> std::io::Result<u16> {
 }
 
 /// A `redis-server` child process on loopback (never the machine's shared instance),
-/// keeping nothing on disk; killed on drop.
+/// keeping nothing on disk but its own folder (a cluster node's `nodes.conf`); killed
+/// on drop.
 #[derive(Debug)]
 pub struct RedisServer {
     /// Port it listens on (TLS or plain, as started).
     pub port: u16,
     child: std::process::Child,
-    _dir: tempfile::TempDir,
+    /// The `redis-server` arguments after the common ones, for restarts.
+    extra: Vec<String>,
+    dir: tempfile::TempDir,
+}
+
+/// Why a `redis-server` did not start.
+#[derive(Debug)]
+enum Launch {
+    /// Another process took the port between the free-port probe and the bind.
+    PortTaken(std::io::Error),
+    Failed(std::io::Error),
+}
+
+impl Launch {
+    fn into_io(self) -> std::io::Error {
+        match self {
+            Launch::PortTaken(e) | Launch::Failed(e) => e,
+        }
+    }
 }
 
 impl RedisServer {
     /// How long a server may take to say it accepts connections.
     const READY: std::time::Duration = std::time::Duration::from_secs(20);
+    /// Fresh ports tried when another process takes the probed one first.
+    const PORT_ATTEMPTS: usize = 20;
 
-    /// Starts a server on a free port; `extra` are more `redis-server` arguments.
+    /// Starts a server on a free port; `extra` are more `redis-server` arguments. A free
+    /// port can be taken by a parallel test before the server binds it: then it starts
+    /// again on another.
     pub fn start(extra: &[&str]) -> std::io::Result<Self> {
-        Self::start_on(free_port()?, extra)
+        let mut last = None;
+        for _ in 0..Self::PORT_ATTEMPTS {
+            match Self::launch(free_port()?, extra, tempfile::tempdir()?) {
+                Ok(server) => return Ok(server),
+                Err(Launch::PortTaken(e)) => last = Some(e),
+                Err(Launch::Failed(e)) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| std::io::Error::other("no free port for redis-server")))
     }
 
     /// Starts a server on `port` (`--tls-port` in `extra` makes that the TLS port) and
-    /// returns once it accepts connections, as its log says: no sleeping.
+    /// returns once it accepts connections, as its log says: no sleeping. For a port
+    /// fixed in advance (a store configured before its server starts).
     pub fn start_on(port: u16, extra: &[&str]) -> std::io::Result<Self> {
-        use std::io::BufRead;
-        use std::process::{Command, Stdio};
+        Self::launch(port, extra, tempfile::tempdir()?).map_err(Launch::into_io)
+    }
 
-        let dir = tempfile::tempdir()?;
-        let plain_port = if extra.contains(&"--tls-port") {
+    /// Starts the same server again (after [`RedisServer::kill`], or killing it first):
+    /// same port, folder and arguments, so a cluster node keeps its `nodes.conf` and
+    /// rejoins its cluster. Data is not kept.
+    pub fn restart(&mut self) -> std::io::Result<()> {
+        self.kill();
+        let child = Self::spawn(self.port, &self.extra, self.dir.path())?;
+        self.child = Self::ready(child, self.port).map_err(Launch::into_io)?;
+        Ok(())
+    }
+
+    fn launch(port: u16, extra: &[&str], dir: tempfile::TempDir) -> Result<Self, Launch> {
+        let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
+        let child = Self::spawn(port, &extra, dir.path()).map_err(Launch::Failed)?;
+        Ok(Self {
+            port,
+            child: Self::ready(child, port)?,
+            extra,
+            dir,
+        })
+    }
+
+    fn spawn(port: u16, extra: &[String], dir: &Path) -> std::io::Result<std::process::Child> {
+        use std::process::{Command, Stdio};
+        let plain_port = if extra.iter().any(|a| a == "--tls-port") {
             "0".to_owned()
         } else {
             port.to_string()
         };
-        let mut child = Command::new("redis-server")
+        Command::new("redis-server")
             .args(["--port", &plain_port])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(["--daemonize", "no", "--dir"])
-            .arg(dir.path())
+            .arg(dir)
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -369,11 +423,17 @@ impl RedisServer {
                         "redis-server must be installed (apt-get install -y redis-server): {e}"
                     ),
                 )
-            })?;
-        let out = child
-            .stdout
-            .take()
-            .ok_or_else(|| std::io::Error::other("redis-server stdout"))?;
+            })
+    }
+
+    /// Waits until `child` says it accepts connections; kills it otherwise.
+    fn ready(mut child: std::process::Child, port: u16) -> Result<std::process::Child, Launch> {
+        use std::io::BufRead;
+        let Some(out) = child.stdout.take() else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(Launch::Failed(std::io::Error::other("redis-server stdout")));
+        };
         // Drained for the server's lifetime, so it never blocks on a full pipe.
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -381,20 +441,22 @@ impl RedisServer {
                 let _ = tx.send(line);
             }
         });
-        let mut server = Self {
-            port,
-            child,
-            _dir: dir,
-        };
+        let mut port_taken = false;
         loop {
             match rx.recv_timeout(Self::READY) {
-                Ok(line) if line.contains("Ready to accept connections") => return Ok(server),
-                Ok(_) => {}
+                Ok(line) if line.contains("Ready to accept connections") => return Ok(child),
+                Ok(line) => port_taken |= line.contains("Address already in use"),
+                // Exited (its output ended), or silent for too long.
                 Err(_) => {
-                    server.kill();
-                    return Err(std::io::Error::other(format!(
-                        "redis-server on port {port} did not start"
-                    )));
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    let e =
+                        std::io::Error::other(format!("redis-server on port {port} did not start"));
+                    return Err(if port_taken {
+                        Launch::PortTaken(e)
+                    } else {
+                        Launch::Failed(e)
+                    });
                 }
             }
         }
@@ -415,5 +477,40 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    use super::*;
+
+    fn pong(port: u16) -> bool {
+        let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+            return false;
+        };
+        let mut reply = [0u8; 7];
+        conn.write_all(b"PING\r\n").is_ok()
+            && conn.read_exact(&mut reply).is_ok()
+            && &reply == b"+PONG\r\n"
+    }
+
+    #[test]
+    fn a_port_taken_before_the_bind_is_told_apart() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let err = RedisServer::launch(port, &[], tempfile::tempdir().unwrap()).unwrap_err();
+        assert!(matches!(err, Launch::PortTaken(_)), "{err:?}");
+    }
+
+    #[test]
+    fn restart_serves_again_on_the_same_port() {
+        let mut server = RedisServer::start(&[]).unwrap();
+        assert!(pong(server.port));
+        server.kill();
+        assert!(!pong(server.port));
+        server.restart().unwrap();
+        assert!(pong(server.port));
     }
 }

@@ -79,16 +79,17 @@ impl RedisCluster {
     pub async fn start() -> Self {
         let nodes: Vec<RedisServer> = (0..3)
             .map(|_| {
-                let port = free_port();
-                RedisServer::start_on(
-                    port,
-                    &[
-                        "--cluster-enabled",
-                        "yes",
-                        "--cluster-config-file",
-                        &format!("nodes-{port}.conf"),
-                    ],
-                )
+                // Each node has a folder of its own for its nodes.conf, so it rejoins
+                // the cluster after a restart.
+                RedisServer::start(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    // Failures are noticed within a second, not 15.
+                    "--cluster-node-timeout",
+                    "1000",
+                ])
                 .expect("redis-server starts")
             })
             .collect();
