@@ -11,9 +11,12 @@
 //! A request's reads go out as one pipeline of HMGETs, one per entity (views of the
 //! same entity share its hash, so one HMGET carries all their fields): on a single
 //! server over one multiplexed connection; on a cluster as one pipeline per node,
-//! grouped with a slot map kept here. Every read is bounded by the store timeout, so
-//! an unreachable Redis gives a prompt error rather than a hung request; reconnection
-//! is automatic.
+//! grouped with a slot map kept here. On a cluster the pipelines are never split into
+//! single commands: when the errors say the slot map is stale (MOVED, ASK, an unknown
+//! node), the map is refreshed and those nodes' commands go once more, again as one
+//! pipeline per node; any other error (a node down, CLUSTERDOWN) fails the request.
+//! Every read is bounded by the store timeout, so an unreachable Redis gives a prompt
+//! error rather than a hung request; reconnection is automatic.
 //!
 //! What the store holds is checked as it is read: a key that is not a hash, a `_ts`
 //! field that is not a Timestamp, or a value that is not a `feast.types.Value` is a
@@ -27,12 +30,13 @@ use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::cluster_async::ClusterConnection;
 use ::redis::cluster_routing::SingleNodeRoutingInfo;
 use ::redis::{
-    Client, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, Pipeline, RedisConnectionInfo,
-    ServerError, Value,
+    Client, ConnectionAddr, ConnectionInfo, ErrorKind, IntoConnectionInfo, Pipeline,
+    RedisConnectionInfo, ServerError, ServerErrorKind, Value,
 };
 use arc_swap::ArcSwap;
 use prost::Message;
 use prost_types::Timestamp;
+use tokio::sync::Notify;
 
 use super::{OnlineStore, StoreError, StoreKind, ValueArena, ViewRead, ViewRows, key_hex};
 use crate::config::{RedisConfig, RedisTls, RedisType};
@@ -113,10 +117,57 @@ enum Backend {
 
 struct Cluster {
     conn: ClusterConnection,
-    /// Which node serves which slot, to send one pipeline per node. Refreshed when a
-    /// node pipeline fails (the cluster client itself follows MOVED for single commands).
+    /// Which node serves which slot, to send one pipeline per node. Refreshed by every
+    /// health ping, and by a request whose pipelines say it is stale.
     slots: ArcSwap<SlotMap>,
+    /// Set while a request refreshes the map, so that a burst of requests hitting a
+    /// moved slot asks the cluster once. Only ever set through [`Refreshing`], which
+    /// clears it when dropped: a refresh cancelled by the store timeout releases it.
     refreshing: AtomicBool,
+    /// Wakes the requests that waited for that refresh.
+    refreshed: Notify,
+}
+
+/// Ownership of [`Cluster::refreshing`].
+struct Refreshing<'a>(&'a Cluster);
+
+impl<'a> Refreshing<'a> {
+    fn take(cluster: &'a Cluster) -> Option<Self> {
+        (!cluster.refreshing.swap(true, Ordering::AcqRel)).then_some(Self(cluster))
+    }
+}
+
+impl Drop for Refreshing<'_> {
+    fn drop(&mut self) {
+        self.0.refreshing.store(false, Ordering::Release);
+        self.0.refreshed.notify_waiters();
+    }
+}
+
+/// One command of a pipeline and the key it addresses (for cluster routing).
+struct Command {
+    key: Vec<u8>,
+    cmd: ::redis::Cmd,
+}
+
+/// Why the node pipelines of a cluster request failed.
+enum Attempt {
+    /// The slot map is out of date for the commands in `retry` (the rest answered):
+    /// refresh it and send those once more.
+    Stale {
+        retry: Vec<usize>,
+        error: StoreError,
+    },
+    /// Anything else: give up.
+    Failed(StoreError),
+}
+
+impl Attempt {
+    fn into_error(self) -> StoreError {
+        match self {
+            Attempt::Stale { error, .. } | Attempt::Failed(error) => error,
+        }
+    }
 }
 
 impl RedisStore {
@@ -173,7 +224,9 @@ impl RedisStore {
                 let mut builder = ::redis::cluster::ClusterClientBuilder::new(nodes)
                     .connection_timeout(settings.timeout)
                     .response_timeout(settings.timeout)
-                    .retries(2);
+                    // No resending by the client: a retried pipeline would reach Redis
+                    // again for every entity. Retries are decided here, once per request.
+                    .retries(0);
                 if let Some(certs) = certs {
                     builder = builder.certs(certs);
                 }
@@ -185,6 +238,7 @@ impl RedisStore {
                     conn,
                     slots: ArcSwap::from_pointee(SlotMap::default()),
                     refreshing: AtomicBool::new(false),
+                    refreshed: Notify::new(),
                 })
             }
         };
@@ -204,38 +258,20 @@ impl RedisStore {
     }
 
     async fn read_inner(&self, reads: &[ViewRead]) -> Result<Vec<ViewRows>, StoreError> {
-        let (groups, mut commands) = commands(reads, &self.inner.project);
-        let replies = match &self.inner.backend {
-            Backend::Single(connections, next) => {
-                let mut pipe = Pipeline::with_capacity(commands.len());
-                for c in &mut commands {
-                    // Moved, not cloned: the rest of `Command` is enough from here on.
-                    pipe.add_command(std::mem::replace(&mut c.cmd, ::redis::Cmd::new()));
-                }
-                // Each command's own error reply (WRONGTYPE) comes back in its place.
-                pipe.ignore_errors();
-                let mut conn = pick(connections, next);
-                pipe.query_async::<Vec<Value>>(&mut conn)
-                    .await
-                    .map_err(|e| self.unavailable(&e))?
-            }
-            Backend::Cluster(cluster) => self.cluster_read(cluster, &commands).await?,
-        };
-        if replies.len() != commands.len() {
-            return Err(self.protocol(format!(
-                "{} replies for {} commands",
-                replies.len(),
-                commands.len()
-            )));
-        }
+        let Hmgets {
+            groups,
+            targets,
+            commands,
+        } = commands(reads, &self.inner.project);
+        let replies = self.send(commands).await?;
         let mut out: Vec<ViewRows> = reads
             .iter()
             .map(|r| ViewRows::new(r.keys.len(), r.slots.len()))
             .collect();
         let mut arena = ValueArena::default();
-        for (c, reply) in commands.iter().zip(replies) {
-            let group = &groups[c.group];
-            let entity_key = group.first().map_or(&[][..], |&r| reads[r].keys.get(c.key));
+        for (&(g, k), reply) in targets.iter().zip(replies) {
+            let group = &groups[g];
+            let entity_key = group.first().map_or(&[][..], |&r| reads[r].keys.get(k));
             let fields = match reply {
                 Value::Array(fields) => fields,
                 Value::ServerError(e) => {
@@ -267,7 +303,7 @@ impl RedisStore {
                 for (slot, field) in view[..n_slots].iter().enumerate() {
                     match field {
                         Value::BulkString(v) => {
-                            arena.push(r, c.key * n_slots + slot, v).map_err(|e| {
+                            arena.push(r, k * n_slots + slot, v).map_err(|e| {
                                 let feature = read
                                     .slots
                                     .get(slot)
@@ -293,7 +329,7 @@ impl RedisStore {
                                 layout.storage_name
                             ))
                         })?;
-                        out[r].timestamps[c.key] = Some(ts);
+                        out[r].timestamps[k] = Some(ts);
                     }
                     // Feast writes the two together: an event time cannot be made up.
                     Value::Nil if found => {
@@ -312,95 +348,164 @@ impl RedisStore {
         Ok(out)
     }
 
-    async fn cluster_read(
-        &self,
-        cluster: &Cluster,
-        commands: &[Command],
-    ) -> Result<Vec<Value>, StoreError> {
-        if cluster.slots.load().is_empty() {
-            self.refresh_slots(cluster).await?;
-        }
-        let slots = cluster.slots.load_full();
-        // One pipeline per node, commands in request order within each.
-        let mut groups: Vec<(NodeAddr, Vec<usize>)> = Vec::new();
-        for (i, c) in commands.iter().enumerate() {
-            let node = slots
-                .node_for(key_slot(&c.key_bytes))
-                .cloned()
-                .unwrap_or_default();
-            match groups.iter_mut().find(|(n, _)| *n == node) {
-                Some((_, members)) => members.push(i),
-                None => groups.push((node, vec![i])),
-            }
-        }
-        let sends = groups.iter().map(|(node, members)| {
-            let mut conn = cluster.conn.clone();
-            async move {
-                let mut pipe = Pipeline::with_capacity(members.len());
-                for &i in members {
-                    pipe.add_command(commands[i].cmd.clone());
+    /// Sends `commands` in one pipeline (on a cluster, one per node) and answers their
+    /// replies in order. A command's own error reply comes back in its place as a
+    /// `Value::ServerError`, so the caller knows which key it concerns.
+    async fn send(&self, mut commands: Vec<Command>) -> Result<Vec<Value>, StoreError> {
+        let n = commands.len();
+        let replies = match &self.inner.backend {
+            Backend::Single(connections, next) => {
+                let mut pipe = Pipeline::with_capacity(n);
+                for c in &mut commands {
+                    // Moved, not cloned: the command is not needed again.
+                    pipe.add_command(std::mem::replace(&mut c.cmd, ::redis::Cmd::new()));
                 }
-                let route = SingleNodeRoutingInfo::ByAddress {
-                    host: node.0.clone(),
-                    port: node.1,
-                };
-                match conn.route_pipeline(pipe, 0, members.len(), route).await {
-                    Ok(values) => Ok((values, false)),
-                    // Topology moved or the map is stale: let the client route each
-                    // command (it follows MOVED), and refresh the map.
-                    Err(_) => {
-                        let singles = members.iter().map(|&i| {
-                            let mut conn = conn.clone();
-                            async move { commands[i].cmd.query_async::<Value>(&mut conn).await }
-                        });
-                        let values = futures_util::future::try_join_all(singles).await?;
-                        Ok::<_, ::redis::RedisError>((values, true))
-                    }
-                }
+                pipe.ignore_errors();
+                let mut conn = pick(connections, next);
+                pipe.query_async::<Vec<Value>>(&mut conn)
+                    .await
+                    .map_err(|e| self.unavailable(&e))?
             }
-        });
-        let answers = futures_util::future::join_all(sends).await;
-        let mut replies = vec![Value::Nil; commands.len()];
-        let mut stale = false;
-        for ((_, members), answer) in groups.iter().zip(answers) {
-            let (values, fell_back) = answer.map_err(|e| self.unavailable(&e))?;
-            stale |= fell_back;
-            if values.len() != members.len() {
-                return Err(self.protocol(format!(
-                    "{} replies for {} commands",
-                    values.len(),
-                    members.len()
-                )));
-            }
-            for (&i, v) in members.iter().zip(values) {
-                replies[i] = v;
-            }
-        }
-        if stale {
-            // Best effort, off the request path.
-            let store = self.clone();
-            tokio::spawn(async move {
-                if let Backend::Cluster(cluster) = &store.inner.backend {
-                    let _ = store.refresh_slots(cluster).await;
-                }
-            });
+            Backend::Cluster(cluster) => self.cluster_send(cluster, &commands).await?,
+        };
+        if replies.len() != n {
+            return Err(self.protocol(format!("{} replies for {n} commands", replies.len())));
         }
         Ok(replies)
     }
 
-    async fn refresh_slots(&self, cluster: &Cluster) -> Result<(), StoreError> {
-        if cluster.refreshing.swap(true, Ordering::AcqRel) {
-            return Ok(());
+    async fn cluster_send(
+        &self,
+        cluster: &Cluster,
+        commands: &[Command],
+    ) -> Result<Vec<Value>, StoreError> {
+        let map = cluster.slots.load_full();
+        let map = if map.is_empty() {
+            self.refresh_slots(cluster).await?
+        } else {
+            map
+        };
+        let mut replies = vec![Value::Nil; commands.len()];
+        let all: Vec<usize> = (0..commands.len()).collect();
+        match self
+            .node_pipelines(cluster, &map, commands, &all, &mut replies)
+            .await
+        {
+            Ok(()) => {}
+            // Only the commands of the nodes that were wrong go again, once.
+            Err(Attempt::Stale { retry, .. }) => {
+                let map = self.refresh_slots(cluster).await?;
+                self.node_pipelines(cluster, &map, commands, &retry, &mut replies)
+                    .await
+                    .map_err(Attempt::into_error)?;
+            }
+            Err(Attempt::Failed(e)) => return Err(e),
         }
-        let result = ::redis::cmd("CLUSTER")
+        Ok(replies)
+    }
+
+    /// Sends `commands[members]` as one pipeline per node that `map` says serves their
+    /// keys (commands in order within each) and stores each reply in `replies`.
+    async fn node_pipelines(
+        &self,
+        cluster: &Cluster,
+        map: &SlotMap,
+        commands: &[Command],
+        members: &[usize],
+        replies: &mut [Value],
+    ) -> Result<(), Attempt> {
+        let mut groups: Vec<(&NodeAddr, Vec<usize>)> = Vec::new();
+        let mut retry = Vec::new();
+        let mut stale = None;
+        for &i in members {
+            let slot = key_slot(&commands[i].key);
+            let Some(node) = map.node_for(slot) else {
+                retry.push(i);
+                stale.get_or_insert_with(|| {
+                    self.unavailable_because(format!("no known node serves slot {slot}"))
+                });
+                continue;
+            };
+            match groups.iter_mut().find(|(n, _)| *n == node) {
+                Some((_, group)) => group.push(i),
+                None => groups.push((node, vec![i])),
+            }
+        }
+        let sends = groups.iter().map(|(node, group)| {
+            let mut conn = cluster.conn.clone();
+            let mut pipe = Pipeline::with_capacity(group.len());
+            for &i in group {
+                pipe.add_command(commands[i].cmd.clone());
+            }
+            let route = SingleNodeRoutingInfo::ByAddress {
+                host: node.0.clone(),
+                port: node.1,
+            };
+            async move { conn.route_pipeline(pipe, 0, group.len(), route).await }
+        });
+        let answers = futures_util::future::join_all(sends).await;
+        let mut failed = None;
+        for ((_, group), answer) in groups.iter().zip(answers) {
+            match answer {
+                Ok(values) if values.len() == group.len() => {
+                    for (&i, v) in group.iter().zip(values) {
+                        replies[i] = v;
+                    }
+                }
+                Ok(values) => {
+                    failed = Some(self.protocol(format!(
+                        "{} replies for {} commands",
+                        values.len(),
+                        group.len()
+                    )));
+                }
+                Err(e) if map_is_stale(&e) => {
+                    retry.extend_from_slice(group);
+                    stale.get_or_insert_with(|| self.unavailable(&e));
+                }
+                Err(e) => failed = Some(self.unavailable(&e)),
+            }
+        }
+        // A node that is down or refusing fails the request: another round would only
+        // send the same commands to Redis again.
+        match (failed, stale) {
+            (Some(error), _) => Err(Attempt::Failed(error)),
+            (None, Some(error)) => Err(Attempt::Stale { retry, error }),
+            (None, None) => Ok(()),
+        }
+    }
+
+    /// A fresh slot map for a request. If another request is already asking, waits for
+    /// its answer instead of asking too.
+    async fn refresh_slots(&self, cluster: &Cluster) -> Result<Arc<SlotMap>, StoreError> {
+        let done = cluster.refreshed.notified();
+        tokio::pin!(done);
+        // Registered before looking at the flag, so a refresh ending in between wakes it.
+        done.as_mut().enable();
+        match Refreshing::take(cluster) {
+            Some(_refreshing) => self.query_slots(cluster).await,
+            None => {
+                done.await;
+                Ok(cluster.slots.load_full())
+            }
+        }
+    }
+
+    /// Asks the cluster for its slot map (CLUSTER SLOTS, to any node) and keeps it.
+    async fn query_slots(&self, cluster: &Cluster) -> Result<Arc<SlotMap>, StoreError> {
+        let reply = ::redis::cmd("CLUSTER")
             .arg("SLOTS")
             .query_async::<Value>(&mut cluster.conn.clone())
-            .await;
-        cluster.refreshing.store(false, Ordering::Release);
-        let map = SlotMap::parse(&result.map_err(|e| self.unavailable(&e))?)
+            .await
+            .map_err(|e| self.unavailable(&e))?;
+        let map = SlotMap::parse(&reply)
             .ok_or_else(|| self.protocol("CLUSTER SLOTS answered an unexpected shape".into()))?;
-        cluster.slots.store(Arc::new(map));
-        Ok(())
+        if map.is_empty() {
+            return Err(self.unavailable_because("the cluster serves no slots".into()));
+        }
+        let map = Arc::new(map);
+        cluster.slots.store(map.clone());
+        Ok(map)
     }
 
     /// A command's own error reply for `entity_key` of `view`: WRONGTYPE means the key
@@ -449,19 +554,24 @@ impl RedisStore {
             detail,
         }
     }
+
+    fn timeout(&self) -> StoreError {
+        StoreError::Timeout {
+            store: self.inner.name.clone(),
+            after: self.inner.timeout,
+        }
+    }
 }
 
 impl OnlineStore for RedisStore {
     async fn read(&self, reads: Vec<ViewRead>) -> Result<Vec<ViewRows>, StoreError> {
-        match tokio::time::timeout(self.inner.timeout, self.read_inner(&reads)).await {
-            Ok(result) => result,
-            Err(_) => Err(StoreError::Timeout {
-                store: self.inner.name.clone(),
-                after: self.inner.timeout,
-            }),
-        }
+        tokio::time::timeout(self.inner.timeout, self.read_inner(&reads))
+            .await
+            .unwrap_or_else(|_| Err(self.timeout()))
     }
 
+    /// Asks Redis every time (never a cached answer): on a cluster, CLUSTER SLOTS to
+    /// any node, which also keeps the slot map fresh; it fails when no node answers.
     async fn ping(&self) -> Result<(), StoreError> {
         let check = async {
             match &self.inner.backend {
@@ -470,22 +580,28 @@ impl OnlineStore for RedisStore {
                     .await
                     .map(drop)
                     .map_err(|e| self.unavailable(&e)),
-                // Answering CLUSTER SLOTS proves a node is up and refreshes the map.
-                Backend::Cluster(cluster) => self.refresh_slots(cluster).await,
+                Backend::Cluster(cluster) => self.query_slots(cluster).await.map(drop),
             }
         };
-        match tokio::time::timeout(self.inner.timeout, check).await {
-            Ok(result) => result,
-            Err(_) => Err(StoreError::Timeout {
-                store: self.inner.name.clone(),
-                after: self.inner.timeout,
-            }),
-        }
+        tokio::time::timeout(self.inner.timeout, check)
+            .await
+            .unwrap_or_else(|_| Err(self.timeout()))
     }
 
     fn kind(&self) -> StoreKind {
         StoreKind::Redis
     }
+}
+
+/// Errors that say a node pipeline went to the wrong node: the slot moved (MOVED, ASK),
+/// the node was demoted (READONLY), or the client knows no such node any more.
+fn map_is_stale(e: &::redis::RedisError) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::Server(
+            ServerErrorKind::Moved | ServerErrorKind::Ask | ServerErrorKind::ReadOnly
+        ) | ErrorKind::ClusterConnectionNotFound
+    )
 }
 
 /// Decodes a `_ts` field: a `google.protobuf.Timestamp` within the range the type
@@ -510,21 +626,10 @@ fn pick(connections: &[ConnectionManager], next: &AtomicUsize) -> ConnectionMana
     connections[i].clone()
 }
 
-/// One HMGET of one entity for every read of a group.
-struct Command {
-    /// Index into the groups `commands` returns.
-    group: usize,
-    /// The entity's position in the group's key batch.
-    key: usize,
-    /// The Redis key (for slot routing).
-    key_bytes: Vec<u8>,
-    cmd: ::redis::Cmd,
-}
-
 /// The request's HMGETs. Views of the same entity share its hash in Feast's layout, and
 /// their reads share one key batch: such reads form a group, and one HMGET per entity
 /// asks for all of the group's fields (each read's features, then its `_ts` field).
-fn commands(reads: &[ViewRead], project: &[u8]) -> (Vec<Vec<usize>>, Vec<Command>) {
+fn commands(reads: &[ViewRead], project: &[u8]) -> Hmgets {
     let mut groups: Vec<Vec<usize>> = Vec::new();
     for (r, read) in reads.iter().enumerate() {
         match groups.iter_mut().find(|g| {
@@ -535,23 +640,23 @@ fn commands(reads: &[ViewRead], project: &[u8]) -> (Vec<Vec<usize>>, Vec<Command
             None => groups.push(vec![r]),
         }
     }
-    let mut out = Vec::with_capacity(
-        groups
-            .iter()
-            .filter_map(|g| g.first())
-            .map(|&r| reads[r].keys.len())
-            .sum(),
-    );
+    let n: usize = groups
+        .iter()
+        .filter_map(|g| g.first())
+        .map(|&r| reads[r].keys.len())
+        .sum();
+    let mut targets = Vec::with_capacity(n);
+    let mut out = Vec::with_capacity(n);
     for (g, group) in groups.iter().enumerate() {
         let Some(keys) = group.first().map(|&r| &reads[r].keys) else {
             continue;
         };
         for (k, entity_key) in keys.iter().enumerate() {
-            let mut key_bytes = Vec::with_capacity(entity_key.len() + project.len());
-            key_bytes.extend_from_slice(entity_key);
-            key_bytes.extend_from_slice(project);
+            let mut key = Vec::with_capacity(entity_key.len() + project.len());
+            key.extend_from_slice(entity_key);
+            key.extend_from_slice(project);
             let mut cmd = ::redis::cmd("HMGET");
-            cmd.arg(&key_bytes);
+            cmd.arg(&key);
             for &r in group {
                 let read = &reads[r];
                 for &slot in read.slots.iter() {
@@ -561,15 +666,24 @@ fn commands(reads: &[ViewRead], project: &[u8]) -> (Vec<Vec<usize>>, Vec<Command
                 }
                 cmd.arg(&read.layout.redis_ts_field);
             }
-            out.push(Command {
-                group: g,
-                key: k,
-                key_bytes,
-                cmd,
-            });
+            targets.push((g, k));
+            out.push(Command { key, cmd });
         }
     }
-    (groups, out)
+    Hmgets {
+        groups,
+        targets,
+        commands: out,
+    }
+}
+
+/// A request's HMGETs and where their answers go.
+struct Hmgets {
+    /// Indexes of the reads sharing one key batch.
+    groups: Vec<Vec<usize>>,
+    /// Per command: its group, and the entity's position in the group's key batch.
+    targets: Vec<(usize, usize)>,
+    commands: Vec<Command>,
 }
 
 fn connection_info(

@@ -5,24 +5,13 @@
 
 use std::path::Path;
 
-use tern::config::KeySerialization;
 use tern::serving::Clock;
-use tern::store::{EntityValue, key, key_hex};
+use tern::store::key_hex;
 use tern::testing::TestServer;
 use tonic::Code;
 
 use crate::redis_support::*;
 use crate::support::*;
-
-/// The fixture's reference time, as in the compatibility tests.
-const NOW: i64 = 1_736_470_800;
-
-/// Feast's entity key of driver `id` (no project suffix).
-fn driver_key(id: i64) -> Vec<u8> {
-    let mut k = key::key_prefix(&["driver_id"], KeySerialization::V3);
-    key::push_value(&mut k, &EntityValue::Int64(id));
-    k
-}
 
 /// Asks for the active `driver_stats` (stored as `driver_stats_v1`) of `ids`.
 async fn driver_stats(url: &str, ids: &[i64]) -> Result<(), tonic::Status> {

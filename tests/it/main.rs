@@ -8,6 +8,7 @@ mod support;
 mod compat;
 mod daemon;
 mod data_faults;
+mod redis_cluster;
 mod redis_store;
 mod redis_support;
 mod registry;

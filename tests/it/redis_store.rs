@@ -8,34 +8,16 @@ use tern::proto::feast::serving::FieldStatus;
 use tern::serving::Clock;
 use tern::testing::TestServer;
 use tonic::Code;
-use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::compat::check_all_cases;
 use crate::redis_support::*;
 use crate::support::*;
 
 const DEADLINE: Duration = Duration::from_secs(10);
-/// The fixture's reference time (ttl checks), as in the SQLite compatibility test.
-const NOW: i64 = 1_736_470_800;
 
 fn single(addr: &str, extra: &str) -> String {
     format!("  type: redis\n  connection_string: \"{addr}{extra}\"\n")
-}
-
-async fn health(url: &str) -> Option<i32> {
-    let ch = tonic::transport::Endpoint::from_shared(url.to_owned())
-        .ok()?
-        .connect()
-        .await
-        .ok()?;
-    HealthClient::new(ch)
-        .check(HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .ok()
-        .map(|r| r.into_inner().status)
 }
 
 /// A daemon that cannot reach its Redis: health says NOT_SERVING and a request gets a
@@ -50,13 +32,6 @@ async fn refused_while_redis_is_unreachable(url: &str) -> tonic::Status {
         "{status:?}"
     );
     status
-}
-
-fn driver_request(ids: &[i64]) -> tern::proto::tern::wire::GetOnlineFeaturesRequest {
-    refs_request(
-        &["driver_stats:conv_rate", "driver_stats@v2:vip_level"],
-        vec![("driver_id", ids.iter().map(|i| int64(*i)).collect())],
-    )
 }
 
 /// Serves the example repo's registry over `online_store`, with online versioning on
