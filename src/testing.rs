@@ -17,7 +17,8 @@ use crate::proto::feast::types::{Value, value_type::Enum as ValueType};
 use crate::registry::{ReloadHandle, Reloader};
 use crate::server::{self, ServerSettings, StartupError, StoreSettings};
 use crate::serving::{Clock, Serving};
-use crate::store::{EntityValue, key, sqlite};
+use crate::store::redis::WriteRow;
+use crate::store::{EntityValue, RedisSettings, RedisStore, StorageLayout, key, sqlite};
 
 /// A server running in this process on `127.0.0.1:<free port>`.
 #[derive(Debug)]
@@ -239,7 +240,8 @@ impl SyntheticRepo {
     }
 
     /// Writes `feature_store.yaml` and `data/registry.db` under `dir`, and the values
-    /// into the Redis server at `addr` in Feast's layout; returns the YAML's path.
+    /// into the Redis server at `addr` with Tern's writer (Feast's layout and rules);
+    /// returns the YAML's path.
     pub async fn write_redis(
         &self,
         dir: &Path,
@@ -250,48 +252,70 @@ impl SyntheticRepo {
             dir.join("data/registry.db"),
             self.registry().encode_to_vec(),
         )?;
+        let yaml = self.write_yaml(
+            dir,
+            &format!("  type: redis\n  connection_string: \"{addr}\"\n"),
+        )?;
+        let config::OnlineStoreConfig::Redis(redis) = config::load(&yaml, |_| None)?.online_store
+        else {
+            return Err("the YAML just written names no Redis store".into());
+        };
+        let store = RedisStore::open(
+            &redis,
+            &self.project,
+            RedisSettings {
+                // Fixture batches are large: give each round trip room.
+                timeout: std::time::Duration::from_secs(30),
+                connections: 1,
+            },
+        )?;
         let features: Vec<String> = (0..self.features).map(|f| format!("f{f}")).collect();
-        let layout = crate::store::StorageLayout::new(&self.project, Self::VIEW, 0, features);
-        let mut conn = ::redis::Client::open(format!("redis://{addr}"))?
-            .get_multiplexed_async_connection()
-            .await?;
+        let layout = StorageLayout::new(&self.project, Self::VIEW, 0, features.clone());
         let prefix = key::key_prefix(&["driver_id"], self.key_serialization);
-        let ts = prost_types::Timestamp {
+        let event_time = prost_types::Timestamp {
             seconds: self.event_ts,
             nanos: 0,
         };
         for chunk in (1..=self.entities).collect::<Vec<_>>().chunks(500) {
-            let mut pipe = ::redis::pipe();
+            let mut keys = Vec::with_capacity(chunk.len());
+            let mut values = Vec::with_capacity(chunk.len());
             for &id in chunk {
                 let mut k = prefix.clone();
                 key::push_value(&mut k, &EntityValue::Int64(id));
-                let values: Vec<Vec<u8>> = (0..self.features)
-                    .map(|f| {
-                        Value {
-                            val: Some(Val::DoubleVal(synthetic_value(id, f))),
-                        }
-                        .encode_to_vec()
-                    })
-                    .collect();
-                let slots: Vec<(usize, &[u8])> = values
-                    .iter()
-                    .enumerate()
-                    .map(|(f, v)| (f, v.as_slice()))
-                    .collect();
-                pipe.add_command(crate::store::redis::hset_command(
-                    &k,
-                    &self.project,
-                    &layout,
-                    &slots,
-                    ts,
-                ));
+                keys.push(k);
+                values.push(
+                    (0..self.features)
+                        .map(|f| {
+                            Value {
+                                val: Some(Val::DoubleVal(synthetic_value(id, f))),
+                            }
+                            .encode_to_vec()
+                        })
+                        .collect::<Vec<_>>(),
+                );
             }
-            pipe.query_async::<()>(&mut conn).await?;
+            let pairs: Vec<Vec<(&str, &[u8])>> = values
+                .iter()
+                .map(|row| {
+                    features
+                        .iter()
+                        .map(String::as_str)
+                        .zip(row.iter().map(Vec::as_slice))
+                        .collect()
+                })
+                .collect();
+            let rows: Vec<WriteRow<'_>> = keys
+                .iter()
+                .zip(&pairs)
+                .map(|(k, v)| WriteRow {
+                    entity_key: k,
+                    values: v,
+                    event_time,
+                })
+                .collect();
+            store.write_batch(&layout, &rows).await?;
         }
-        self.write_yaml(
-            dir,
-            &format!("  type: redis\n  connection_string: \"{addr}\"\n"),
-        )
+        Ok(yaml)
     }
 
     fn write_yaml(

@@ -1,4 +1,5 @@
-//! Feast's Redis online store layout, read in one round trip per request.
+//! Feast's Redis online store layout, read in one round trip per request, and written
+//! as Feast's materialization writes it.
 //!
 //! Layout (what Feast 0.67 writes): one hash per entity, keyed by the entity-key bytes
 //! followed by the project name, shared by every view and version. A feature's field is
@@ -22,6 +23,7 @@
 //! field that is not a Timestamp, or a value that is not a `feast.types.Value` is a
 //! [`StoreError::DataFault`], never served and never retried.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -38,7 +40,9 @@ use prost::Message;
 use prost_types::Timestamp;
 use tokio::sync::Notify;
 
-use super::{OnlineStore, StoreError, StoreKind, ValueArena, ViewRead, ViewRows, key_hex};
+use super::{
+    OnlineStore, StorageLayout, StoreError, StoreKind, ValueArena, ViewRead, ViewRows, key_hex,
+};
 use crate::config::{RedisConfig, RedisTls, RedisType};
 
 /// The hash field of `feature` in the view stored as `storage_name`.
@@ -50,31 +54,6 @@ pub fn field_name(storage_name: &str, feature: &str) -> [u8; 4] {
     mur3::murmurhash3_x86_32(&name, 0).to_le_bytes()
 }
 
-/// One entity's values of one view as Feast's `feast materialize` writes them: an
-/// HSET of each feature's field and of `_ts:{view}`. `values` pairs a feature's index
-/// in `layout.features` with its serialized `feast.types.Value` (empty for null).
-pub fn hset_command(
-    entity_key: &[u8],
-    project: &str,
-    layout: &super::StorageLayout,
-    values: &[(usize, &[u8])],
-    event_time: prost_types::Timestamp,
-) -> ::redis::Cmd {
-    let mut key = Vec::with_capacity(entity_key.len() + project.len());
-    key.extend_from_slice(entity_key);
-    key.extend_from_slice(project.as_bytes());
-    let mut cmd = ::redis::cmd("HSET");
-    cmd.arg(key);
-    for &(feature, value) in values {
-        if let Some(field) = layout.redis_fields.get(feature) {
-            cmd.arg(&field[..]).arg(value);
-        }
-    }
-    cmd.arg(&layout.redis_ts_field)
-        .arg(event_time.encode_to_vec());
-    cmd
-}
-
 /// Store-level knobs.
 #[derive(Debug, Clone, Copy)]
 pub struct RedisSettings {
@@ -83,6 +62,27 @@ pub struct RedisSettings {
     /// Multiplexed connections to a single server, used in turn (each pipelines many
     /// requests; more than one helps only when one connection's I/O task saturates).
     pub connections: usize,
+}
+
+/// One entity's values of one view, as Feast's materialization hands them to
+/// `online_write_batch`.
+#[derive(Debug, Clone, Copy)]
+pub struct WriteRow<'a> {
+    /// Serialized entity key (no project suffix).
+    pub entity_key: &'a [u8],
+    /// `(feature name, serialized feast.types.Value)`; an empty value is a null.
+    pub values: &'a [(&'a str, &'a [u8])],
+    /// The row's event time.
+    pub event_time: Timestamp,
+}
+
+/// What a [`RedisStore::write_batch`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    /// Rows written.
+    pub written: usize,
+    /// Rows skipped: not newer than what the store (or an earlier row of the batch) holds.
+    pub skipped: usize,
 }
 
 /// Handle to a Redis (or Redis Cluster) online store. Cheap to clone.
@@ -106,6 +106,8 @@ struct Inner {
     timeout: Duration,
     /// `redis host:port[,...]` for messages; never holds credentials.
     name: String,
+    /// `key_ttl_seconds`: the expiry a write sets on the entity's key.
+    key_ttl: Option<u64>,
 }
 
 enum Backend {
@@ -248,6 +250,7 @@ impl RedisStore {
                 project: project.as_bytes().to_vec(),
                 timeout: settings.timeout,
                 name,
+                key_ttl: config.key_ttl_seconds,
             }),
         })
     }
@@ -255,6 +258,113 @@ impl RedisStore {
     /// `redis host:port` for messages.
     pub fn name(&self) -> &str {
         &self.inner.name
+    }
+
+    /// Writes one view's rows as Feast 0.67's `online_write_batch` does (its default
+    /// path, `skip_dedup` off): one round trip reads every row's stored `_ts` field; a
+    /// row whose event time is not newer than the stored one, or than an earlier row of
+    /// the batch for the same entity, is skipped; the others are written in a second
+    /// round trip, each as one HSET of its `_ts` field (seconds and nanos) and its
+    /// features, followed by an EXPIRE of the key when `key_ttl_seconds` is set. On a
+    /// cluster each round trip is one pipeline per node. Not atomic, as in Feast: a
+    /// concurrent writer can interleave between the two round trips.
+    pub async fn write_batch(
+        &self,
+        layout: &StorageLayout,
+        rows: &[WriteRow<'_>],
+    ) -> Result<Written, StoreError> {
+        let keys: Vec<Vec<u8>> = rows.iter().map(|r| self.redis_key(r.entity_key)).collect();
+        let reads = keys
+            .iter()
+            .map(|key| {
+                let mut cmd = ::redis::cmd("HMGET");
+                cmd.arg(key).arg(&layout.redis_ts_field);
+                Command {
+                    key: key.clone(),
+                    cmd,
+                }
+            })
+            .collect();
+        let stored = self.send(reads).await?;
+
+        let mut summary = Written::default();
+        let mut writes = Vec::with_capacity(rows.len() * 2);
+        // Newest event time queued so far per key: the reads above all happened before
+        // any write, so rows of one entity must also be compared with each other.
+        let mut queued: HashMap<&[u8], i128> = HashMap::new();
+        for ((row, key), reply) in rows.iter().zip(&keys).zip(stored) {
+            let fault = |detail: String| self.fault(&layout.storage_name, row.entity_key, detail);
+            let previous = match reply {
+                Value::Array(fields) => match fields.first() {
+                    Some(Value::BulkString(raw)) => total_nanos(event_time(raw).map_err(|e| {
+                        fault(format!(
+                            "_ts:{} field is not a protobuf Timestamp ({e})",
+                            layout.storage_name
+                        ))
+                    })?),
+                    Some(Value::Nil) | None => 0,
+                    Some(other) => {
+                        return Err(self.protocol(format!("HMGET answered {other:?}")));
+                    }
+                },
+                Value::ServerError(e) => {
+                    return Err(self.reply_error(&e, &layout.storage_name, row.entity_key));
+                }
+                other => return Err(self.protocol(format!("HMGET answered {other:?}"))),
+            };
+            let new = total_nanos(row.event_time);
+            let seen = previous.max(queued.get(key.as_slice()).copied().unwrap_or(0));
+            // Feast's rule: 0 means "nothing stored"; an equal time is not newer.
+            if seen != 0 && new <= seen {
+                summary.skipped += 1;
+                continue;
+            }
+            queued.insert(key, new);
+            let mut hset = ::redis::cmd("HSET");
+            hset.arg(key)
+                .arg(&layout.redis_ts_field)
+                .arg(row.event_time.encode_to_vec());
+            for &(feature, value) in row.values {
+                match layout.feature_index.get(feature) {
+                    Some(&i) => hset.arg(&layout.redis_fields[i as usize][..]),
+                    // Feast writes whatever features a row has, known to the view or not.
+                    None => hset.arg(&field_name(&layout.storage_name, feature)[..]),
+                };
+                hset.arg(value);
+            }
+            writes.push(Command {
+                key: key.clone(),
+                cmd: hset,
+            });
+            if let Some(ttl) = self.inner.key_ttl {
+                let mut expire = ::redis::cmd("EXPIRE");
+                expire.arg(key).arg(ttl);
+                writes.push(Command {
+                    key: key.clone(),
+                    cmd: expire,
+                });
+            }
+            summary.written += 1;
+        }
+        if writes.is_empty() {
+            return Ok(summary);
+        }
+        let keys_written: Vec<Vec<u8>> = writes.iter().map(|c| c.key.clone()).collect();
+        for (reply, key) in self.send(writes).await?.into_iter().zip(&keys_written) {
+            if let Value::ServerError(e) = reply {
+                let entity_key = &key[..key.len().saturating_sub(self.inner.project.len())];
+                return Err(self.reply_error(&e, &layout.storage_name, entity_key));
+            }
+        }
+        Ok(summary)
+    }
+
+    /// Feast's Redis key of an entity: its key bytes, then the project name.
+    fn redis_key(&self, entity_key: &[u8]) -> Vec<u8> {
+        let mut key = Vec::with_capacity(entity_key.len() + self.inner.project.len());
+        key.extend_from_slice(entity_key);
+        key.extend_from_slice(&self.inner.project);
+        key
     }
 
     async fn read_inner(&self, reads: &[ViewRead]) -> Result<Vec<ViewRows>, StoreError> {
@@ -618,6 +728,11 @@ fn event_time(raw: &[u8]) -> Result<Timestamp, String> {
         ));
     }
     Ok(ts)
+}
+
+/// An event time in nanoseconds, as Feast compares them.
+fn total_nanos(ts: Timestamp) -> i128 {
+    i128::from(ts.seconds) * 1_000_000_000 + i128::from(ts.nanos)
 }
 
 fn pick(connections: &[ConnectionManager], next: &AtomicUsize) -> ConnectionManager {

@@ -11,6 +11,7 @@ mod data_faults;
 mod redis_cluster;
 mod redis_store;
 mod redis_support;
+mod redis_writer;
 mod registry;
 mod reload;
 mod serving;

@@ -6,10 +6,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tern::config::OnlineStoreConfig;
 use tern::proto::feast::serving::FieldStatus;
 use tern::serving::Clock;
-use tern::store::{KeyBatch, OnlineStore, RedisSettings, RedisStore, StorageLayout, ViewRead};
+use tern::store::{KeyBatch, OnlineStore, StorageLayout, ViewRead};
 use tern::testing::TestServer;
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -102,25 +101,6 @@ async fn every_node_killed_then_back() {
     server.stop().await.unwrap();
 }
 
-/// A store of its own (no health loop refreshing its slot map behind the test's back).
-fn open_store(cluster: &RedisCluster) -> RedisStore {
-    let dir = tempfile::tempdir().unwrap();
-    let yaml = redis_repo_yaml(dir.path(), &cluster_store(cluster), true);
-    let config = tern::config::load(&yaml, |_| None).unwrap();
-    let OnlineStoreConfig::Redis(redis) = &config.online_store else {
-        panic!("a Redis store");
-    };
-    RedisStore::open(
-        redis,
-        "tern_demo",
-        RedisSettings {
-            timeout: Duration::from_millis(250),
-            connections: 1,
-        },
-    )
-    .unwrap()
-}
-
 /// The active driver_stats' conv_rate of driver 1001.
 fn conv_rate_of_1001() -> ViewRead {
     let mut keys = KeyBatch::default();
@@ -142,7 +122,7 @@ async fn a_cancelled_slot_map_refresh_does_not_make_health_lie() {
     let mut cluster = RedisCluster::start().await;
     restore(&mut cluster.client().await, &load_dump()).await;
     // A fresh store: it has no slot map yet, so its first read must ask for one.
-    let store = open_store(&cluster);
+    let store = open_redis_store(&cluster_store(&cluster));
 
     // Every node stops answering for a while: a ping and a read (refreshing the slot
     // map) are both cut off in the middle by their timeouts.

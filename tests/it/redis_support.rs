@@ -268,6 +268,26 @@ impl CountingProxy {
     }
 }
 
+/// A Redis store of the example repo's project opened on its own (no server, no
+/// health loop) from an `online_store` YAML block, with a 250 ms store timeout.
+pub fn open_redis_store(online_store: &str) -> tern::store::RedisStore {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let yaml = redis_repo_yaml(dir.path(), online_store, true);
+    let config = tern::config::load(&yaml, |_| None).expect("config");
+    let tern::config::OnlineStoreConfig::Redis(redis) = &config.online_store else {
+        panic!("a Redis store");
+    };
+    tern::store::RedisStore::open(
+        redis,
+        "tern_demo",
+        tern::store::RedisSettings {
+            timeout: Duration::from_millis(250),
+            connections: 1,
+        },
+    )
+    .expect("store")
+}
+
 /// The server's overall gRPC health status, `None` when it cannot be asked.
 pub async fn health(url: &str) -> Option<i32> {
     let ch = tonic::transport::Endpoint::from_shared(url.to_owned())
