@@ -257,6 +257,16 @@ pub fn key_hex(key: &[u8]) -> String {
     out
 }
 
+/// Bytes from hex with optional spaces (`"01 ab"`), for the store's unit tests.
+#[cfg(test)]
+pub(crate) fn unhex(s: &str) -> Vec<u8> {
+    let s: String = s.split_whitespace().collect();
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
 /// The read contract every backend implements.
 pub trait OnlineStore {
     /// Reads every view of one request. `result[i]` answers `reads[i]`.

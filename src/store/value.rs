@@ -386,14 +386,7 @@ mod tests {
     use crate::proto::feast::types::{
         DoubleList, Int64List, Map, RepeatedValue, StringList, Value, ZonedTimestamp,
     };
-
-    fn hex(s: &str) -> Vec<u8> {
-        let s: String = s.split_whitespace().collect();
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
+    use crate::store::unhex as hex;
 
     fn problem(bytes: &[u8]) -> Problem {
         check(bytes).unwrap_err().problem

@@ -15,6 +15,7 @@ use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
 
 use crate::redis_support::free_port;
+use crate::sqlite_store::WriterLock;
 use crate::support::*;
 
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -112,7 +113,7 @@ impl Drop for Daemon {
 }
 
 /// A synthetic repo of 3 drivers x 2 features, written to a fresh folder.
-fn small_repo() -> (tempfile::TempDir, SyntheticRepo, std::path::PathBuf) {
+pub fn small_repo() -> (tempfile::TempDir, SyntheticRepo, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let repo = SyntheticRepo {
         entities: 3,
@@ -292,10 +293,7 @@ async fn shutdown_drains_a_request_in_flight() {
     let ch = channel(&server.url()).await;
 
     // A writer holds SQLite's exclusive lock: the read blocks in the store, in flight.
-    let mut writer = rusqlite::Connection::open(dir.path().join("data/online.db")).unwrap();
-    let lock = writer
-        .transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive)
-        .unwrap();
+    let lock = WriterLock::hold(&dir.path().join("data/online.db"));
     let request = tokio::spawn({
         let ch = ch.clone();
         async move {
@@ -324,7 +322,7 @@ async fn shutdown_drains_a_request_in_flight() {
         "the request is still waiting on the lock"
     );
 
-    lock.commit().unwrap();
+    lock.release();
     let r = request
         .await
         .unwrap()

@@ -46,11 +46,7 @@ async fn unreadable_redis_data_answers_data_loss() {
     let mut conn = connect(&redis.addr()).await;
     restore(&mut conn, &load_dump()).await;
     let dir = tempfile::tempdir().unwrap();
-    let yaml = redis_repo_yaml(
-        dir.path(),
-        &format!("  type: redis\n  connection_string: \"{}\"\n", redis.addr()),
-        true,
-    );
+    let yaml = redis_repo_yaml(dir.path(), &single_store(&redis.addr(), ""), true);
     let server = TestServer::start(&yaml, Clock::Fixed(NOW)).await.unwrap();
     let url = server.url();
     driver_stats(&url, &[1001, 1002, 1004, 1005])

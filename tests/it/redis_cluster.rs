@@ -20,19 +20,12 @@ const DEADLINE: Duration = Duration::from_secs(20);
 /// The fixture's event time of drivers 1001 and 1003.
 const T0: i64 = 1_736_467_200;
 
-fn cluster_store(cluster: &RedisCluster) -> String {
-    format!(
-        "  type: redis\n  redis_type: redis_cluster\n  connection_string: \"{}\"\n",
-        cluster.connection_string()
-    )
-}
-
 /// A cluster holding Feast's dump, and a server over it.
 async fn serve_cluster() -> (RedisCluster, tempfile::TempDir, TestServer) {
     let cluster = RedisCluster::start().await;
     restore(&mut cluster.client().await, &load_dump()).await;
     let dir = tempfile::tempdir().unwrap();
-    let yaml = redis_repo_yaml(dir.path(), &cluster_store(&cluster), true);
+    let yaml = redis_repo_yaml(dir.path(), &cluster.online_store(), true);
     let server = TestServer::start(&yaml, Clock::Fixed(NOW)).await.unwrap();
     (cluster, dir, server)
 }
@@ -122,7 +115,7 @@ async fn a_cancelled_slot_map_refresh_does_not_make_health_lie() {
     let mut cluster = RedisCluster::start().await;
     restore(&mut cluster.client().await, &load_dump()).await;
     // A fresh store: it has no slot map yet, so its first read must ask for one.
-    let store = open_redis_store(&cluster_store(&cluster));
+    let store = open_redis_store(&cluster.online_store());
 
     // Every node stops answering for a while: a ping and a read (refreshing the slot
     // map) are both cut off in the middle by their timeouts.

@@ -155,6 +155,14 @@ impl RedisCluster {
         }
     }
 
+    /// The `online_store` YAML block of this cluster.
+    pub fn online_store(&self) -> String {
+        format!(
+            "  type: redis\n  redis_type: redis_cluster\n  connection_string: \"{}\"\n",
+            self.connection_string()
+        )
+    }
+
     pub fn connection_string(&self) -> String {
         self.nodes
             .iter()
@@ -266,6 +274,12 @@ impl CountingProxy {
             self.stats.hmgets.load(Ordering::SeqCst),
         )
     }
+}
+
+/// The `online_store` YAML block of a single server at `addr`; `extra` is appended to
+/// the connection string (`,password=...`).
+pub fn single_store(addr: &str, extra: &str) -> String {
+    format!("  type: redis\n  connection_string: \"{addr}{extra}\"\n")
 }
 
 /// A Redis store of the example repo's project opened on its own (no server, no

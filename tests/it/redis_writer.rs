@@ -176,10 +176,7 @@ fn assert_same_as_feast(cells: &Cells, ttls: &BTreeMap<String, i64>) {
 #[tokio::test]
 async fn writes_the_example_repo_byte_for_byte_as_feast() {
     let redis = RedisServer::start(&[]).expect("redis-server starts");
-    let store = open_redis_store(&format!(
-        "  type: redis\n  connection_string: \"{}\"\n",
-        redis.addr()
-    ));
+    let store = open_redis_store(&single_store(&redis.addr(), ""));
     write_example_repo(&store).await;
     let (mut cells, mut ttls) = (Cells::new(), BTreeMap::new());
     redis_cells(&redis.addr(), &mut cells, &mut ttls).await;
@@ -189,10 +186,7 @@ async fn writes_the_example_repo_byte_for_byte_as_feast() {
 #[tokio::test]
 async fn writes_the_example_repo_into_a_cluster_byte_for_byte_as_feast() {
     let cluster = RedisCluster::start().await;
-    let store = open_redis_store(&format!(
-        "  type: redis\n  redis_type: redis_cluster\n  connection_string: \"{}\"\n",
-        cluster.connection_string()
-    ));
+    let store = open_redis_store(&cluster.online_store());
     write_example_repo(&store).await;
     let (mut cells, mut ttls) = (Cells::new(), BTreeMap::new());
     for node in &cluster.nodes {
@@ -228,10 +222,7 @@ async fn stored(addr: &str, key: &[u8]) -> (i64, Timestamp) {
 #[tokio::test]
 async fn newer_event_times_win_older_and_equal_ones_are_skipped() {
     let redis = RedisServer::start(&[]).expect("redis-server starts");
-    let store = open_redis_store(&format!(
-        "  type: redis\n  connection_string: \"{}\"\n",
-        redis.addr()
-    ));
+    let store = open_redis_store(&single_store(&redis.addr(), ""));
     let layout = StorageLayout::new("tern_demo", "v", 0, vec!["f".into()]);
     let values: Vec<Vec<u8>> = (0..10).map(int64_value).collect();
     let pairs: Vec<[(&str, &[u8]); 1]> = values.iter().map(|v| [("f", v.as_slice())]).collect();
@@ -297,8 +288,8 @@ async fn newer_event_times_win_older_and_equal_ones_are_skipped() {
 async fn key_ttl_seconds_sets_an_expiry_on_written_keys() {
     let redis = RedisServer::start(&[]).expect("redis-server starts");
     let store = open_redis_store(&format!(
-        "  type: redis\n  connection_string: \"{}\"\n  key_ttl_seconds: 3600\n",
-        redis.addr()
+        "{}  key_ttl_seconds: 3600\n",
+        single_store(&redis.addr(), "")
     ));
     let layout = StorageLayout::new("tern_demo", "v", 0, vec!["f".into()]);
     let value = int64_value(1);

@@ -3,27 +3,38 @@
 //! caller has given up. A writer's exclusive lock (as `feast materialize` takes while
 //! committing) holds the readers, on a real database file.
 
+use std::path::Path;
 use std::time::Duration;
 
 use tern::server::StoreSettings;
 use tern::serving::Clock;
 use tern::store::Store;
-use tern::testing::{SyntheticRepo, TestServer, synthetic_value};
+use tern::testing::{TestServer, synthetic_value};
 use tonic::Code;
 
 use crate::support::*;
 
 const DEADLINE: Duration = Duration::from_secs(10);
 
+/// A writer holding SQLite's exclusive lock on a database (as `feast materialize` does
+/// while it commits) until released: readers wait on it.
+pub struct WriterLock(rusqlite::Connection);
+
+impl WriterLock {
+    pub fn hold(db: &Path) -> Self {
+        let conn = rusqlite::Connection::open(db).unwrap();
+        conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        Self(conn)
+    }
+
+    pub fn release(self) {
+        self.0.execute_batch("COMMIT").unwrap();
+    }
+}
+
 /// A synthetic repo of 3 drivers x 2 features, served with `settings`.
 async fn serve(settings: StoreSettings) -> (tempfile::TempDir, TestServer) {
-    let dir = tempfile::tempdir().unwrap();
-    let repo = SyntheticRepo {
-        entities: 3,
-        features: 2,
-        ..SyntheticRepo::default()
-    };
-    let yaml = repo.write(dir.path()).unwrap();
+    let (dir, repo, yaml) = crate::daemon::small_repo();
     let server = TestServer::start_with(&yaml, Clock::Fixed(repo.event_ts), settings)
         .await
         .unwrap();
@@ -39,10 +50,7 @@ async fn a_read_past_the_store_timeout_answers_deadline_exceeded_naming_the_stor
     let (dir, server) = serve(StoreSettings::default()).await;
     let ch = channel(&server.url()).await;
     let db = dir.path().join("data/online.db");
-    let mut writer = rusqlite::Connection::open(&db).unwrap();
-    let lock = writer
-        .transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive)
-        .unwrap();
+    let lock = WriterLock::hold(&db);
 
     let status = call(&ch, Route::Serving, f0_of_driver_1())
         .await
@@ -56,7 +64,7 @@ async fn a_read_past_the_store_timeout_answers_deadline_exceeded_naming_the_stor
         )
     );
 
-    lock.commit().unwrap();
+    lock.release();
     let r = call(&ch, Route::Serving, f0_of_driver_1()).await.unwrap();
     assert_eq!(column(&r, "f0").0, [double(synthetic_value(1, 0))]);
     server.stop().await.unwrap();
@@ -75,10 +83,7 @@ async fn a_read_whose_caller_gave_up_is_skipped_not_run() {
         panic!("a SQLite store");
     };
     let ch = channel(&server.url()).await;
-    let mut writer = rusqlite::Connection::open(dir.path().join("data/online.db")).unwrap();
-    let lock = writer
-        .transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive)
-        .unwrap();
+    let lock = WriterLock::hold(&dir.path().join("data/online.db"));
 
     // The reader waits on the lock with the first read; the second queues behind it.
     let first = tokio::spawn({
@@ -108,7 +113,7 @@ async fn a_read_whose_caller_gave_up_is_skipped_not_run() {
     })
     .await;
 
-    lock.commit().unwrap();
+    lock.release();
     let r = first.await.unwrap().expect("the first read completes");
     assert_eq!(column(&r, "f0").0, [double(synthetic_value(1, 0))]);
     eventually(DEADLINE, "the abandoned read skipped", || {
