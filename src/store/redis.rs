@@ -325,12 +325,14 @@ impl RedisStore {
                 .arg(&layout.redis_ts_field)
                 .arg(row.event_time.encode_to_vec());
             for &(feature, value) in row.values {
-                match layout.feature_index.get(feature) {
-                    Some(&i) => hset.arg(&layout.redis_fields[i as usize][..]),
+                let field = layout
+                    .feature_index
+                    .get(feature)
+                    .and_then(|&i| layout.redis_fields.get(i as usize))
+                    .copied()
                     // Feast writes whatever features a row has, known to the view or not.
-                    None => hset.arg(&field_name(&layout.storage_name, feature)[..]),
-                };
-                hset.arg(value);
+                    .unwrap_or_else(|| field_name(&layout.storage_name, feature));
+                hset.arg(&field[..]).arg(value);
             }
             writes.push(Command {
                 key: key.clone(),
