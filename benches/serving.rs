@@ -92,7 +92,8 @@ fn bench(c: &mut Criterion) {
         .expect("registry")
         .registry();
     let db = dir.path().join("data/online.db");
-    let store = Store::Sqlite(SqliteStore::open(&db, 2).expect("store"));
+    let store =
+        Store::Sqlite(SqliteStore::open(&db, 2, StoreSettings::default().timeout).expect("store"));
     let serving = Serving::new(registry, store, Clock::Fixed(repo.event_ts));
     let refs = repo.refs();
 

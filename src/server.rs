@@ -59,9 +59,9 @@ impl Default for ServerSettings {
 pub struct StoreSettings {
     /// SQLite reader threads (each owns one read-only connection).
     pub sqlite_readers: usize,
-    /// Upper bound for one request's reads from a networked store (Redis), and for
-    /// connecting to it. Well under a second: a feature lookup that takes longer is
-    /// better answered with an error the model server can act on.
+    /// Upper bound for one request's reads from the online store (SQLite or Redis),
+    /// and for connecting to Redis. Well under a second: a feature lookup that takes
+    /// longer is better answered with an error the model server can act on.
     pub timeout: Duration,
     /// Upper bound for connecting to a SQL registry and for each of its reads.
     pub registry_timeout: Duration,
@@ -116,10 +116,10 @@ pub async fn open_serving(
     };
     let store = match &config.online_store {
         OnlineStoreConfig::Sqlite { path } => {
-            let (path, readers) = (path.clone(), store.sqlite_readers);
+            let (path, readers, timeout) = (path.clone(), store.sqlite_readers, store.timeout);
             // Opening checks the file: blocking work, off the reactor.
             Store::Sqlite(
-                tokio::task::spawn_blocking(move || SqliteStore::open(&path, readers))
+                tokio::task::spawn_blocking(move || SqliteStore::open(&path, readers, timeout))
                     .await
                     .map_err(|e| StartupError::Unsupported(e.to_string()))??,
             )

@@ -17,7 +17,8 @@ use crate::proto::feast::types::{Value, value_type::Enum as ValueType};
 use crate::registry::{ReloadHandle, Reloader};
 use crate::server::{self, ServerSettings, StartupError, StoreSettings};
 use crate::serving::{Clock, Limits, Serving};
-use crate::store::{EntityValue, key, sqlite};
+use crate::store::redis::WriteRow;
+use crate::store::{EntityValue, RedisSettings, RedisStore, StorageLayout, key, sqlite};
 
 /// A server running in this process on `127.0.0.1:<free port>`.
 #[derive(Debug)]
@@ -58,7 +59,7 @@ impl Default for TestOptions {
 
 impl TestServer {
     /// Loads `feature_store.yaml` and serves it with `clock`, reloading the registry as
-    /// the daemon does.
+    /// the daemon does (two SQLite readers, other store settings at their defaults).
     pub async fn start(config_path: &Path, clock: Clock) -> Result<Self, StartupError> {
         Self::start_with(config_path, clock, TestOptions::default()).await
     }
@@ -271,7 +272,8 @@ impl SyntheticRepo {
     }
 
     /// Writes `feature_store.yaml` and `data/registry.db` under `dir`, and the values
-    /// into the Redis server at `addr` in Feast's layout; returns the YAML's path.
+    /// into the Redis server at `addr` with Tern's writer (Feast's layout and rules);
+    /// returns the YAML's path.
     pub async fn write_redis(
         &self,
         dir: &Path,
@@ -282,48 +284,70 @@ impl SyntheticRepo {
             dir.join("data/registry.db"),
             self.registry().encode_to_vec(),
         )?;
+        let yaml = self.write_yaml(
+            dir,
+            &format!("  type: redis\n  connection_string: \"{addr}\"\n"),
+        )?;
+        let config::OnlineStoreConfig::Redis(redis) = config::load(&yaml, |_| None)?.online_store
+        else {
+            return Err("the YAML just written names no Redis store".into());
+        };
+        let store = RedisStore::open(
+            &redis,
+            &self.project,
+            RedisSettings {
+                // Fixture batches are large: give each round trip room.
+                timeout: std::time::Duration::from_secs(30),
+                connections: 1,
+            },
+        )?;
         let features: Vec<String> = (0..self.features).map(|f| format!("f{f}")).collect();
-        let layout = crate::store::StorageLayout::new(&self.project, Self::VIEW, 0, features);
-        let mut conn = ::redis::Client::open(format!("redis://{addr}"))?
-            .get_multiplexed_async_connection()
-            .await?;
+        let layout = StorageLayout::new(&self.project, Self::VIEW, 0, features.clone());
         let prefix = key::key_prefix(&["driver_id"], self.key_serialization);
-        let ts = prost_types::Timestamp {
+        let event_time = prost_types::Timestamp {
             seconds: self.event_ts,
             nanos: 0,
         };
         for chunk in (1..=self.entities).collect::<Vec<_>>().chunks(500) {
-            let mut pipe = ::redis::pipe();
+            let mut keys = Vec::with_capacity(chunk.len());
+            let mut values = Vec::with_capacity(chunk.len());
             for &id in chunk {
                 let mut k = prefix.clone();
                 key::push_value(&mut k, &EntityValue::Int64(id));
-                let values: Vec<Vec<u8>> = (0..self.features)
-                    .map(|f| {
-                        Value {
-                            val: Some(Val::DoubleVal(synthetic_value(id, f))),
-                        }
-                        .encode_to_vec()
-                    })
-                    .collect();
-                let slots: Vec<(usize, &[u8])> = values
-                    .iter()
-                    .enumerate()
-                    .map(|(f, v)| (f, v.as_slice()))
-                    .collect();
-                pipe.add_command(crate::store::redis::hset_command(
-                    &k,
-                    &self.project,
-                    &layout,
-                    &slots,
-                    ts,
-                ));
+                keys.push(k);
+                values.push(
+                    (0..self.features)
+                        .map(|f| {
+                            Value {
+                                val: Some(Val::DoubleVal(synthetic_value(id, f))),
+                            }
+                            .encode_to_vec()
+                        })
+                        .collect::<Vec<_>>(),
+                );
             }
-            pipe.query_async::<()>(&mut conn).await?;
+            let pairs: Vec<Vec<(&str, &[u8])>> = values
+                .iter()
+                .map(|row| {
+                    features
+                        .iter()
+                        .map(String::as_str)
+                        .zip(row.iter().map(Vec::as_slice))
+                        .collect()
+                })
+                .collect();
+            let rows: Vec<WriteRow<'_>> = keys
+                .iter()
+                .zip(&pairs)
+                .map(|(k, v)| WriteRow {
+                    entity_key: k,
+                    values: v,
+                    event_time,
+                })
+                .collect();
+            store.write_batch(&layout, &rows).await?;
         }
-        self.write_yaml(
-            dir,
-            &format!("  type: redis\n  connection_string: \"{addr}\"\n"),
-        )
+        Ok(yaml)
     }
 
     fn write_yaml(
@@ -355,41 +379,95 @@ pub fn free_port() -> std::io::Result<u16> {
 }
 
 /// A `redis-server` child process on loopback (never the machine's shared instance),
-/// keeping nothing on disk; killed on drop.
+/// keeping nothing on disk but its own folder (a cluster node's `nodes.conf`); killed
+/// on drop.
 #[derive(Debug)]
 pub struct RedisServer {
     /// Port it listens on (TLS or plain, as started).
     pub port: u16,
     child: std::process::Child,
-    _dir: tempfile::TempDir,
+    /// The `redis-server` arguments after the common ones, for restarts.
+    extra: Vec<String>,
+    dir: tempfile::TempDir,
+}
+
+/// Why a `redis-server` did not start.
+#[derive(Debug)]
+enum Launch {
+    /// Another process took the port between the free-port probe and the bind.
+    PortTaken(std::io::Error),
+    Failed(std::io::Error),
+}
+
+impl Launch {
+    fn into_io(self) -> std::io::Error {
+        match self {
+            Launch::PortTaken(e) | Launch::Failed(e) => e,
+        }
+    }
 }
 
 impl RedisServer {
     /// How long a server may take to say it accepts connections.
     const READY: std::time::Duration = std::time::Duration::from_secs(20);
+    /// Fresh ports tried when another process takes the probed one first.
+    const PORT_ATTEMPTS: usize = 20;
 
-    /// Starts a server on a free port; `extra` are more `redis-server` arguments.
+    /// Starts a server on a free port; `extra` are more `redis-server` arguments. A free
+    /// port can be taken by a parallel test before the server binds it: then it starts
+    /// again on another.
     pub fn start(extra: &[&str]) -> std::io::Result<Self> {
-        Self::start_on(free_port()?, extra)
+        let mut last = None;
+        for _ in 0..Self::PORT_ATTEMPTS {
+            match Self::launch(free_port()?, extra, tempfile::tempdir()?) {
+                Ok(server) => return Ok(server),
+                Err(Launch::PortTaken(e)) => last = Some(e),
+                Err(Launch::Failed(e)) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| std::io::Error::other("no free port for redis-server")))
     }
 
     /// Starts a server on `port` (`--tls-port` in `extra` makes that the TLS port) and
-    /// returns once it accepts connections, as its log says: no sleeping.
+    /// returns once it accepts connections, as its log says: no sleeping. For a port
+    /// fixed in advance (a store configured before its server starts).
     pub fn start_on(port: u16, extra: &[&str]) -> std::io::Result<Self> {
-        use std::io::BufRead;
-        use std::process::{Command, Stdio};
+        Self::launch(port, extra, tempfile::tempdir()?).map_err(Launch::into_io)
+    }
 
-        let dir = tempfile::tempdir()?;
-        let plain_port = if extra.contains(&"--tls-port") {
+    /// Starts the same server again (after [`RedisServer::kill`], or killing it first):
+    /// same port, folder and arguments, so a cluster node keeps its `nodes.conf` and
+    /// rejoins its cluster. Data is not kept.
+    pub fn restart(&mut self) -> std::io::Result<()> {
+        self.kill();
+        let child = Self::spawn(self.port, &self.extra, self.dir.path())?;
+        self.child = Self::ready(child, self.port).map_err(Launch::into_io)?;
+        Ok(())
+    }
+
+    fn launch(port: u16, extra: &[&str], dir: tempfile::TempDir) -> Result<Self, Launch> {
+        let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
+        let child = Self::spawn(port, &extra, dir.path()).map_err(Launch::Failed)?;
+        Ok(Self {
+            port,
+            child: Self::ready(child, port)?,
+            extra,
+            dir,
+        })
+    }
+
+    fn spawn(port: u16, extra: &[String], dir: &Path) -> std::io::Result<std::process::Child> {
+        use std::process::{Command, Stdio};
+        let plain_port = if extra.iter().any(|a| a == "--tls-port") {
             "0".to_owned()
         } else {
             port.to_string()
         };
-        let mut child = Command::new("redis-server")
+        Command::new("redis-server")
             .args(["--port", &plain_port])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(["--daemonize", "no", "--dir"])
-            .arg(dir.path())
+            .arg(dir)
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -401,11 +479,17 @@ impl RedisServer {
                         "redis-server must be installed (apt-get install -y redis-server): {e}"
                     ),
                 )
-            })?;
-        let out = child
-            .stdout
-            .take()
-            .ok_or_else(|| std::io::Error::other("redis-server stdout"))?;
+            })
+    }
+
+    /// Waits until `child` says it accepts connections; kills it otherwise.
+    fn ready(mut child: std::process::Child, port: u16) -> Result<std::process::Child, Launch> {
+        use std::io::BufRead;
+        let Some(out) = child.stdout.take() else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(Launch::Failed(std::io::Error::other("redis-server stdout")));
+        };
         // Drained for the server's lifetime, so it never blocks on a full pipe.
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -413,20 +497,22 @@ impl RedisServer {
                 let _ = tx.send(line);
             }
         });
-        let mut server = Self {
-            port,
-            child,
-            _dir: dir,
-        };
+        let mut port_taken = false;
         loop {
             match rx.recv_timeout(Self::READY) {
-                Ok(line) if line.contains("Ready to accept connections") => return Ok(server),
-                Ok(_) => {}
+                Ok(line) if line.contains("Ready to accept connections") => return Ok(child),
+                Ok(line) => port_taken |= line.contains("Address already in use"),
+                // Exited (its output ended), or silent for too long.
                 Err(_) => {
-                    server.kill();
-                    return Err(std::io::Error::other(format!(
-                        "redis-server on port {port} did not start"
-                    )));
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    let e =
+                        std::io::Error::other(format!("redis-server on port {port} did not start"));
+                    return Err(if port_taken {
+                        Launch::PortTaken(e)
+                    } else {
+                        Launch::Failed(e)
+                    });
                 }
             }
         }
@@ -447,5 +533,40 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    use super::*;
+
+    fn pong(port: u16) -> bool {
+        let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+            return false;
+        };
+        let mut reply = [0u8; 7];
+        conn.write_all(b"PING\r\n").is_ok()
+            && conn.read_exact(&mut reply).is_ok()
+            && &reply == b"+PONG\r\n"
+    }
+
+    #[test]
+    fn a_port_taken_before_the_bind_is_told_apart() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let err = RedisServer::launch(port, &[], tempfile::tempdir().unwrap()).unwrap_err();
+        assert!(matches!(err, Launch::PortTaken(_)), "{err:?}");
+    }
+
+    #[test]
+    fn restart_serves_again_on_the_same_port() {
+        let mut server = RedisServer::start(&[]).unwrap();
+        assert!(pong(server.port));
+        server.kill();
+        assert!(!pong(server.port));
+        server.restart().unwrap();
+        assert!(pong(server.port));
     }
 }

@@ -131,14 +131,7 @@ impl KeyBatch {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn hex(s: &str) -> Vec<u8> {
-        let s: String = s.split_whitespace().collect();
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
+    use crate::store::unhex as hex;
 
     fn encode(names: &[&str], values: &[EntityValue<'_>], v: KeySerialization) -> Vec<u8> {
         let mut k = key_prefix(names, v);

@@ -12,6 +12,7 @@
 pub mod key;
 pub mod redis;
 pub mod sqlite;
+pub mod value;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -122,11 +123,20 @@ pub(crate) struct ValueArena {
 }
 
 impl ValueArena {
-    /// Records `value` as `results[read].values[index]`.
-    pub(crate) fn push(&mut self, read: usize, index: usize, value: &[u8]) {
+    /// Records `value` as `results[read].values[index]`, once it has checked that the
+    /// bytes are a well-formed `feast.types.Value` (here, where they are in cache anyway):
+    /// a client must never receive a value it cannot parse.
+    pub(crate) fn push(
+        &mut self,
+        read: usize,
+        index: usize,
+        value: &[u8],
+    ) -> Result<(), value::Invalid> {
+        value::check(value)?;
         let start = self.buffer.len();
         self.buffer.extend_from_slice(value);
         self.spans.push((read, index, start, self.buffer.len()));
+        Ok(())
     }
 
     /// Stores every recorded value into `results`.
@@ -210,6 +220,22 @@ pub enum StoreError {
         /// What was unexpected.
         detail: String,
     },
+    /// The store holds something Feast's layout does not allow (a wrong Redis type, a
+    /// timestamp or value that does not decode): retrying will not help, the data must
+    /// be rewritten.
+    #[error(
+        "online store {store} holds unreadable data for feature view {view}, entity key {key}: {detail}"
+    )]
+    DataFault {
+        /// Which store (`redis host:port`, `sqlite path`).
+        store: String,
+        /// Storage name of the view (`driver_stats_v1`).
+        view: String,
+        /// The entity key bytes in hex, cut by [`key_hex`].
+        key: String,
+        /// What is unreadable.
+        detail: String,
+    },
     /// The store's workers have stopped (shutdown).
     #[error("online store is shutting down")]
     Closed,
@@ -228,6 +254,7 @@ impl StoreError {
             StoreError::Sqlite { .. } | StoreError::Thread(_) | StoreError::Protocol { .. } => {
                 ErrorKind::Internal
             }
+            StoreError::DataFault { .. } => ErrorKind::CorruptData,
         }
     }
 
@@ -243,8 +270,37 @@ impl StoreError {
             StoreError::Unavailable { .. } => "unavailable",
             StoreError::Timeout { .. } => "timeout",
             StoreError::Protocol { .. } => "protocol",
+            StoreError::DataFault { .. } => "data",
         }
     }
+}
+
+/// Longest entity key shown in a message, in hex characters.
+const KEY_HEX_MAX: usize = 64;
+
+/// An entity key in hex for messages: whole up to 64 characters, otherwise cut there
+/// and marked with its full length.
+pub fn key_hex(key: &[u8]) -> String {
+    use std::fmt::Write;
+    let shown = &key[..key.len().min(KEY_HEX_MAX / 2)];
+    let mut out = String::with_capacity(KEY_HEX_MAX + 16);
+    for b in shown {
+        let _ = write!(out, "{b:02x}");
+    }
+    if shown.len() < key.len() {
+        let _ = write!(out, "… ({} bytes)", key.len());
+    }
+    out
+}
+
+/// Bytes from hex with optional spaces (`"01 ab"`), for the store's unit tests.
+#[cfg(test)]
+pub(crate) fn unhex(s: &str) -> Vec<u8> {
+    let s: String = s.split_whitespace().collect();
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
 }
 
 /// The read contract every backend implements.
@@ -311,5 +367,36 @@ impl OnlineStore for Store {
             Store::Sqlite(s) => s.kind(),
             Store::Redis(s) => s.kind(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_keys_are_cut_in_messages() {
+        assert_eq!(key_hex(&[0x01, 0xab]), "01ab");
+        assert_eq!(key_hex(&[7; 32]), "07".repeat(32));
+        let long = key_hex(&[7; 33]);
+        assert_eq!(long, format!("{}… (33 bytes)", "07".repeat(32)));
+    }
+
+    #[test]
+    fn the_arena_refuses_unreadable_values() {
+        let mut arena = ValueArena::default();
+        assert!(arena.push(0, 0, b"\x20\x07").is_ok());
+        assert!(arena.push(0, 1, b"").is_ok());
+        assert!(arena.push(0, 2, b"\x12\x02\xc3\x28").is_err());
+        let mut rows = vec![ViewRows::new(1, 3)];
+        arena.fill(&mut rows);
+        assert_eq!(
+            rows[0].values,
+            vec![
+                Some(Bytes::from_static(b"\x20\x07")),
+                Some(Bytes::new()),
+                None
+            ]
+        );
     }
 }

@@ -1,4 +1,5 @@
-//! Feast's Redis online store layout, read in one round trip per request.
+//! Feast's Redis online store layout, read in one round trip per request, and written
+//! as Feast's materialization writes it.
 //!
 //! Layout (what Feast 0.67 writes): one hash per entity, keyed by the entity-key bytes
 //! followed by the project name, shared by every view and version. A feature's field is
@@ -11,10 +12,18 @@
 //! A request's reads go out as one pipeline of HMGETs, one per entity (views of the
 //! same entity share its hash, so one HMGET carries all their fields): on a single
 //! server over one multiplexed connection; on a cluster as one pipeline per node,
-//! grouped with a slot map kept here. Every read is bounded by the store timeout, so
-//! an unreachable Redis gives a prompt error rather than a hung request; reconnection
-//! is automatic.
+//! grouped with a slot map kept here. On a cluster the pipelines are never split into
+//! single commands: when the errors say the slot map is stale (MOVED, ASK, an unknown
+//! node), the map is refreshed and those nodes' commands go once more, again as one
+//! pipeline per node; any other error (a node down, CLUSTERDOWN) fails the request.
+//! Every read is bounded by the store timeout, so an unreachable Redis gives a prompt
+//! error rather than a hung request; reconnection is automatic.
+//!
+//! What the store holds is checked as it is read: a key that is not a hash, a `_ts`
+//! field that is not a Timestamp, or a value that is not a `feast.types.Value` is a
+//! [`StoreError::DataFault`], never served and never retried.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -23,13 +32,17 @@ use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::cluster_async::ClusterConnection;
 use ::redis::cluster_routing::SingleNodeRoutingInfo;
 use ::redis::{
-    Client, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, Pipeline, RedisConnectionInfo,
-    Value,
+    Client, ConnectionAddr, ConnectionInfo, ErrorKind, IntoConnectionInfo, Pipeline,
+    RedisConnectionInfo, ServerError, ServerErrorKind, Value,
 };
 use arc_swap::ArcSwap;
 use prost::Message;
+use prost_types::Timestamp;
+use tokio::sync::Notify;
 
-use super::{OnlineStore, StoreError, StoreKind, ValueArena, ViewRead, ViewRows};
+use super::{
+    OnlineStore, StorageLayout, StoreError, StoreKind, ValueArena, ViewRead, ViewRows, key_hex,
+};
 use crate::config::{RedisConfig, RedisTls, RedisType};
 
 /// The hash field of `feature` in the view stored as `storage_name`.
@@ -41,31 +54,6 @@ pub fn field_name(storage_name: &str, feature: &str) -> [u8; 4] {
     mur3::murmurhash3_x86_32(&name, 0).to_le_bytes()
 }
 
-/// One entity's values of one view as Feast's `feast materialize` writes them: an
-/// HSET of each feature's field and of `_ts:{view}`. `values` pairs a feature's index
-/// in `layout.features` with its serialized `feast.types.Value` (empty for null).
-pub fn hset_command(
-    entity_key: &[u8],
-    project: &str,
-    layout: &super::StorageLayout,
-    values: &[(usize, &[u8])],
-    event_time: prost_types::Timestamp,
-) -> ::redis::Cmd {
-    let mut key = Vec::with_capacity(entity_key.len() + project.len());
-    key.extend_from_slice(entity_key);
-    key.extend_from_slice(project.as_bytes());
-    let mut cmd = ::redis::cmd("HSET");
-    cmd.arg(key);
-    for &(feature, value) in values {
-        if let Some(field) = layout.redis_fields.get(feature) {
-            cmd.arg(&field[..]).arg(value);
-        }
-    }
-    cmd.arg(&layout.redis_ts_field)
-        .arg(event_time.encode_to_vec());
-    cmd
-}
-
 /// Store-level knobs.
 #[derive(Debug, Clone, Copy)]
 pub struct RedisSettings {
@@ -74,6 +62,27 @@ pub struct RedisSettings {
     /// Multiplexed connections to a single server, used in turn (each pipelines many
     /// requests; more than one helps only when one connection's I/O task saturates).
     pub connections: usize,
+}
+
+/// One entity's values of one view, as Feast's materialization hands them to
+/// `online_write_batch`.
+#[derive(Debug, Clone, Copy)]
+pub struct WriteRow<'a> {
+    /// Serialized entity key (no project suffix).
+    pub entity_key: &'a [u8],
+    /// `(feature name, serialized feast.types.Value)`; an empty value is a null.
+    pub values: &'a [(&'a str, &'a [u8])],
+    /// The row's event time.
+    pub event_time: Timestamp,
+}
+
+/// What a [`RedisStore::write_batch`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    /// Rows written.
+    pub written: usize,
+    /// Rows skipped: not newer than what the store (or an earlier row of the batch) holds.
+    pub skipped: usize,
 }
 
 /// Handle to a Redis (or Redis Cluster) online store. Cheap to clone.
@@ -97,6 +106,8 @@ struct Inner {
     timeout: Duration,
     /// `redis host:port[,...]` for messages; never holds credentials.
     name: String,
+    /// `key_ttl_seconds`: the expiry a write sets on the entity's key.
+    key_ttl: Option<u64>,
 }
 
 enum Backend {
@@ -108,10 +119,57 @@ enum Backend {
 
 struct Cluster {
     conn: ClusterConnection,
-    /// Which node serves which slot, to send one pipeline per node. Refreshed when a
-    /// node pipeline fails (the cluster client itself follows MOVED for single commands).
+    /// Which node serves which slot, to send one pipeline per node. Refreshed by every
+    /// health ping, and by a request whose pipelines say it is stale.
     slots: ArcSwap<SlotMap>,
+    /// Set while a request refreshes the map, so that a burst of requests hitting a
+    /// moved slot asks the cluster once. Only ever set through [`Refreshing`], which
+    /// clears it when dropped: a refresh cancelled by the store timeout releases it.
     refreshing: AtomicBool,
+    /// Wakes the requests that waited for that refresh.
+    refreshed: Notify,
+}
+
+/// Ownership of [`Cluster::refreshing`].
+struct Refreshing<'a>(&'a Cluster);
+
+impl<'a> Refreshing<'a> {
+    fn take(cluster: &'a Cluster) -> Option<Self> {
+        (!cluster.refreshing.swap(true, Ordering::AcqRel)).then_some(Self(cluster))
+    }
+}
+
+impl Drop for Refreshing<'_> {
+    fn drop(&mut self) {
+        self.0.refreshing.store(false, Ordering::Release);
+        self.0.refreshed.notify_waiters();
+    }
+}
+
+/// One command of a pipeline and the key it addresses (for cluster routing).
+struct Command {
+    key: Vec<u8>,
+    cmd: ::redis::Cmd,
+}
+
+/// Why the node pipelines of a cluster request failed.
+enum Attempt {
+    /// The slot map is out of date for the commands in `retry` (the rest answered):
+    /// refresh it and send those once more.
+    Stale {
+        retry: Vec<usize>,
+        error: StoreError,
+    },
+    /// Anything else: give up.
+    Failed(StoreError),
+}
+
+impl Attempt {
+    fn into_error(self) -> StoreError {
+        match self {
+            Attempt::Stale { error, .. } | Attempt::Failed(error) => error,
+        }
+    }
 }
 
 impl RedisStore {
@@ -168,7 +226,9 @@ impl RedisStore {
                 let mut builder = ::redis::cluster::ClusterClientBuilder::new(nodes)
                     .connection_timeout(settings.timeout)
                     .response_timeout(settings.timeout)
-                    .retries(2);
+                    // No resending by the client: a retried pipeline would reach Redis
+                    // again for every entity. Retries are decided here, once per request.
+                    .retries(0);
                 if let Some(certs) = certs {
                     builder = builder.certs(certs);
                 }
@@ -180,6 +240,7 @@ impl RedisStore {
                     conn,
                     slots: ArcSwap::from_pointee(SlotMap::default()),
                     refreshing: AtomicBool::new(false),
+                    refreshed: Notify::new(),
                 })
             }
         };
@@ -189,6 +250,7 @@ impl RedisStore {
                 project: project.as_bytes().to_vec(),
                 timeout: settings.timeout,
                 name,
+                key_ttl: config.key_ttl_seconds,
             }),
         })
     }
@@ -198,39 +260,141 @@ impl RedisStore {
         &self.inner.name
     }
 
-    async fn read_inner(&self, reads: &[ViewRead]) -> Result<Vec<ViewRows>, StoreError> {
-        let (groups, mut commands) = commands(reads, &self.inner.project);
-        let replies = match &self.inner.backend {
-            Backend::Single(connections, next) => {
-                let mut pipe = Pipeline::with_capacity(commands.len());
-                for c in &mut commands {
-                    // Moved, not cloned: the rest of `Command` is enough from here on.
-                    pipe.add_command(std::mem::replace(&mut c.cmd, ::redis::Cmd::new()));
+    /// Writes one view's rows as Feast 0.67's `online_write_batch` does (its default
+    /// path, `skip_dedup` off): one round trip reads every row's stored `_ts` field; a
+    /// row whose event time is not newer than the stored one, or than an earlier row of
+    /// the batch for the same entity, is skipped; the others are written in a second
+    /// round trip, each as one HSET of its `_ts` field (seconds and nanos) and its
+    /// features, followed by an EXPIRE of the key when `key_ttl_seconds` is set. On a
+    /// cluster each round trip is one pipeline per node. Not atomic, as in Feast: a
+    /// concurrent writer can interleave between the two round trips.
+    pub async fn write_batch(
+        &self,
+        layout: &StorageLayout,
+        rows: &[WriteRow<'_>],
+    ) -> Result<Written, StoreError> {
+        let keys: Vec<Vec<u8>> = rows.iter().map(|r| self.redis_key(r.entity_key)).collect();
+        let reads = keys
+            .iter()
+            .map(|key| {
+                let mut cmd = ::redis::cmd("HMGET");
+                cmd.arg(key).arg(&layout.redis_ts_field);
+                Command {
+                    key: key.clone(),
+                    cmd,
                 }
-                let mut conn = pick(connections, next);
-                pipe.query_async::<Vec<Value>>(&mut conn)
-                    .await
-                    .map_err(|e| self.unavailable(&e))?
+            })
+            .collect();
+        let stored = self.send(reads).await?;
+
+        let mut summary = Written::default();
+        let mut writes = Vec::with_capacity(rows.len() * 2);
+        // Newest event time queued so far per key: the reads above all happened before
+        // any write, so rows of one entity must also be compared with each other.
+        let mut queued: HashMap<&[u8], i128> = HashMap::new();
+        for ((row, key), reply) in rows.iter().zip(&keys).zip(stored) {
+            let fault = |detail: String| self.fault(&layout.storage_name, row.entity_key, detail);
+            let previous = match reply {
+                Value::Array(fields) => match fields.first() {
+                    Some(Value::BulkString(raw)) => total_nanos(event_time(raw).map_err(|e| {
+                        fault(format!(
+                            "_ts:{} field is not a protobuf Timestamp ({e})",
+                            layout.storage_name
+                        ))
+                    })?),
+                    Some(Value::Nil) | None => 0,
+                    Some(other) => {
+                        return Err(self.protocol(format!("HMGET answered {other:?}")));
+                    }
+                },
+                Value::ServerError(e) => {
+                    return Err(self.reply_error(&e, &layout.storage_name, row.entity_key));
+                }
+                other => return Err(self.protocol(format!("HMGET answered {other:?}"))),
+            };
+            let new = total_nanos(row.event_time);
+            let seen = previous.max(queued.get(key.as_slice()).copied().unwrap_or(0));
+            // Feast's rule: 0 means "nothing stored"; an equal time is not newer.
+            if seen != 0 && new <= seen {
+                summary.skipped += 1;
+                continue;
             }
-            Backend::Cluster(cluster) => self.cluster_read(cluster, &commands).await?,
-        };
-        if replies.len() != commands.len() {
-            return Err(self.protocol(format!(
-                "{} replies for {} commands",
-                replies.len(),
-                commands.len()
-            )));
+            queued.insert(key, new);
+            let mut hset = ::redis::cmd("HSET");
+            hset.arg(key)
+                .arg(&layout.redis_ts_field)
+                .arg(row.event_time.encode_to_vec());
+            for &(feature, value) in row.values {
+                let field = layout
+                    .feature_index
+                    .get(feature)
+                    .and_then(|&i| layout.redis_fields.get(i as usize))
+                    .copied()
+                    // Feast writes whatever features a row has, known to the view or not.
+                    .unwrap_or_else(|| field_name(&layout.storage_name, feature));
+                hset.arg(&field[..]).arg(value);
+            }
+            writes.push(Command {
+                key: key.clone(),
+                cmd: hset,
+            });
+            if let Some(ttl) = self.inner.key_ttl {
+                let mut expire = ::redis::cmd("EXPIRE");
+                expire.arg(key).arg(ttl);
+                writes.push(Command {
+                    key: key.clone(),
+                    cmd: expire,
+                });
+            }
+            summary.written += 1;
         }
+        if writes.is_empty() {
+            return Ok(summary);
+        }
+        let keys_written: Vec<Vec<u8>> = writes.iter().map(|c| c.key.clone()).collect();
+        for (reply, key) in self.send(writes).await?.into_iter().zip(&keys_written) {
+            if let Value::ServerError(e) = reply {
+                let entity_key = &key[..key.len().saturating_sub(self.inner.project.len())];
+                return Err(self.reply_error(&e, &layout.storage_name, entity_key));
+            }
+        }
+        Ok(summary)
+    }
+
+    /// Feast's Redis key of an entity: its key bytes, then the project name.
+    fn redis_key(&self, entity_key: &[u8]) -> Vec<u8> {
+        let mut key = Vec::with_capacity(entity_key.len() + self.inner.project.len());
+        key.extend_from_slice(entity_key);
+        key.extend_from_slice(&self.inner.project);
+        key
+    }
+
+    async fn read_inner(&self, reads: &[ViewRead]) -> Result<Vec<ViewRows>, StoreError> {
+        let Hmgets {
+            groups,
+            targets,
+            commands,
+        } = commands(reads, &self.inner.project);
+        let replies = self.send(commands).await?;
         let mut out: Vec<ViewRows> = reads
             .iter()
             .map(|r| ViewRows::new(r.keys.len(), r.slots.len()))
             .collect();
         let mut arena = ValueArena::default();
-        for (c, reply) in commands.iter().zip(replies) {
-            let Value::Array(fields) = reply else {
-                return Err(self.protocol(format!("HMGET answered {reply:?}")));
+        for (&(g, k), reply) in targets.iter().zip(replies) {
+            let group = &groups[g];
+            let entity_key = group.first().map_or(&[][..], |&r| reads[r].keys.get(k));
+            let fields = match reply {
+                Value::Array(fields) => fields,
+                Value::ServerError(e) => {
+                    let views: Vec<&str> = group
+                        .iter()
+                        .map(|&r| reads[r].layout.storage_name.as_str())
+                        .collect();
+                    return Err(self.reply_error(&e, &views.join(", "), entity_key));
+                }
+                other => return Err(self.protocol(format!("HMGET answered {other:?}"))),
             };
-            let group = &groups[c.group];
             let wanted: usize = group.iter().map(|&r| reads[r].slots.len() + 1).sum();
             if fields.len() != wanted {
                 return Err(self.protocol(format!(
@@ -241,26 +405,54 @@ impl RedisStore {
             // Each read's fields, then its timestamp field, in the group's order.
             let mut fields = fields.as_slice();
             for &r in group {
-                let n_slots = reads[r].slots.len();
+                let read = &reads[r];
+                let layout = &read.layout;
+                let fault = |detail: String| self.fault(&layout.storage_name, entity_key, detail);
+                let n_slots = read.slots.len();
                 let (view, rest) = fields.split_at(n_slots + 1);
                 fields = rest;
                 let mut found = false;
                 for (slot, field) in view[..n_slots].iter().enumerate() {
-                    if let Value::BulkString(v) = field {
-                        arena.push(r, c.key * n_slots + slot, v);
-                        found = true;
+                    match field {
+                        Value::BulkString(v) => {
+                            arena.push(r, k * n_slots + slot, v).map_err(|e| {
+                                let feature = read
+                                    .slots
+                                    .get(slot)
+                                    .and_then(|&f| layout.features.get(f as usize))
+                                    .map_or("?", String::as_str);
+                                fault(format!(
+                                    "value of feature {feature} is not a serialized feast.types.Value ({e})"
+                                ))
+                            })?;
+                            found = true;
+                        }
+                        Value::Nil => {}
+                        other => {
+                            return Err(self.protocol(format!("HMGET answered {other:?}")));
+                        }
                     }
                 }
-                let ts = match &view[n_slots] {
+                match &view[n_slots] {
                     Value::BulkString(raw) => {
-                        found = true;
-                        prost_types::Timestamp::decode(raw.as_slice()).unwrap_or_default()
+                        let ts = event_time(raw).map_err(|e| {
+                            fault(format!(
+                                "_ts:{} field is not a protobuf Timestamp ({e})",
+                                layout.storage_name
+                            ))
+                        })?;
+                        out[r].timestamps[k] = Some(ts);
                     }
-                    _ => prost_types::Timestamp::default(),
-                };
-                // No field and no timestamp: the entity is not stored for this view.
-                if found {
-                    out[r].timestamps[c.key] = Some(ts);
+                    // Feast writes the two together: an event time cannot be made up.
+                    Value::Nil if found => {
+                        return Err(fault(format!(
+                            "feature fields are stored without their _ts:{} field",
+                            layout.storage_name
+                        )));
+                    }
+                    // No field and no timestamp: the entity is not stored for this view.
+                    Value::Nil => {}
+                    other => return Err(self.protocol(format!("HMGET answered {other:?}"))),
                 }
             }
         }
@@ -268,95 +460,187 @@ impl RedisStore {
         Ok(out)
     }
 
-    async fn cluster_read(
-        &self,
-        cluster: &Cluster,
-        commands: &[Command],
-    ) -> Result<Vec<Value>, StoreError> {
-        if cluster.slots.load().is_empty() {
-            self.refresh_slots(cluster).await?;
-        }
-        let slots = cluster.slots.load_full();
-        // One pipeline per node, commands in request order within each.
-        let mut groups: Vec<(NodeAddr, Vec<usize>)> = Vec::new();
-        for (i, c) in commands.iter().enumerate() {
-            let node = slots
-                .node_for(key_slot(&c.key_bytes))
-                .cloned()
-                .unwrap_or_default();
-            match groups.iter_mut().find(|(n, _)| *n == node) {
-                Some((_, members)) => members.push(i),
-                None => groups.push((node, vec![i])),
-            }
-        }
-        let sends = groups.iter().map(|(node, members)| {
-            let mut conn = cluster.conn.clone();
-            async move {
-                let mut pipe = Pipeline::with_capacity(members.len());
-                for &i in members {
-                    pipe.add_command(commands[i].cmd.clone());
+    /// Sends `commands` in one pipeline (on a cluster, one per node) and answers their
+    /// replies in order. A command's own error reply comes back in its place as a
+    /// `Value::ServerError`, so the caller knows which key it concerns.
+    async fn send(&self, mut commands: Vec<Command>) -> Result<Vec<Value>, StoreError> {
+        let n = commands.len();
+        let replies = match &self.inner.backend {
+            Backend::Single(connections, next) => {
+                let mut pipe = Pipeline::with_capacity(n);
+                for c in &mut commands {
+                    // Moved, not cloned: the command is not needed again.
+                    pipe.add_command(std::mem::replace(&mut c.cmd, ::redis::Cmd::new()));
                 }
-                let route = SingleNodeRoutingInfo::ByAddress {
-                    host: node.0.clone(),
-                    port: node.1,
-                };
-                match conn.route_pipeline(pipe, 0, members.len(), route).await {
-                    Ok(values) => Ok((values, false)),
-                    // Topology moved or the map is stale: let the client route each
-                    // command (it follows MOVED), and refresh the map.
-                    Err(_) => {
-                        let singles = members.iter().map(|&i| {
-                            let mut conn = conn.clone();
-                            async move { commands[i].cmd.query_async::<Value>(&mut conn).await }
-                        });
-                        let values = futures_util::future::try_join_all(singles).await?;
-                        Ok::<_, ::redis::RedisError>((values, true))
-                    }
-                }
+                pipe.ignore_errors();
+                let mut conn = pick(connections, next);
+                pipe.query_async::<Vec<Value>>(&mut conn)
+                    .await
+                    .map_err(|e| self.unavailable(&e))?
             }
-        });
-        let answers = futures_util::future::join_all(sends).await;
-        let mut replies = vec![Value::Nil; commands.len()];
-        let mut stale = false;
-        for ((_, members), answer) in groups.iter().zip(answers) {
-            let (values, fell_back) = answer.map_err(|e| self.unavailable(&e))?;
-            stale |= fell_back;
-            if values.len() != members.len() {
-                return Err(self.protocol(format!(
-                    "{} replies for {} commands",
-                    values.len(),
-                    members.len()
-                )));
-            }
-            for (&i, v) in members.iter().zip(values) {
-                replies[i] = v;
-            }
-        }
-        if stale {
-            // Best effort, off the request path.
-            let store = self.clone();
-            tokio::spawn(async move {
-                if let Backend::Cluster(cluster) = &store.inner.backend {
-                    let _ = store.refresh_slots(cluster).await;
-                }
-            });
+            Backend::Cluster(cluster) => self.cluster_send(cluster, &commands).await?,
+        };
+        if replies.len() != n {
+            return Err(self.protocol(format!("{} replies for {n} commands", replies.len())));
         }
         Ok(replies)
     }
 
-    async fn refresh_slots(&self, cluster: &Cluster) -> Result<(), StoreError> {
-        if cluster.refreshing.swap(true, Ordering::AcqRel) {
-            return Ok(());
+    async fn cluster_send(
+        &self,
+        cluster: &Cluster,
+        commands: &[Command],
+    ) -> Result<Vec<Value>, StoreError> {
+        let map = cluster.slots.load_full();
+        let map = if map.is_empty() {
+            self.refresh_slots(cluster).await?
+        } else {
+            map
+        };
+        let mut replies = vec![Value::Nil; commands.len()];
+        let all: Vec<usize> = (0..commands.len()).collect();
+        match self
+            .node_pipelines(cluster, &map, commands, &all, &mut replies)
+            .await
+        {
+            Ok(()) => {}
+            // Only the commands of the nodes that were wrong go again, once.
+            Err(Attempt::Stale { retry, .. }) => {
+                let map = self.refresh_slots(cluster).await?;
+                self.node_pipelines(cluster, &map, commands, &retry, &mut replies)
+                    .await
+                    .map_err(Attempt::into_error)?;
+            }
+            Err(Attempt::Failed(e)) => return Err(e),
         }
-        let result = ::redis::cmd("CLUSTER")
+        Ok(replies)
+    }
+
+    /// Sends `commands[members]` as one pipeline per node that `map` says serves their
+    /// keys (commands in order within each) and stores each reply in `replies`.
+    async fn node_pipelines(
+        &self,
+        cluster: &Cluster,
+        map: &SlotMap,
+        commands: &[Command],
+        members: &[usize],
+        replies: &mut [Value],
+    ) -> Result<(), Attempt> {
+        let mut groups: Vec<(&NodeAddr, Vec<usize>)> = Vec::new();
+        let mut retry = Vec::new();
+        let mut stale = None;
+        for &i in members {
+            let slot = key_slot(&commands[i].key);
+            let Some(node) = map.node_for(slot) else {
+                retry.push(i);
+                stale.get_or_insert_with(|| {
+                    self.unavailable_because(format!("no known node serves slot {slot}"))
+                });
+                continue;
+            };
+            match groups.iter_mut().find(|(n, _)| *n == node) {
+                Some((_, group)) => group.push(i),
+                None => groups.push((node, vec![i])),
+            }
+        }
+        let sends = groups.iter().map(|(node, group)| {
+            let mut conn = cluster.conn.clone();
+            let mut pipe = Pipeline::with_capacity(group.len());
+            for &i in group {
+                pipe.add_command(commands[i].cmd.clone());
+            }
+            let route = SingleNodeRoutingInfo::ByAddress {
+                host: node.0.clone(),
+                port: node.1,
+            };
+            async move { conn.route_pipeline(pipe, 0, group.len(), route).await }
+        });
+        let answers = futures_util::future::join_all(sends).await;
+        let mut failed = None;
+        for ((_, group), answer) in groups.iter().zip(answers) {
+            match answer {
+                Ok(values) if values.len() == group.len() => {
+                    for (&i, v) in group.iter().zip(values) {
+                        replies[i] = v;
+                    }
+                }
+                Ok(values) => {
+                    failed = Some(self.protocol(format!(
+                        "{} replies for {} commands",
+                        values.len(),
+                        group.len()
+                    )));
+                }
+                Err(e) if map_is_stale(&e) => {
+                    retry.extend_from_slice(group);
+                    stale.get_or_insert_with(|| self.unavailable(&e));
+                }
+                Err(e) => failed = Some(self.unavailable(&e)),
+            }
+        }
+        // A node that is down or refusing fails the request: another round would only
+        // send the same commands to Redis again.
+        match (failed, stale) {
+            (Some(error), _) => Err(Attempt::Failed(error)),
+            (None, Some(error)) => Err(Attempt::Stale { retry, error }),
+            (None, None) => Ok(()),
+        }
+    }
+
+    /// A fresh slot map for a request. If another request is already asking, waits for
+    /// its answer instead of asking too.
+    async fn refresh_slots(&self, cluster: &Cluster) -> Result<Arc<SlotMap>, StoreError> {
+        let done = cluster.refreshed.notified();
+        tokio::pin!(done);
+        // Registered before looking at the flag, so a refresh ending in between wakes it.
+        done.as_mut().enable();
+        match Refreshing::take(cluster) {
+            Some(_refreshing) => self.query_slots(cluster).await,
+            None => {
+                done.await;
+                Ok(cluster.slots.load_full())
+            }
+        }
+    }
+
+    /// Asks the cluster for its slot map (CLUSTER SLOTS, to any node) and keeps it.
+    async fn query_slots(&self, cluster: &Cluster) -> Result<Arc<SlotMap>, StoreError> {
+        let reply = ::redis::cmd("CLUSTER")
             .arg("SLOTS")
             .query_async::<Value>(&mut cluster.conn.clone())
-            .await;
-        cluster.refreshing.store(false, Ordering::Release);
-        let map = SlotMap::parse(&result.map_err(|e| self.unavailable(&e))?)
+            .await
+            .map_err(|e| self.unavailable(&e))?;
+        let map = SlotMap::parse(&reply)
             .ok_or_else(|| self.protocol("CLUSTER SLOTS answered an unexpected shape".into()))?;
-        cluster.slots.store(Arc::new(map));
-        Ok(())
+        if map.is_empty() {
+            return Err(self.unavailable_because("the cluster serves no slots".into()));
+        }
+        let map = Arc::new(map);
+        cluster.slots.store(map.clone());
+        Ok(map)
+    }
+
+    /// A command's own error reply for `entity_key` of `view`: WRONGTYPE means the key
+    /// holds something else than Feast's hash (a data fault); anything else is Redis
+    /// refusing to answer (loading, cluster down, ACL).
+    fn reply_error(&self, e: &ServerError, view: &str, entity_key: &[u8]) -> StoreError {
+        let text = match e.details() {
+            Some(detail) => format!("{} {detail}", e.code()),
+            None => e.code().to_owned(),
+        };
+        if e.code() == "WRONGTYPE" {
+            return self.fault(view, entity_key, format!("the key is not a hash ({text})"));
+        }
+        self.unavailable_because(text)
+    }
+
+    fn fault(&self, view: &str, entity_key: &[u8], detail: String) -> StoreError {
+        StoreError::DataFault {
+            store: self.inner.name.clone(),
+            view: view.to_owned(),
+            key: key_hex(entity_key),
+            detail,
+        }
     }
 
     fn unavailable(&self, e: &::redis::RedisError) -> StoreError {
@@ -366,9 +650,13 @@ impl RedisStore {
                 after: self.inner.timeout,
             };
         }
+        self.unavailable_because(e.to_string())
+    }
+
+    fn unavailable_because(&self, detail: String) -> StoreError {
         StoreError::Unavailable {
             store: self.inner.name.clone(),
-            detail: e.to_string(),
+            detail,
         }
     }
 
@@ -378,19 +666,24 @@ impl RedisStore {
             detail,
         }
     }
+
+    fn timeout(&self) -> StoreError {
+        StoreError::Timeout {
+            store: self.inner.name.clone(),
+            after: self.inner.timeout,
+        }
+    }
 }
 
 impl OnlineStore for RedisStore {
     async fn read(&self, reads: Vec<ViewRead>) -> Result<Vec<ViewRows>, StoreError> {
-        match tokio::time::timeout(self.inner.timeout, self.read_inner(&reads)).await {
-            Ok(result) => result,
-            Err(_) => Err(StoreError::Timeout {
-                store: self.inner.name.clone(),
-                after: self.inner.timeout,
-            }),
-        }
+        tokio::time::timeout(self.inner.timeout, self.read_inner(&reads))
+            .await
+            .unwrap_or_else(|_| Err(self.timeout()))
     }
 
+    /// Asks Redis every time (never a cached answer): on a cluster, CLUSTER SLOTS to
+    /// any node, which also keeps the slot map fresh; it fails when no node answers.
     async fn ping(&self) -> Result<(), StoreError> {
         let check = async {
             match &self.inner.backend {
@@ -399,22 +692,49 @@ impl OnlineStore for RedisStore {
                     .await
                     .map(drop)
                     .map_err(|e| self.unavailable(&e)),
-                // Answering CLUSTER SLOTS proves a node is up and refreshes the map.
-                Backend::Cluster(cluster) => self.refresh_slots(cluster).await,
+                Backend::Cluster(cluster) => self.query_slots(cluster).await.map(drop),
             }
         };
-        match tokio::time::timeout(self.inner.timeout, check).await {
-            Ok(result) => result,
-            Err(_) => Err(StoreError::Timeout {
-                store: self.inner.name.clone(),
-                after: self.inner.timeout,
-            }),
-        }
+        tokio::time::timeout(self.inner.timeout, check)
+            .await
+            .unwrap_or_else(|_| Err(self.timeout()))
     }
 
     fn kind(&self) -> StoreKind {
         StoreKind::Redis
     }
+}
+
+/// Errors that say a node pipeline went to the wrong node: the slot moved (MOVED, ASK),
+/// the node was demoted (READONLY), or the client knows no such node any more.
+fn map_is_stale(e: &::redis::RedisError) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::Server(
+            ServerErrorKind::Moved | ServerErrorKind::Ask | ServerErrorKind::ReadOnly
+        ) | ErrorKind::ClusterConnectionNotFound
+    )
+}
+
+/// Decodes a `_ts` field: a `google.protobuf.Timestamp` within the range the type
+/// allows (years 1 to 9999, nanos below one second).
+fn event_time(raw: &[u8]) -> Result<Timestamp, String> {
+    const MIN_SECONDS: i64 = -62_135_596_800;
+    const MAX_SECONDS: i64 = 253_402_300_799;
+    let ts = Timestamp::decode(raw).map_err(|e| e.to_string())?;
+    if !(MIN_SECONDS..=MAX_SECONDS).contains(&ts.seconds) || !(0..1_000_000_000).contains(&ts.nanos)
+    {
+        return Err(format!(
+            "seconds {} and nanos {} are out of range",
+            ts.seconds, ts.nanos
+        ));
+    }
+    Ok(ts)
+}
+
+/// An event time in nanoseconds, as Feast compares them.
+fn total_nanos(ts: Timestamp) -> i128 {
+    i128::from(ts.seconds) * 1_000_000_000 + i128::from(ts.nanos)
 }
 
 fn pick(connections: &[ConnectionManager], next: &AtomicUsize) -> ConnectionManager {
@@ -423,21 +743,10 @@ fn pick(connections: &[ConnectionManager], next: &AtomicUsize) -> ConnectionMana
     connections[i].clone()
 }
 
-/// One HMGET of one entity for every read of a group.
-struct Command {
-    /// Index into the groups `commands` returns.
-    group: usize,
-    /// The entity's position in the group's key batch.
-    key: usize,
-    /// The Redis key (for slot routing).
-    key_bytes: Vec<u8>,
-    cmd: ::redis::Cmd,
-}
-
 /// The request's HMGETs. Views of the same entity share its hash in Feast's layout, and
 /// their reads share one key batch: such reads form a group, and one HMGET per entity
 /// asks for all of the group's fields (each read's features, then its `_ts` field).
-fn commands(reads: &[ViewRead], project: &[u8]) -> (Vec<Vec<usize>>, Vec<Command>) {
+fn commands(reads: &[ViewRead], project: &[u8]) -> Hmgets {
     let mut groups: Vec<Vec<usize>> = Vec::new();
     for (r, read) in reads.iter().enumerate() {
         match groups.iter_mut().find(|g| {
@@ -448,23 +757,23 @@ fn commands(reads: &[ViewRead], project: &[u8]) -> (Vec<Vec<usize>>, Vec<Command
             None => groups.push(vec![r]),
         }
     }
-    let mut out = Vec::with_capacity(
-        groups
-            .iter()
-            .filter_map(|g| g.first())
-            .map(|&r| reads[r].keys.len())
-            .sum(),
-    );
+    let n: usize = groups
+        .iter()
+        .filter_map(|g| g.first())
+        .map(|&r| reads[r].keys.len())
+        .sum();
+    let mut targets = Vec::with_capacity(n);
+    let mut out = Vec::with_capacity(n);
     for (g, group) in groups.iter().enumerate() {
         let Some(keys) = group.first().map(|&r| &reads[r].keys) else {
             continue;
         };
         for (k, entity_key) in keys.iter().enumerate() {
-            let mut key_bytes = Vec::with_capacity(entity_key.len() + project.len());
-            key_bytes.extend_from_slice(entity_key);
-            key_bytes.extend_from_slice(project);
+            let mut key = Vec::with_capacity(entity_key.len() + project.len());
+            key.extend_from_slice(entity_key);
+            key.extend_from_slice(project);
             let mut cmd = ::redis::cmd("HMGET");
-            cmd.arg(&key_bytes);
+            cmd.arg(&key);
             for &r in group {
                 let read = &reads[r];
                 for &slot in read.slots.iter() {
@@ -474,15 +783,24 @@ fn commands(reads: &[ViewRead], project: &[u8]) -> (Vec<Vec<usize>>, Vec<Command
                 }
                 cmd.arg(&read.layout.redis_ts_field);
             }
-            out.push(Command {
-                group: g,
-                key: k,
-                key_bytes,
-                cmd,
-            });
+            targets.push((g, k));
+            out.push(Command { key, cmd });
         }
     }
-    (groups, out)
+    Hmgets {
+        groups,
+        targets,
+        commands: out,
+    }
+}
+
+/// A request's HMGETs and where their answers go.
+struct Hmgets {
+    /// Indexes of the reads sharing one key batch.
+    groups: Vec<Vec<usize>>,
+    /// Per command: its group, and the entity's position in the group's key batch.
+    targets: Vec<(usize, usize)>,
+    commands: Vec<Command>,
 }
 
 fn connection_info(

@@ -11,12 +11,19 @@
 //! prepared once per connection, then reused). Requests reach the pool through a
 //! bounded queue; when it is full the read fails fast (RESOURCE_EXHAUSTED) instead
 //! of queueing without bound.
+//!
+//! Every read carries a deadline (the store timeout): the caller stops waiting there
+//! (DEADLINE_EXCEEDED), a reader skips a job whose caller has given up, and a job that
+//! is still running at its deadline is stopped (SQLite's busy and progress handlers
+//! give up), so a reader thread is never held by a request nobody waits for.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use prost_types::Timestamp;
@@ -24,14 +31,17 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 use tokio::sync::oneshot;
 
-use super::{OnlineStore, StoreError, StoreKind, ValueArena, ViewRead, ViewRows};
+use super::{OnlineStore, StoreError, StoreKind, ValueArena, ViewRead, ViewRows, key_hex};
 
 /// Reads waiting for a connection before new ones are refused.
 const QUEUE_CAPACITY: usize = 4096;
-/// How long a read waits for a writer's lock (e.g. `feast materialize` committing).
-const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
 /// Prepared statements kept per connection: one per table read.
 const STATEMENT_CACHE: usize = 512;
+/// SQLite virtual-machine steps between two deadline checks of a running query: a
+/// clock read every few microseconds of work, invisible next to the query itself.
+const PROGRESS_STEPS: i32 = 1000;
+/// Longest single pause while waiting for a writer's lock.
+const LOCK_POLL_MAX: Duration = Duration::from_millis(10);
 
 /// The SELECT for one table. `rarray(?1)` binds the whole key batch as one parameter,
 /// so the statement text (and its cached plan) does not depend on the batch size.
@@ -59,59 +69,110 @@ pub struct SqliteStore {
 
 #[derive(Debug)]
 struct Inner {
-    path: PathBuf,
+    db: Arc<Db>,
     jobs: Sender<Job>,
+}
+
+/// What the readers and their errors need to know about the database.
+#[derive(Debug)]
+struct Db {
+    path: PathBuf,
+    /// `sqlite {path}`, for messages.
+    name: String,
+    /// Upper bound for one read, from enqueueing to answer.
+    timeout: Duration,
+    /// Jobs a reader dropped unrun because their caller had given up.
+    skipped: AtomicU64,
+}
+
+impl Db {
+    /// When a read started now must be answered.
+    fn deadline(&self) -> Instant {
+        let now = Instant::now();
+        // A timeout too large to add is no bound at all; a day stands in for it.
+        now.checked_add(self.timeout)
+            .unwrap_or(now + Duration::from_secs(86_400))
+    }
+
+    fn timeout_error(&self) -> StoreError {
+        StoreError::Timeout {
+            store: self.name.clone(),
+            after: self.timeout,
+        }
+    }
 }
 
 struct Job {
     reads: Vec<ViewRead>,
+    /// When the caller stops waiting.
+    deadline: Instant,
     reply: oneshot::Sender<Result<Vec<ViewRows>, StoreError>>,
 }
 
 impl SqliteStore {
     /// Opens `readers` read-only connections to `path` and starts one thread each.
+    /// Every read is answered within `timeout` (or fails with [`StoreError::Timeout`]).
     /// Blocking: call it at start-up (or from `spawn_blocking`).
-    pub fn open(path: &Path, readers: usize) -> Result<Self, StoreError> {
+    pub fn open(path: &Path, readers: usize, timeout: Duration) -> Result<Self, StoreError> {
+        let db = Arc::new(Db {
+            path: path.to_owned(),
+            name: format!("sqlite {}", path.display()),
+            timeout,
+            skipped: AtomicU64::new(0),
+        });
         let (tx, rx) = crossbeam_channel::bounded::<Job>(QUEUE_CAPACITY);
         for i in 0..readers.max(1) {
-            let conn = open_reader(path)?;
+            let conn = open_reader(&db)?;
             let rx = rx.clone();
-            let worker_path = path.to_owned();
+            let db = db.clone();
             std::thread::Builder::new()
                 .name(format!("tern-sqlite-{i}"))
-                .spawn(move || worker(conn, &worker_path, rx))
+                .spawn(move || worker(conn, &db, rx))
                 .map_err(StoreError::Thread)?;
         }
         Ok(Self {
-            inner: Arc::new(Inner {
-                path: path.to_owned(),
-                jobs: tx,
-            }),
+            inner: Arc::new(Inner { db, jobs: tx }),
         })
     }
 
     /// The database file.
     pub fn path(&self) -> &Path {
-        &self.inner.path
+        &self.inner.db.path
+    }
+
+    /// Reads dropped unrun because their caller had given up (deadline passed or
+    /// request cancelled) by the time a reader was free: for tests and diagnostics.
+    pub fn reads_skipped(&self) -> u64 {
+        self.inner.db.skipped.load(Ordering::Relaxed)
     }
 }
 
 impl OnlineStore for SqliteStore {
     async fn read(&self, reads: Vec<ViewRead>) -> Result<Vec<ViewRows>, StoreError> {
+        let deadline = self.inner.db.deadline();
         let (reply, answer) = oneshot::channel();
         self.inner
             .jobs
-            .try_send(Job { reads, reply })
+            .try_send(Job {
+                reads,
+                deadline,
+                reply,
+            })
             .map_err(|e| match e {
                 TrySendError::Full(_) => StoreError::Overloaded {
                     queued: QUEUE_CAPACITY,
                 },
                 TrySendError::Disconnected(_) => StoreError::Closed,
             })?;
-        answer.await.map_err(|_| StoreError::Closed)?
+        // Dropping `answer` here (timeout or a cancelled request) closes the reply
+        // channel, which tells the readers to skip the job.
+        match tokio::time::timeout_at(deadline.into(), answer).await {
+            Ok(result) => result.map_err(|_| StoreError::Closed)?,
+            Err(_) => Err(self.inner.db.timeout_error()),
+        }
     }
 
-    /// A read of nothing through the pool: proves a reader thread answers.
+    /// A read of nothing through the pool: proves a reader thread answers in time.
     async fn ping(&self) -> Result<(), StoreError> {
         self.read(Vec::new()).await.map(drop)
     }
@@ -121,7 +182,46 @@ impl OnlineStore for SqliteStore {
     }
 }
 
-fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+thread_local! {
+    /// Deadline of the job this thread runs. SQLite calls the busy and progress handlers
+    /// on the thread stepping the statement, so a reader's handlers see its own job's.
+    static JOB_DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// Runs `f` with `deadline` as this thread's job deadline.
+fn with_deadline<T>(deadline: Instant, f: impl FnOnce() -> T) -> T {
+    JOB_DEADLINE.with(|d| d.set(Some(deadline)));
+    let out = f();
+    JOB_DEADLINE.with(|d| d.set(None));
+    out
+}
+
+/// Progress handler: `true` interrupts the running statement.
+fn past_deadline() -> bool {
+    JOB_DEADLINE.with(|d| d.get().is_some_and(|d| Instant::now() >= d))
+}
+
+/// Busy handler: wait for a writer's lock (e.g. `feast materialize` committing) until
+/// the job's deadline, never past it; without a deadline, do not wait.
+#[expect(
+    clippy::disallowed_methods,
+    reason = "SQLite calls this on a reader thread, never on the reactor"
+)]
+fn wait_for_lock(attempt: i32) -> bool {
+    let Some(deadline) = JOB_DEADLINE.with(Cell::get) else {
+        return false;
+    };
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return false;
+    }
+    let backoff = Duration::from_millis(1 << attempt.clamp(0, 4));
+    std::thread::sleep(backoff.min(LOCK_POLL_MAX).min(left));
+    true
+}
+
+fn open_reader(db: &Db) -> Result<Connection, StoreError> {
+    let path = db.path.as_path();
     let err = |source| StoreError::Sqlite {
         path: path.to_owned(),
         cause: source,
@@ -133,33 +233,39 @@ fn open_reader(path: &Path) -> Result<Connection, StoreError> {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(err)?;
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
+    conn.busy_handler(Some(wait_for_lock)).map_err(err)?;
+    conn.progress_handler(PROGRESS_STEPS, Some(past_deadline))
+        .map_err(err)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     rusqlite::vtab::array::load_module(&conn).map_err(err)?;
     // Fail at start-up, not on the first request, if the file is not a database.
-    conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
-        r.get::<_, i64>(0)
+    with_deadline(db.deadline(), || {
+        conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+            r.get::<_, i64>(0)
+        })
     })
     .map_err(err)?;
     Ok(conn)
 }
 
-fn worker(conn: Connection, path: &Path, jobs: Receiver<Job>) {
+fn worker(conn: Connection, db: &Db, jobs: Receiver<Job>) {
     while let Ok(job) = jobs.recv() {
-        let result = read_views(&conn, path, &job.reads);
+        // Nobody waits for this answer any more: running it would only delay the
+        // jobs behind it.
+        if job.reply.is_closed() || Instant::now() >= job.deadline {
+            db.skipped.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        let result = with_deadline(job.deadline, || read_views(&conn, db, &job.reads));
         // The caller may have gone (cancelled request); nothing to do then.
         let _ = job.reply.send(result);
     }
 }
 
-/// Runs one SELECT per view and gathers the rows. Value blobs are copied once into a
-/// shared buffer and handed out as slices of it.
-fn read_views(
-    conn: &Connection,
-    path: &Path,
-    reads: &[ViewRead],
-) -> Result<Vec<ViewRows>, StoreError> {
-    let classify = |table: &str, source: rusqlite::Error| classify_error(path, table, source);
+/// Runs one SELECT per view and gathers the rows. Value blobs are checked and copied
+/// once into a shared buffer, and handed out as slices of it.
+fn read_views(conn: &Connection, db: &Db, reads: &[ViewRead]) -> Result<Vec<ViewRows>, StoreError> {
+    let classify = |table: &str, source: rusqlite::Error| classify_error(db, table, source);
     let mut arena = ValueArena::default();
     let mut results = Vec::with_capacity(reads.len());
 
@@ -175,6 +281,12 @@ fn read_views(
                 .map(|k| rusqlite::types::Value::Blob(k.to_vec()))
                 .collect(),
         );
+        let fault = |k: usize, detail: String| StoreError::DataFault {
+            store: db.name.clone(),
+            view: layout.storage_name.clone(),
+            key: key_hex(read.keys.get(k)),
+            detail,
+        };
 
         let mut stmt = conn
             .prepare_cached(&layout.sqlite_select)
@@ -193,7 +305,15 @@ fn read_views(
             else {
                 continue;
             };
-            let ts = event_time(row.get_ref(3).unwrap_or(ValueRef::Null));
+            let ts = event_time(row.get_ref(3).unwrap_or(ValueRef::Null)).map_err(|what| {
+                fault(
+                    k,
+                    format!(
+                        "event_ts of feature {} {what}",
+                        String::from_utf8_lossy(feature)
+                    ),
+                )
+            })?;
             let entity_ts = &mut rows.timestamps[k];
             // Feast keeps one time per entity; take the newest row's.
             if entity_ts
@@ -203,11 +323,30 @@ fn read_views(
                 *entity_ts = Some(ts);
             }
             if let Some(slot) = slots.slot(feature) {
+                let name = || String::from_utf8_lossy(feature);
                 let value = match row.get_ref(2) {
                     Ok(ValueRef::Blob(v)) => v,
-                    _ => &[],
+                    Ok(other) => {
+                        return Err(fault(
+                            k,
+                            format!(
+                                "value of feature {} is {}, not a serialized feast.types.Value",
+                                name(),
+                                sql_type(other)
+                            ),
+                        ));
+                    }
+                    Err(e) => return Err(classify(table, e)),
                 };
-                arena.push(r, k * n_slots + slot, value);
+                arena.push(r, k * n_slots + slot, value).map_err(|e| {
+                    fault(
+                        k,
+                        format!(
+                            "value of feature {} is not a serialized feast.types.Value ({e})",
+                            name()
+                        ),
+                    )
+                })?;
             }
         }
         results.push(rows);
@@ -250,27 +389,54 @@ impl<'a> SlotLookup<'a> {
     }
 }
 
-/// `event_ts` as Feast writes it: integer epoch seconds. Real seconds are accepted;
-/// anything else (pre-0.42 ISO text) reads as the epoch.
-fn event_time(v: ValueRef<'_>) -> Timestamp {
+/// `event_ts` as Feast writes it: integer epoch seconds; real seconds are accepted.
+/// Anything else cannot be placed in time: the error says what it is.
+fn event_time(v: ValueRef<'_>) -> Result<Timestamp, String> {
     match v {
-        ValueRef::Integer(s) => Timestamp {
+        ValueRef::Integer(s) => Ok(Timestamp {
             seconds: s,
             nanos: 0,
-        },
-        ValueRef::Real(f) if f.is_finite() => {
+        }),
+        ValueRef::Real(f) if f.is_finite() && f.abs() < 1e17 => {
             let seconds = f.floor();
-            Timestamp {
+            Ok(Timestamp {
                 seconds: seconds as i64,
                 nanos: ((f - seconds) * 1e9) as i32,
-            }
+            })
         }
-        _ => Timestamp::default(),
+        ValueRef::Real(f) => Err(format!("is {f}, not epoch seconds")),
+        // Feast before 0.42 wrote ISO text; Feast 0.67's own reader cannot use it either.
+        ValueRef::Text(t) => Err(format!(
+            "is text ({:?}), not epoch seconds",
+            String::from_utf8_lossy(&t[..t.len().min(40)])
+        )),
+        other => Err(format!("is {}, not epoch seconds", sql_type(other))),
     }
 }
 
-fn classify_error(path: &Path, table: &str, source: rusqlite::Error) -> StoreError {
+/// SQLite's name for the storage class of `v`.
+fn sql_type(v: ValueRef<'_>) -> &'static str {
+    match v {
+        ValueRef::Null => "NULL",
+        ValueRef::Integer(_) => "an INTEGER",
+        ValueRef::Real(_) => "a REAL",
+        ValueRef::Text(_) => "TEXT",
+        ValueRef::Blob(_) => "a BLOB",
+    }
+}
+
+fn classify_error(db: &Db, table: &str, source: rusqlite::Error) -> StoreError {
+    let path = &db.path;
     let code = source.sqlite_error_code();
+    // The job's deadline stopped it (progress handler, or the busy handler giving up).
+    if code == Some(ErrorCode::OperationInterrupted)
+        || (matches!(
+            code,
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+        ) && past_deadline())
+    {
+        return db.timeout_error();
+    }
     if matches!(
         code,
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
@@ -353,6 +519,147 @@ mod tests {
     use super::*;
     use crate::store::{KeyBatch, StorageLayout};
 
+    fn test_db(path: &Path) -> Db {
+        Db {
+            path: path.to_owned(),
+            name: format!("sqlite {}", path.display()),
+            timeout: Duration::from_secs(1),
+            skipped: AtomicU64::new(0),
+        }
+    }
+
+    /// A read of features `a` and `b` of table `p_v` for `keys`.
+    fn read_of(keys: &[&[u8]]) -> ViewRead {
+        let mut batch = KeyBatch::default();
+        for k in keys {
+            batch.push(k);
+        }
+        ViewRead {
+            layout: Arc::new(StorageLayout::new(
+                "p",
+                "v",
+                0,
+                vec!["a".into(), "b".into()],
+            )),
+            slots: Arc::from(vec![0u32, 1]),
+            keys: Arc::new(batch),
+        }
+    }
+
+    #[test]
+    fn unreadable_rows_are_data_faults_naming_view_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("online.db");
+        let conn = Connection::open(&path).unwrap();
+        create_table(&conn, "p_v").unwrap();
+        conn.execute_batch(
+            "INSERT INTO p_v (entity_key, feature_name, value, event_ts) VALUES \
+             (x'01', 'a', x'2007', 100), \
+             (x'02', 'a', x'1202c328', 100), \
+             (x'03', 'a', NULL, 100), \
+             (x'04', 'b', x'2007', '2025-01-10 00:00:00'), \
+             (x'05', 'b', x'2007', NULL), \
+             (x'06', 'zz', x'ffff', 100);",
+        )
+        .unwrap();
+        drop(conn);
+        let db = test_db(&path);
+        let conn = open_reader(&db).unwrap();
+        let fault = |key: &[u8]| match read_views(&conn, &db, &[read_of(&[b"\x01", key])]) {
+            Err(StoreError::DataFault {
+                store,
+                view,
+                key,
+                detail,
+            }) => {
+                assert_eq!(store, format!("sqlite {}", path.display()));
+                assert_eq!(view, "v");
+                format!("{key}: {detail}")
+            }
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            fault(b"\x02"),
+            "02: value of feature a is not a serialized feast.types.Value (string field 2 is not UTF-8 at byte 2)"
+        );
+        assert_eq!(
+            fault(b"\x03"),
+            "03: value of feature a is NULL, not a serialized feast.types.Value"
+        );
+        assert_eq!(
+            fault(b"\x04"),
+            "04: event_ts of feature b is text (\"2025-01-10 00:00:00\"), not epoch seconds"
+        );
+        assert_eq!(
+            fault(b"\x05"),
+            "05: event_ts of feature b is NULL, not epoch seconds"
+        );
+        // A feature not asked for is not read; its row still dates the entity.
+        let rows = read_views(&conn, &db, &[read_of(&[b"\x06"])]).unwrap();
+        assert_eq!(rows[0].timestamps[0].map(|t| t.seconds), Some(100));
+    }
+
+    #[test]
+    fn a_query_running_past_its_deadline_is_interrupted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("online.db");
+        create_table(&Connection::open(&path).unwrap(), "p_v").unwrap();
+        let db = test_db(&path);
+        let conn = open_reader(&db).unwrap();
+        // Minutes of work, stopped by the progress handler at the deadline.
+        let result = with_deadline(Instant::now() + Duration::from_millis(50), || {
+            conn.query_row(
+                "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1000000000) \
+                 SELECT count(*) FROM c",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+        });
+        let err = result.unwrap_err();
+        assert!(
+            matches!(classify_error(&db, "p_v", err), StoreError::Timeout { .. }),
+            "interrupted, and reported as the store timeout"
+        );
+    }
+
+    #[tokio::test]
+    async fn ping_is_bounded_and_an_abandoned_job_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("online.db");
+        let mut writer = Connection::open(&path).unwrap();
+        create_table(&writer, "p_v").unwrap();
+        let store = SqliteStore::open(&path, 1, Duration::from_millis(100)).unwrap();
+
+        // The only reader waits on a writer's lock for a job of its own with a far deadline.
+        let lock = writer
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive)
+            .unwrap();
+        let (reply, stuck) = oneshot::channel();
+        store
+            .inner
+            .jobs
+            .send(Job {
+                reads: vec![read_of(&[b"k"])],
+                deadline: Instant::now() + Duration::from_secs(30),
+                reply,
+            })
+            .unwrap();
+
+        let err = store.ping().await.unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Timeout { store, .. } if *store == format!("sqlite {}", path.display())),
+            "{err}"
+        );
+        assert_eq!(store.reads_skipped(), 0, "not picked up yet");
+
+        lock.commit().unwrap();
+        assert!(stuck.await.unwrap().is_ok(), "the long job finishes");
+        // The reader then finds the ping's job, whose caller is gone, and drops it.
+        let pong = store.ping();
+        pong.await.unwrap();
+        assert_eq!(store.reads_skipped(), 1);
+    }
+
     #[test]
     fn select_uses_the_primary_key_index() {
         let conn = Connection::open_in_memory().unwrap();
@@ -433,8 +740,9 @@ mod tests {
             slots: Arc::from(vec![1u32, 0]),
             keys: Arc::new(keys),
         };
-        let conn = open_reader(&path).unwrap();
-        let rows = read_views(&conn, &path, &[read]).unwrap().remove(0);
+        let db = test_db(&path);
+        let conn = open_reader(&db).unwrap();
+        let rows = read_views(&conn, &db, &[read]).unwrap().remove(0);
         let ts = |s| {
             Some(Timestamp {
                 seconds: s,
@@ -471,21 +779,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("online.db");
         assert!(matches!(
-            SqliteStore::open(&path, 1),
+            SqliteStore::open(&path, 1, Duration::from_secs(1)),
             Err(StoreError::Sqlite { .. })
         ));
         Connection::open(&path)
             .unwrap()
             .execute_batch("CREATE TABLE t (x)")
             .unwrap();
-        let conn = open_reader(&path).unwrap();
+        let db = test_db(&path);
+        let conn = open_reader(&db).unwrap();
         let layout = Arc::new(StorageLayout::new("p", "v", 3, vec!["a".into()]));
         let read = ViewRead {
             layout,
             slots: Arc::from(vec![0u32]),
             keys: Arc::new(KeyBatch::default()),
         };
-        let err = read_views(&conn, &path, &[read]).unwrap_err();
+        let err = read_views(&conn, &db, &[read]).unwrap_err();
         assert!(
             matches!(&err, StoreError::MissingTable { table, .. } if table == "p_v_v3"),
             "{err}"

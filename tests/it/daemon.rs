@@ -8,12 +8,14 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use tern::proto::feast::serving::FieldStatus;
+use tern::server::StoreSettings;
 use tern::serving::Clock;
 use tern::testing::{SyntheticRepo, TestServer, synthetic_value};
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
 
 use crate::redis_support::free_port;
+use crate::sqlite_store::WriterLock;
 use crate::support::*;
 
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -281,17 +283,27 @@ async fn tern_serve_refuses_to_start_without_a_registry() {
 #[tokio::test]
 async fn shutdown_drains_a_request_in_flight() {
     let (dir, repo, yaml) = small_repo();
-    let server = TestServer::start(&yaml, Clock::Fixed(repo.event_ts))
-        .await
-        .unwrap();
+    // The read waits on a lock on purpose; this test is about draining, not the store
+    // timeout, so the lock must not outlast it.
+    let settings = StoreSettings {
+        timeout: Duration::from_secs(60),
+        ..StoreSettings::default()
+    };
+    let server = TestServer::start_with(
+        &yaml,
+        Clock::Fixed(repo.event_ts),
+        tern::testing::TestOptions {
+            store: settings,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     let addr = server.addr;
     let ch = channel(&server.url()).await;
 
     // A writer holds SQLite's exclusive lock: the read blocks in the store, in flight.
-    let mut writer = rusqlite::Connection::open(dir.path().join("data/online.db")).unwrap();
-    let lock = writer
-        .transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive)
-        .unwrap();
+    let lock = WriterLock::hold(&dir.path().join("data/online.db"));
     let request = tokio::spawn({
         let ch = ch.clone();
         async move {
@@ -320,7 +332,7 @@ async fn shutdown_drains_a_request_in_flight() {
         "the request is still waiting on the lock"
     );
 
-    lock.commit().unwrap();
+    lock.release();
     let r = request
         .await
         .unwrap()

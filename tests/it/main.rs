@@ -7,10 +7,14 @@ mod support;
 
 mod compat;
 mod daemon;
+mod data_faults;
 mod limits;
+mod redis_cluster;
 mod redis_store;
 mod redis_support;
+mod redis_writer;
 mod registry;
 mod reload;
 mod serving;
 mod sql_registry;
+mod sqlite_store;

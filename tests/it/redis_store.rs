@@ -8,35 +8,13 @@ use tern::proto::feast::serving::FieldStatus;
 use tern::serving::Clock;
 use tern::testing::TestServer;
 use tonic::Code;
-use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::compat::check_all_cases;
 use crate::redis_support::*;
 use crate::support::*;
 
 const DEADLINE: Duration = Duration::from_secs(10);
-/// The fixture's reference time (ttl checks), as in the SQLite compatibility test.
-const NOW: i64 = 1_736_470_800;
-
-fn single(addr: &str, extra: &str) -> String {
-    format!("  type: redis\n  connection_string: \"{addr}{extra}\"\n")
-}
-
-async fn health(url: &str) -> Option<i32> {
-    let ch = tonic::transport::Endpoint::from_shared(url.to_owned())
-        .ok()?
-        .connect()
-        .await
-        .ok()?;
-    HealthClient::new(ch)
-        .check(HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .ok()
-        .map(|r| r.into_inner().status)
-}
 
 /// A daemon that cannot reach its Redis: health says NOT_SERVING and a request gets a
 /// store error, which is returned for the caller's checks on its message.
@@ -50,13 +28,6 @@ async fn refused_while_redis_is_unreachable(url: &str) -> tonic::Status {
         "{status:?}"
     );
     status
-}
-
-fn driver_request(ids: &[i64]) -> tern::proto::tern::wire::GetOnlineFeaturesRequest {
-    refs_request(
-        &["driver_stats:conv_rate", "driver_stats@v2:vip_level"],
-        vec![("driver_id", ids.iter().map(|i| int64(*i)).collect())],
-    )
 }
 
 /// Serves the example repo's registry over `online_store`, with online versioning on
@@ -80,7 +51,7 @@ async fn matches_the_sqlite_answers(online_store: &str) {
 async fn answers_match_the_sqlite_answers_case_for_case() {
     let redis = RedisServer::start(&[]).expect("redis-server starts");
     restore(&mut connect(&redis.addr()).await, &load_dump()).await;
-    matches_the_sqlite_answers(&single(&redis.addr(), "")).await;
+    matches_the_sqlite_answers(&single_store(&redis.addr(), "")).await;
 }
 
 #[tokio::test]
@@ -88,11 +59,7 @@ async fn cluster_answers_match_the_sqlite_answers() {
     let cluster = RedisCluster::start().await;
     restore(&mut cluster.client().await, &load_dump()).await;
     // The fixture's keys spread over all three nodes, so requests cross slots and nodes.
-    let store = format!(
-        "  type: redis\n  redis_type: redis_cluster\n  connection_string: \"{}\"\n",
-        cluster.connection_string()
-    );
-    matches_the_sqlite_answers(&store).await;
+    matches_the_sqlite_answers(&cluster.online_store()).await;
 }
 
 #[tokio::test]
@@ -103,7 +70,7 @@ async fn one_round_trip_per_request() {
     let dir = tempfile::tempdir().unwrap();
     let yaml = redis_repo_yaml(
         dir.path(),
-        &single(&format!("127.0.0.1:{}", proxy.port), ""),
+        &single_store(&format!("127.0.0.1:{}", proxy.port), ""),
         true,
     );
     let server = TestServer::start(&yaml, Clock::Fixed(NOW)).await.unwrap();
@@ -145,7 +112,7 @@ async fn a_slow_redis_answers_deadline_exceeded_naming_the_store() {
     restore(&mut connect(&redis.addr()).await, &load_dump()).await;
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(
-        &redis_repo_yaml(dir.path(), &single(&redis.addr(), ""), true),
+        &redis_repo_yaml(dir.path(), &single_store(&redis.addr(), ""), true),
         Clock::Fixed(NOW),
     )
     .await
@@ -200,7 +167,7 @@ async fn redis_down_at_start_then_back() {
     let addr = format!("127.0.0.1:{port}");
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(
-        &redis_repo_yaml(dir.path(), &single(&addr, ""), true),
+        &redis_repo_yaml(dir.path(), &single_store(&addr, ""), true),
         Clock::Fixed(NOW),
     )
     .await
@@ -246,7 +213,7 @@ async fn redis_restart_under_load() {
     restore(&mut connect(&redis.addr()).await, &dump).await;
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(
-        &redis_repo_yaml(dir.path(), &single(&redis.addr(), ""), true),
+        &redis_repo_yaml(dir.path(), &single_store(&redis.addr(), ""), true),
         Clock::Fixed(NOW),
     )
     .await
@@ -348,7 +315,7 @@ async fn password_protected_redis() {
 
     let yaml = redis_repo_yaml(
         &dir.path().join("ok").tap_mkdir(),
-        &single(&redis.addr(), &format!(",password={SECRET}")),
+        &single_store(&redis.addr(), &format!(",password={SECRET}")),
         true,
     );
     let server = TestServer::start(&yaml, Clock::Fixed(NOW)).await.unwrap();
@@ -365,7 +332,7 @@ async fn password_protected_redis() {
     // A wrong password: refused, and the password appears nowhere in the answer.
     let yaml = redis_repo_yaml(
         &dir.path().join("bad").tap_mkdir(),
-        &single(&redis.addr(), ",password=wrong-Secret-999"),
+        &single_store(&redis.addr(), ",password=wrong-Secret-999"),
         true,
     );
     let server = TestServer::start(&yaml, Clock::Fixed(NOW)).await.unwrap();
@@ -409,7 +376,7 @@ async fn mutual_tls_with_a_private_ca() {
     let mut admin = crate::redis_support::tls::admin_connection(&redis.addr(), &certs).await;
     restore(&mut admin, &load_dump()).await;
 
-    let yaml = redis_repo_yaml(dir.path(), &single(&redis.addr(), &extra), true);
+    let yaml = redis_repo_yaml(dir.path(), &single_store(&redis.addr(), &extra), true);
     let server = TestServer::start(&yaml, Clock::Fixed(NOW)).await.unwrap();
     let r = call(
         &channel(&server.url()).await,

@@ -12,7 +12,30 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const READY: Duration = Duration::from_secs(20);
 
+/// The fixture's reference time (ttl checks), as in the SQLite compatibility test.
+pub const NOW: i64 = 1_736_470_800;
+
+/// Feast's entity key of driver `id` (v3, no project suffix).
+pub fn driver_key(id: i64) -> Vec<u8> {
+    let mut k = tern::store::key::key_prefix(&["driver_id"], tern::config::KeySerialization::V3);
+    tern::store::key::push_value(&mut k, &tern::store::EntityValue::Int64(id));
+    k
+}
+
+/// Active `conv_rate` and v2's `vip_level` of drivers `ids`.
+pub fn driver_request(ids: &[i64]) -> tern::proto::tern::wire::GetOnlineFeaturesRequest {
+    crate::support::refs_request(
+        &["driver_stats:conv_rate", "driver_stats@v2:vip_level"],
+        vec![(
+            "driver_id",
+            ids.iter().map(|i| crate::support::int64(*i)).collect(),
+        )],
+    )
+}
+
 pub use tern::testing::RedisServer;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
 
 pub fn free_port() -> u16 {
     tern::testing::free_port().expect("free port")
@@ -79,16 +102,17 @@ impl RedisCluster {
     pub async fn start() -> Self {
         let nodes: Vec<RedisServer> = (0..3)
             .map(|_| {
-                let port = free_port();
-                RedisServer::start_on(
-                    port,
-                    &[
-                        "--cluster-enabled",
-                        "yes",
-                        "--cluster-config-file",
-                        &format!("nodes-{port}.conf"),
-                    ],
-                )
+                // Each node has a folder of its own for its nodes.conf, so it rejoins
+                // the cluster after a restart.
+                RedisServer::start(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    // Failures are noticed within a second, not 15.
+                    "--cluster-node-timeout",
+                    "1000",
+                ])
                 .expect("redis-server starts")
             })
             .collect();
@@ -101,23 +125,42 @@ impl RedisCluster {
             .status()
             .expect("redis-cli");
         assert!(status.success(), "redis-cli --cluster create failed");
-        for addr in &addrs {
-            let addr = addr.clone();
-            crate::support::eventually(READY, "cluster_state:ok", || {
-                let addr = addr.clone();
+        let cluster = Self { nodes };
+        cluster.wait_for_state(&[0, 1, 2], "ok").await;
+        cluster
+    }
+
+    /// Waits until each of `nodes` (indexes) reports `cluster_state:{state}`.
+    pub async fn wait_for_state(&self, nodes: &[usize], state: &str) {
+        let wanted = format!("cluster_state:{state}");
+        for &n in nodes {
+            let addr = self.nodes[n].addr();
+            crate::support::eventually(READY, &wanted, || {
+                let (addr, wanted) = (addr.clone(), wanted.clone());
                 async move {
-                    let mut c = connect(&addr).await;
+                    let mut c = redis::Client::open(format!("redis://{addr}"))
+                        .ok()?
+                        .get_multiplexed_async_connection()
+                        .await
+                        .ok()?;
                     let info: String = redis::cmd("CLUSTER")
                         .arg("INFO")
                         .query_async(&mut c)
                         .await
                         .ok()?;
-                    info.contains("cluster_state:ok").then_some(())
+                    info.contains(&wanted).then_some(())
                 }
             })
             .await;
         }
-        Self { nodes }
+    }
+
+    /// The `online_store` YAML block of this cluster.
+    pub fn online_store(&self) -> String {
+        format!(
+            "  type: redis\n  redis_type: redis_cluster\n  connection_string: \"{}\"\n",
+            self.connection_string()
+        )
     }
 
     pub fn connection_string(&self) -> String {
@@ -231,6 +274,48 @@ impl CountingProxy {
             self.stats.hmgets.load(Ordering::SeqCst),
         )
     }
+}
+
+/// The `online_store` YAML block of a single server at `addr`; `extra` is appended to
+/// the connection string (`,password=...`).
+pub fn single_store(addr: &str, extra: &str) -> String {
+    format!("  type: redis\n  connection_string: \"{addr}{extra}\"\n")
+}
+
+/// A Redis store of the example repo's project opened on its own (no server, no
+/// health loop) from an `online_store` YAML block, with a 250 ms store timeout.
+pub fn open_redis_store(online_store: &str) -> tern::store::RedisStore {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let yaml = redis_repo_yaml(dir.path(), online_store, true);
+    let config = tern::config::load(&yaml, |_| None).expect("config");
+    let tern::config::OnlineStoreConfig::Redis(redis) = &config.online_store else {
+        panic!("a Redis store");
+    };
+    tern::store::RedisStore::open(
+        redis,
+        "tern_demo",
+        tern::store::RedisSettings {
+            timeout: Duration::from_millis(250),
+            connections: 1,
+        },
+    )
+    .expect("store")
+}
+
+/// The server's overall gRPC health status, `None` when it cannot be asked.
+pub async fn health(url: &str) -> Option<i32> {
+    let ch = tonic::transport::Endpoint::from_shared(url.to_owned())
+        .ok()?
+        .connect()
+        .await
+        .ok()?;
+    HealthClient::new(ch)
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .ok()
+        .map(|r| r.into_inner().status)
 }
 
 /// Writes a feature_store.yaml for the example repo's registry with a Redis online
