@@ -289,10 +289,12 @@ impl RedisStore {
 
         let mut summary = Written::default();
         let mut writes = Vec::with_capacity(rows.len() * 2);
+        // Per write command, the row it writes (for errors).
+        let mut written_rows = Vec::with_capacity(rows.len() * 2);
         // Newest event time queued so far per key: the reads above all happened before
         // any write, so rows of one entity must also be compared with each other.
         let mut queued: HashMap<&[u8], i128> = HashMap::new();
-        for ((row, key), reply) in rows.iter().zip(&keys).zip(stored) {
+        for (i, ((row, key), reply)) in rows.iter().zip(&keys).zip(stored).enumerate() {
             let fault = |detail: String| self.fault(&layout.storage_name, row.entity_key, detail);
             let previous = match reply {
                 Value::Array(fields) => match fields.first() {
@@ -338,6 +340,7 @@ impl RedisStore {
                 key: key.clone(),
                 cmd: hset,
             });
+            written_rows.push(i);
             if let Some(ttl) = self.inner.key_ttl {
                 let mut expire = ::redis::cmd("EXPIRE");
                 expire.arg(key).arg(ttl);
@@ -345,17 +348,16 @@ impl RedisStore {
                     key: key.clone(),
                     cmd: expire,
                 });
+                written_rows.push(i);
             }
             summary.written += 1;
         }
         if writes.is_empty() {
             return Ok(summary);
         }
-        let keys_written: Vec<Vec<u8>> = writes.iter().map(|c| c.key.clone()).collect();
-        for (reply, key) in self.send(writes).await?.into_iter().zip(&keys_written) {
+        for (reply, &i) in self.send(writes).await?.into_iter().zip(&written_rows) {
             if let Value::ServerError(e) = reply {
-                let entity_key = &key[..key.len().saturating_sub(self.inner.project.len())];
-                return Err(self.reply_error(&e, &layout.storage_name, entity_key));
+                return Err(self.reply_error(&e, &layout.storage_name, rows[i].entity_key));
             }
         }
         Ok(summary)
