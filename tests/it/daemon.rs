@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use tern::proto::feast::serving::FieldStatus;
 use tern::server::StoreSettings;
-use tern::serving::Clock;
-use tern::testing::{SyntheticRepo, TestServer, synthetic_value};
+use tern::testing::{SyntheticRepo, synthetic_value};
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
 
@@ -282,23 +281,16 @@ async fn tern_serve_refuses_to_start_without_a_registry() {
 
 #[tokio::test]
 async fn shutdown_drains_a_request_in_flight() {
-    let (dir, repo, yaml) = small_repo();
     // The read waits on a lock on purpose; this test is about draining, not the store
     // timeout, so the lock must not outlast it.
-    let settings = StoreSettings {
-        timeout: Duration::from_secs(60),
-        ..StoreSettings::default()
-    };
-    let server = TestServer::start_with(
-        &yaml,
-        Clock::Fixed(repo.event_ts),
-        tern::testing::TestOptions {
-            store: settings,
-            ..Default::default()
+    let (dir, _repo, server) = crate::limits::serve(tern::testing::TestOptions {
+        store: StoreSettings {
+            timeout: Duration::from_secs(60),
+            ..StoreSettings::default()
         },
-    )
-    .await
-    .unwrap();
+        ..Default::default()
+    })
+    .await;
     let addr = server.addr;
     let ch = channel(&server.url()).await;
 
@@ -346,7 +338,7 @@ async fn shutdown_drains_a_request_in_flight() {
 
 #[tokio::test]
 async fn passwords_stay_out_of_the_logs() {
-    use crate::redis_support::{RedisServer, redis_repo_yaml};
+    use crate::redis_support::RedisServer;
     const RIGHT: &str = "Right-Secret-4711";
     const WRONG: &str = "Wrong-Secret-0815";
     let redis = RedisServer::start(&["--requirepass", RIGHT]).expect("redis-server starts");
@@ -355,7 +347,7 @@ async fn passwords_stay_out_of_the_logs() {
         "  type: redis\n  connection_string: \"{},password={WRONG}\"\n",
         redis.addr()
     );
-    let yaml = redis_repo_yaml(dir.path(), &store, true);
+    let yaml = crate::redis_support::redis_repo_yaml(dir.path(), &store, true);
     let mut daemon = Daemon::spawn(&[
         "serve",
         "--config",
@@ -472,16 +464,23 @@ async fn waits_for_the_registry_and_reloads_on_sighup() {
     assert!(daemon.terminate().await.success());
 }
 
-#[tokio::test]
-async fn redis_appearing_after_start_is_counted_as_a_reconnect() {
-    use crate::redis_support::{RedisServer, redis_repo_yaml};
+/// The example repo over a Redis address nobody listens on (yet): its folder, the
+/// port, and the YAML.
+fn unreachable_redis_repo() -> (tempfile::TempDir, u16, std::path::PathBuf) {
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
-    let yaml = redis_repo_yaml(
+    let yaml = crate::redis_support::redis_repo_yaml(
         dir.path(),
         &format!("  type: redis\n  connection_string: \"127.0.0.1:{port}\"\n"),
         true,
     );
+    (dir, port, yaml)
+}
+
+#[tokio::test]
+async fn redis_appearing_after_start_is_counted_as_a_reconnect() {
+    use crate::redis_support::RedisServer;
+    let (_dir, port, yaml) = unreachable_redis_repo();
     let (mut daemon, metrics_addr) = Daemon::serve(&yaml, &[]);
     let down = daemon.wait_for_log("online store not answering: health NOT_SERVING until it does");
     assert!(
@@ -616,15 +615,8 @@ async fn sigterm_while_a_registry_read_hangs_exits_within_the_drain_bound() {
 
 #[tokio::test]
 async fn an_outage_does_not_flood_the_log() {
-    use crate::redis_support::redis_repo_yaml;
     // A Redis nobody listens on: every request fails.
-    let port = free_port();
-    let dir = tempfile::tempdir().unwrap();
-    let yaml = redis_repo_yaml(
-        dir.path(),
-        &format!("  type: redis\n  connection_string: \"127.0.0.1:{port}\"\n"),
-        true,
-    );
+    let (_dir, _port, yaml) = unreachable_redis_repo();
     // Each failure takes at most the store timeout: keep it short.
     let (mut daemon, _) = Daemon::serve(&yaml, &["--store-timeout-ms", "20"]);
     let serving = daemon.wait_for_log("serving gRPC");

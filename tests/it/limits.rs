@@ -14,7 +14,7 @@ use crate::support::*;
 const DEADLINE: Duration = Duration::from_secs(20);
 
 /// A 3-driver repo served with `options`; the folder holds `data/online.db`.
-async fn serve(options: TestOptions) -> (tempfile::TempDir, SyntheticRepo, TestServer) {
+pub async fn serve(options: TestOptions) -> (tempfile::TempDir, SyntheticRepo, TestServer) {
     let (dir, repo, yaml) = crate::daemon::small_repo();
     let server = TestServer::start_with(&yaml, Clock::Fixed(repo.event_ts), options)
         .await

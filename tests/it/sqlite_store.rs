@@ -7,7 +7,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use tern::server::StoreSettings;
-use tern::serving::Clock;
 use tern::store::Store;
 use tern::testing::{TestServer, synthetic_value};
 use tonic::Code;
@@ -34,17 +33,11 @@ impl WriterLock {
 
 /// A synthetic repo of 3 drivers x 2 features, served with `settings`.
 async fn serve(settings: StoreSettings) -> (tempfile::TempDir, TestServer) {
-    let (dir, repo, yaml) = crate::daemon::small_repo();
-    let server = TestServer::start_with(
-        &yaml,
-        Clock::Fixed(repo.event_ts),
-        tern::testing::TestOptions {
-            store: settings,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let (dir, _repo, server) = crate::limits::serve(tern::testing::TestOptions {
+        store: settings,
+        ..Default::default()
+    })
+    .await;
     (dir, server)
 }
 
