@@ -54,7 +54,7 @@ impl Default for ServerSettings {
     }
 }
 
-/// Online store knobs (CLI flags).
+/// Online store and registry knobs (CLI flags).
 #[derive(Debug, Clone)]
 pub struct StoreSettings {
     /// SQLite reader threads (each owns one read-only connection).

@@ -235,43 +235,15 @@ impl Table {
             self.name
         )
     }
-
-    /// Column names in the order `select` asks for them.
-    fn columns(&self) -> [&'static str; 6] {
-        [
-            self.name_column,
-            "project_id",
-            "last_updated_timestamp",
-            self.proto_column,
-            "user_metadata",
-            "materialized_intervals",
-        ]
-    }
 }
 
 const HISTORY_SELECT: &str = "SELECT feature_view_name, project_id, version_number, feature_view_type, \
      feature_view_proto, created_timestamp, description, version_id \
      FROM feature_view_version_history WHERE project_id = $1 ORDER BY feature_view_name, version_number";
-const HISTORY_COLUMNS: [&str; 8] = [
-    "feature_view_name",
-    "project_id",
-    "version_number",
-    "feature_view_type",
-    "feature_view_proto",
-    "created_timestamp",
-    "description",
-    "version_id",
-];
 const HISTORY_FINGERPRINT: &str = "SELECT count(*), CAST(coalesce(max(version_number), -1) AS BIGINT) \
      FROM feature_view_version_history WHERE project_id = $1";
 const METADATA_SELECT: &str = "SELECT project_id, metadata_key, metadata_value, last_updated_timestamp \
      FROM feast_metadata WHERE project_id = $1 ORDER BY metadata_key";
-const METADATA_COLUMNS: [&str; 4] = [
-    "project_id",
-    "metadata_key",
-    "metadata_value",
-    "last_updated_timestamp",
-];
 
 /// Row counts and newest timestamps per table: equal fingerprints, same registry.
 pub type Fingerprint = Vec<(&'static str, i64, i64)>;
@@ -406,17 +378,16 @@ fn sqlite_column_problem(e: &rusqlite::Error) -> String {
     }
 }
 
-/// Reads the value of column `i` (named `columns[i]`) of `table`; a failure names them.
+/// A column's value as read, or a failure naming the table, the column and the row.
 fn column<T>(
     table: &'static str,
-    columns: &[&'static str],
-    i: usize,
+    column: &'static str,
     row_name: Option<&str>,
-    get: impl FnOnce(usize) -> Result<T, String>,
+    value: Result<T, String>,
 ) -> Result<T, Failure> {
-    get(i).map_err(|problem| Failure::Column {
+    value.map_err(|problem| Failure::Column {
         table,
-        column: columns.get(i).copied().unwrap_or("?"),
+        column,
         row: row_name.map(str::to_owned),
         problem,
     })
@@ -424,21 +395,20 @@ fn column<T>(
 
 fn object_row(t: usize, row: &impl RowAccess) -> Result<ObjectRow, Failure> {
     let table = &TABLES[t];
-    let cols = table.columns();
-    let name = column(table.name, &cols, 0, None, |i| row.text(i))?;
-    let at = Some(name.as_str());
-    let project = column(table.name, &cols, 1, at, |i| row.text(i))?;
-    let last_updated = column(table.name, &cols, 2, at, |i| row.int(i))?;
-    let proto = column(table.name, &cols, 3, at, |i| row.blob(i))?;
-    let mut next = 4;
+    let name = column(table.name, table.name_column, None, row.text(0))?;
+    let named = Some(name.as_str());
+    let project = column(table.name, "project_id", named, row.text(1))?;
+    let last_updated = column(table.name, "last_updated_timestamp", named, row.int(2))?;
+    let proto = column(table.name, table.proto_column, named, row.blob(3))?;
+    // The optional columns follow in `select`'s order.
     let user_metadata = if table.user_metadata {
-        next += 1;
-        column(table.name, &cols, 4, at, |i| row.opt_blob(i))?
+        column(table.name, "user_metadata", named, row.opt_blob(4))?
     } else {
         None
     };
     let materialized_intervals = if table.intervals {
-        column(table.name, &cols, 5, at, |_| row.opt_blob(next))?
+        let i = 4 + usize::from(table.user_metadata);
+        column(table.name, "materialized_intervals", named, row.opt_blob(i))?
     } else {
         None
     };
@@ -456,28 +426,26 @@ fn object_row(t: usize, row: &impl RowAccess) -> Result<ObjectRow, Failure> {
 }
 
 fn history_row(row: &impl RowAccess) -> Result<HistoryRow, Failure> {
-    let c = &HISTORY_COLUMNS;
-    let name = column(HISTORY_TABLE, c, 0, None, |i| row.text(i))?;
-    let at = Some(name.as_str());
+    let name = column(HISTORY_TABLE, "feature_view_name", None, row.text(0))?;
+    let named = Some(name.as_str());
     Ok(HistoryRow {
-        project: column(HISTORY_TABLE, c, 1, at, |i| row.text(i))?,
-        version: column(HISTORY_TABLE, c, 2, at, |i| row.int32(i))?,
-        kind: column(HISTORY_TABLE, c, 3, at, |i| row.text(i))?,
-        proto: column(HISTORY_TABLE, c, 4, at, |i| row.blob(i))?,
-        created: column(HISTORY_TABLE, c, 5, at, |i| row.int(i))?,
-        description: column(HISTORY_TABLE, c, 6, at, |i| row.opt_text(i))?,
-        version_id: column(HISTORY_TABLE, c, 7, at, |i| row.text(i))?,
+        project: column(HISTORY_TABLE, "project_id", named, row.text(1))?,
+        version: column(HISTORY_TABLE, "version_number", named, row.int32(2))?,
+        kind: column(HISTORY_TABLE, "feature_view_type", named, row.text(3))?,
+        proto: column(HISTORY_TABLE, "feature_view_proto", named, row.blob(4))?,
+        created: column(HISTORY_TABLE, "created_timestamp", named, row.int(5))?,
+        description: column(HISTORY_TABLE, "description", named, row.opt_text(6))?,
+        version_id: column(HISTORY_TABLE, "version_id", named, row.text(7))?,
         name,
     })
 }
 
 fn metadata_row(row: &impl RowAccess) -> Result<MetadataRow, Failure> {
-    let c = &METADATA_COLUMNS;
     Ok(MetadataRow {
-        project: column(METADATA_TABLE, c, 0, None, |i| row.text(i))?,
-        key: column(METADATA_TABLE, c, 1, None, |i| row.text(i))?,
-        value: column(METADATA_TABLE, c, 2, None, |i| row.text(i))?,
-        last_updated: column(METADATA_TABLE, c, 3, None, |i| row.int(i))?,
+        project: column(METADATA_TABLE, "project_id", None, row.text(0))?,
+        key: column(METADATA_TABLE, "metadata_key", None, row.text(1))?,
+        value: column(METADATA_TABLE, "metadata_value", None, row.text(2))?,
+        last_updated: column(METADATA_TABLE, "last_updated_timestamp", None, row.int(3))?,
     })
 }
 
@@ -604,8 +572,14 @@ impl SqlSource {
                     let _ = tx.send(conn.get_interrupt_handle());
                     sqlite_load(&conn, &project, objects)
                 });
-                let interrupt = rx.await.ok();
-                match tokio::time::timeout(timeout, task).await {
+                // One deadline for opening and reading: opening can hang too (a file on
+                // a stalled network mount).
+                let deadline = tokio::time::Instant::now() + timeout;
+                let interrupt = match tokio::time::timeout_at(deadline, rx).await {
+                    Ok(handle) => handle.ok(),
+                    Err(_) => return Err(timed_out()),
+                };
+                match tokio::time::timeout_at(deadline, task).await {
                     Ok(joined) => joined
                         .map_err(|e| Failure::Db(e.to_string()))
                         .and_then(|r| r)
@@ -662,8 +636,8 @@ async fn pg_load(
             continue;
         }
         let row = txn.query_one(sql.as_str(), &[&project]).await.map_err(db)?;
-        let count = column(table, &["count"], 0, None, |i| row.int(i))?;
-        let newest = column(table, &["max"], 0, None, |_| row.int(1))?;
+        let count = column(table, "count(*)", None, row.int(0))?;
+        let newest = column(table, "max(last_updated_timestamp)", None, row.int(1))?;
         image.fingerprint.push((table, count, newest));
     }
     if objects {

@@ -55,10 +55,7 @@ async fn call_raw(
     path: Route,
     req: raw::Request,
 ) -> Result<GetOnlineFeaturesResponse, tonic::Status> {
-    let route = match path {
-        Route::Serving => "/feast.serving.ServingService/GetOnlineFeatures",
-        Route::FeatureServer => "/GrpcFeatureServer/GetOnlineFeatures",
-    };
+    let route = path.path();
     let mut grpc = tonic::client::Grpc::new(channel.clone());
     grpc.ready().await.unwrap();
     let codec = tonic_prost::ProstCodec::<raw::Request, GetOnlineFeaturesResponse>::default();

@@ -20,6 +20,16 @@ pub enum Route {
 
 pub const BOTH_PATHS: [Route; 2] = [Route::Serving, Route::FeatureServer];
 
+impl Route {
+    /// The gRPC path of GetOnlineFeatures on this service.
+    pub fn path(self) -> &'static str {
+        match self {
+            Route::Serving => "/feast.serving.ServingService/GetOnlineFeatures",
+            Route::FeatureServer => "/GrpcFeatureServer/GetOnlineFeatures",
+        }
+    }
+}
+
 pub async fn channel(url: &str) -> Channel {
     tonic::transport::Endpoint::from_shared(url.to_owned())
         .expect("valid url")
@@ -37,10 +47,7 @@ pub async fn call(
     path: Route,
     req: GetOnlineFeaturesRequest,
 ) -> Result<GetOnlineFeaturesResponse, tonic::Status> {
-    let route = match path {
-        Route::Serving => "/feast.serving.ServingService/GetOnlineFeatures",
-        Route::FeatureServer => "/GrpcFeatureServer/GetOnlineFeatures",
-    };
+    let route = path.path();
     let mut grpc = tonic::client::Grpc::new(channel.clone());
     grpc.ready()
         .await
@@ -167,10 +174,7 @@ pub async fn call_with_grpc_timeout(
     timeout: &str,
 ) -> (i32, String) {
     use prost::Message;
-    let route = match path {
-        Route::Serving => "/feast.serving.ServingService/GetOnlineFeatures",
-        Route::FeatureServer => "/GrpcFeatureServer/GetOnlineFeatures",
-    };
+    let route = path.path();
     let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let (client, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
     tokio::spawn(connection);
