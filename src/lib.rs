@@ -21,6 +21,7 @@
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod definitions;
 pub mod error;
 pub mod grpc;
 pub mod metrics;

@@ -14,6 +14,7 @@ pub mod reload;
 pub mod snapshot;
 pub mod source;
 pub mod sql;
+pub mod write;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -27,6 +28,7 @@ pub use snapshot::{
     JoinKey, ServiceDef, Snapshot, SnapshotSettings, ViewEntry, ViewKind, ViewVersion,
 };
 pub use source::RegistrySource;
+pub use write::RegistryTxn;
 
 /// A registry that cannot be loaded or used.
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +103,15 @@ pub enum RegistryError {
         source_name: String,
         /// The timeout.
         after: std::time::Duration,
+    },
+    /// A concurrent writer got there first (a unique key taken); the whole apply
+    /// can be retried on the registry as it is now.
+    #[error("SQL registry {source_name}: {detail}")]
+    Conflict {
+        /// The database, without credentials.
+        source_name: String,
+        /// What collided.
+        detail: String,
     },
     /// A registry this build cannot read.
     #[error("{0}")]

@@ -32,6 +32,9 @@ use super::model::{MetadataRow, Opaque, RegistryModel, RowColumns, Stored};
 use crate::proto::feast::core as pb;
 
 mod pg_tls;
+mod write;
+
+pub use write::SqlTxn;
 
 /// A SQL registry database.
 #[derive(Debug)]
