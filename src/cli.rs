@@ -29,6 +29,127 @@ pub enum Command {
     Serve(ServeArgs),
     /// Ask a running server for features and print them as a table.
     Get(GetArgs),
+    /// Show what `tern apply` would change; exit 1 when the plan breaks a rule.
+    Plan(PlanArgs),
+    /// Apply definitions to the registry (and create or drop online tables).
+    Apply(ApplyArgs),
+    /// A feature view's versions: list, show, diff, prune.
+    Versions(VersionsArgs),
+    /// Write the registry's project as definition files.
+    Export(ExportArgs),
+}
+
+/// `--config` and `-f`, shared by plan and apply.
+#[derive(Debug, Args)]
+pub struct DefinitionArgs {
+    /// Feast's feature_store.yaml.
+    #[arg(long, env = "TERN_CONFIG", default_value = "feature_store.yaml")]
+    pub config: PathBuf,
+    /// A definitions file, or a folder of *.yaml files; repeatable.
+    #[arg(short = 'f', long = "file", required = true)]
+    pub files: Vec<PathBuf>,
+    /// Development environment: prevent_destroy is reported, not enforced (as
+    /// `environment: development` in feature_store.yaml).
+    #[arg(long)]
+    pub dev: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+/// Output format of plan and apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// Aligned text, coloured on a terminal.
+    Text,
+    /// One JSON document.
+    Json,
+}
+
+/// `tern plan`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Definitions.
+    #[command(flatten)]
+    pub defs: DefinitionArgs,
+    /// Plan as `apply --no-promote` would.
+    #[arg(long)]
+    pub no_promote: bool,
+}
+
+/// `tern apply`.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// Definitions.
+    #[command(flatten)]
+    pub defs: DefinitionArgs,
+    /// Record new versions without activating them (staged publishing).
+    #[arg(long)]
+    pub no_promote: bool,
+}
+
+/// `tern versions`.
+#[derive(Debug, Args)]
+pub struct VersionsArgs {
+    /// Feast's feature_store.yaml.
+    #[arg(
+        long,
+        env = "TERN_CONFIG",
+        default_value = "feature_store.yaml",
+        global = true
+    )]
+    pub config: PathBuf,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: VersionsSub,
+}
+
+/// `tern versions` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum VersionsSub {
+    /// VERSION, TYPE, CREATED, VERSION_ID as Feast lists them, plus ACTIVE and MATERIALIZED.
+    List {
+        /// Feature view.
+        view: String,
+    },
+    /// One version's definition, as definition YAML.
+    Show {
+        /// Feature view.
+        view: String,
+        /// Version (`v2`, `version2`).
+        version: String,
+    },
+    /// Features added, removed and retyped, and entities, between two versions.
+    Diff {
+        /// Feature view.
+        view: String,
+        /// From version.
+        from: String,
+        /// To version.
+        to: String,
+    },
+    /// Drop old versions (history records and tables); never the active or a staged one.
+    Prune {
+        /// Feature view.
+        view: String,
+        /// Newest versions to keep.
+        #[arg(long)]
+        keep: usize,
+        /// Development environment: prevent_destroy not enforced.
+        #[arg(long)]
+        dev: bool,
+    },
+}
+
+/// `tern export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Feast's feature_store.yaml.
+    #[arg(long, env = "TERN_CONFIG", default_value = "feature_store.yaml")]
+    pub config: PathBuf,
+    /// Output folder.
+    #[arg(short = 'o', long = "output", default_value = ".")]
+    pub out: PathBuf,
 }
 
 /// `tern serve`.

@@ -26,6 +26,9 @@ pub struct RepoConfig {
     pub online_store: OnlineStoreConfig,
     /// Byte layout of entity keys in the online store.
     pub entity_key_serialization: KeySerialization,
+    /// `environment: development` (Tern's key): prevent_destroy is not enforced, as in
+    /// a Tecton development workspace.
+    pub development: bool,
 }
 
 /// The `registry` key.
@@ -331,12 +334,26 @@ pub fn parse(
         }
     };
 
+    let development = match raw.environment.as_deref() {
+        None | Some("production") => false,
+        Some("development") => true,
+        Some(other) => {
+            return Err(invalid(
+                "environment",
+                format!(
+                    "'{other}' is not an environment: use 'production' (the default) or 'development'"
+                ),
+            ));
+        }
+    };
+
     Ok(RepoConfig {
         project,
         repo_dir: repo_dir.to_owned(),
         registry,
         online_store,
         entity_key_serialization,
+        development,
     })
 }
 
@@ -509,6 +526,7 @@ struct RawConfig {
     registry: Option<RawRegistry>,
     online_store: Option<RawOnlineStore>,
     entity_key_serialization_version: Option<u32>,
+    environment: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

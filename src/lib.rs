@@ -20,11 +20,13 @@
 
 pub mod cli;
 pub mod client;
+pub mod commands;
 pub mod config;
 pub mod definitions;
 pub mod error;
 pub mod grpc;
 pub mod metrics;
+pub mod plan;
 pub mod proto;
 pub mod refs;
 pub mod registry;

@@ -5,6 +5,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser as _;
 use tern::cli::{Cli, Command, ServeArgs};
+use tern::commands::Outcome;
 use tern::server::{self, ServerSettings, StoreSettings};
 use tern::serving::Limits;
 
@@ -38,7 +39,8 @@ fn main() -> ExitCode {
     let result = runtime.block_on(run(cli.command));
     runtime.shutdown_timeout(EXIT_GRACE);
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(Outcome::Done) => ExitCode::SUCCESS,
+        Ok(Outcome::Refused) => ExitCode::FAILURE,
         // The daemon reports through its log (text or JSON); `get` prints for a person.
         Err(e) if serving => {
             tracing::error!("{e:#}");
@@ -51,13 +53,17 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(command: Command) -> anyhow::Result<()> {
+async fn run(command: Command) -> anyhow::Result<Outcome> {
+    if let Some(result) = tern::commands::run(&command, &mut std::io::stdout()).await {
+        return Ok(result?);
+    }
     match command {
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => serve(args).await.map(|()| Outcome::Done),
         Command::Get(args) => {
             print!("{}", tern::client::get(&args).await?);
-            Ok(())
+            Ok(Outcome::Done)
         }
+        _ => Ok(Outcome::Done),
     }
 }
 

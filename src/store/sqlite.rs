@@ -485,6 +485,11 @@ pub fn create_table(conn: &Connection, table: &str) -> rusqlite::Result<()> {
     ))
 }
 
+/// Drops a view table (and its index) if it exists.
+pub fn drop_table(conn: &Connection, table: &str) -> rusqlite::Result<()> {
+    conn.execute_batch(&format!("DROP TABLE IF EXISTS {}", quote_identifier(table)))
+}
+
 /// Upserts rows with Feast's semantics (last write wins, no event-time check), in one
 /// transaction. `value_text` is left NULL: Feast fills it for its own vector search,
 /// and reads never use it.

@@ -32,6 +32,7 @@ impl SqlTxn<'_> {
     }
 
     /// Writes the rows that differ between `old` and `new`, and commits.
+    #[allow(clippy::unused_async)]
     pub async fn commit(
         self,
         old: &RegistryModel,
