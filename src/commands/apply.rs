@@ -40,7 +40,7 @@ pub struct ApplyOptions {
 }
 
 /// Plans, prints, and (for apply) executes. `Refused` when the plan breaks a rule.
-pub async fn run(options: &ApplyOptions, out: &mut dyn Write) -> Result<Outcome, Error> {
+pub async fn run(options: &ApplyOptions, out: &mut (dyn Write + Send)) -> Result<Outcome, Error> {
     let config = super::load_config(&options.config)?;
     let defs = definitions::load(&options.files, &config.repo_dir)?;
     let plan_options = PlanOptions {
@@ -89,7 +89,7 @@ pub async fn run(options: &ApplyOptions, out: &mut dyn Write) -> Result<Outcome,
 fn print(
     plan: &Plan,
     options: &ApplyOptions,
-    out: &mut dyn Write,
+    out: &mut (dyn Write + Send),
     _config: &RepoConfig,
 ) -> Result<(), Error> {
     let text = if options.json {

@@ -74,7 +74,7 @@ pub fn load_config(path: &std::path::Path) -> Result<RepoConfig, Error> {
 /// Runs a write-side command from the command line; `None` for other commands.
 pub async fn run(
     command: &crate::cli::Command,
-    out: &mut dyn std::io::Write,
+    out: &mut (dyn std::io::Write + Send),
 ) -> Option<Result<Outcome, Error>> {
     use crate::cli::{Command, OutputFormat, VersionsSub};
     let version = |t: &str| {

@@ -86,12 +86,12 @@ fn table(rows: &[[String; 6]]) -> String {
 pub async fn run(
     config: &std::path::Path,
     command: &VersionsCommand,
-    out: &mut dyn Write,
+    out: &mut (dyn Write + Send),
 ) -> Result<Outcome, Error> {
     let config = super::load_config(config)?;
     let project = config.project.clone();
     let mut source = RegistrySource::open(&config, REGISTRY_TIMEOUT)?;
-    let write = |out: &mut dyn Write, text: &str| {
+    let write = |out: &mut (dyn Write + Send), text: &str| {
         out.write_all(text.as_bytes())
             .map_err(|cause| Error::Output {
                 path: PathBuf::from("<stdout>"),

@@ -18,3 +18,5 @@ mod reload;
 mod serving;
 mod sql_registry;
 mod sqlite_store;
+mod apply;
+mod prevent_destroy;
