@@ -5,10 +5,12 @@
 
 mod support;
 
+mod apply;
 mod compat;
 mod daemon;
 mod data_faults;
 mod limits;
+mod prevent_destroy;
 mod redis_cluster;
 mod redis_store;
 mod redis_support;
@@ -18,5 +20,3 @@ mod reload;
 mod serving;
 mod sql_registry;
 mod sqlite_store;
-mod apply;
-mod prevent_destroy;
