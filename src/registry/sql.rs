@@ -24,7 +24,7 @@
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use prost::Message;
@@ -48,10 +48,42 @@ pub struct SqlSource {
     name: String,
     /// Bound on connecting and on each read.
     timeout: Duration,
+    /// How long a write waits for another writer's lock, and how often one did.
+    write_lock: Arc<WriteLock>,
+}
+
+/// A source's write-lock wait and count, shared so that a wait can be watched.
+#[derive(Debug)]
+pub struct WriteLock {
+    wait_ms: AtomicU64,
+    waits: AtomicU64,
+}
+
+impl WriteLock {
+    fn new(timeout: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            wait_ms: AtomicU64::new(millis(timeout.max(MIN_LOCK_WAIT))),
+            waits: AtomicU64::new(0),
+        })
+    }
+
     /// How long a write waits for another writer's lock.
-    lock_wait: Duration,
-    /// Writes that found the lock taken and waited (shared so it can be watched).
-    lock_waits: Arc<AtomicU64>,
+    pub fn wait(&self) -> Duration {
+        Duration::from_millis(self.wait_ms.load(Ordering::Relaxed))
+    }
+
+    /// Writes on this source that found the lock taken and waited for it.
+    pub fn waits(&self) -> u64 {
+        self.waits.load(Ordering::Relaxed)
+    }
+
+    fn waited(&self) {
+        self.waits.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// The shortest wait for another writer: waiting for another apply is normal.
@@ -510,8 +542,7 @@ impl SqlSource {
                     },
                     name,
                     timeout,
-                    lock_wait: timeout.max(MIN_LOCK_WAIT),
-                    lock_waits: Arc::default(),
+                    write_lock: WriteLock::new(timeout),
                 })
             }
             "sqlite" => {
@@ -526,8 +557,7 @@ impl SqlSource {
                     name: format!("sqlite:{}", path.display()),
                     backend: Backend::Sqlite { path },
                     timeout,
-                    lock_wait: timeout.max(MIN_LOCK_WAIT),
-                    lock_waits: Arc::default(),
+                    write_lock: WriteLock::new(timeout),
                 })
             }
             other => Err(RegistryError::Unsupported(format!(
@@ -544,13 +574,15 @@ impl SqlSource {
     /// How long [`begin`](Self::begin) waits for another writer's lock (the registry
     /// timeout, and at least a minute, unless set here).
     pub fn set_lock_wait(&mut self, wait: Duration) {
-        self.lock_wait = wait;
+        self.write_lock
+            .wait_ms
+            .store(millis(wait), Ordering::Relaxed);
     }
 
-    /// Counts the writes on this source that found the write lock taken and waited
-    /// for it (shared: it can be watched while a write waits).
-    pub fn lock_waits(&self) -> Arc<AtomicU64> {
-        self.lock_waits.clone()
+    /// The write lock's wait and count (shared: it can be watched while a write
+    /// waits).
+    pub fn write_lock(&self) -> Arc<WriteLock> {
+        self.write_lock.clone()
     }
 
     /// The cheap change check: counts and newest timestamps, in one transaction.

@@ -19,22 +19,22 @@
 //! for another writer as long as the lock wait; all of it off the async reactor.
 //!
 //! Row timestamps: a row written gets `last_updated_timestamp = now`, or its old value
-//! + 1 if that is later, and every commit moves the project's `last_updated_timestamp`
-//! metadata row the same way (as Feast does on every apply), so the fingerprint the
-//! reloaders compare always moves.
+//! plus one if that is later, and every commit moves the project's
+//! `last_updated_timestamp` metadata row the same way (as Feast does on every apply),
+//! so the fingerprint the reloaders compare always moves.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prost::Message;
+use tokio_postgres::error::SqlState;
 
 use super::schema::{Dialect, SCHEMA};
 use super::{
-    Backend, HISTORY_TABLE, Image, Kind, METADATA_TABLE, PgTls, SqlSource, TABLES, assemble,
-    pg_connect, pg_detail, pg_read, pg_tables, sqlite_read, sqlite_tables,
+    Backend, HISTORY_TABLE, Image, Kind, METADATA_TABLE, PgTls, SqlSource, TABLES, WriteLock,
+    assemble, pg_connect, pg_detail, pg_read, pg_tables, sqlite_read, sqlite_tables,
 };
 use crate::proto::feast::core as pb;
 use crate::registry::RegistryError;
@@ -81,7 +81,7 @@ struct Ctx {
     name: String,
     timeout: Duration,
     lock_wait: Duration,
-    waits: Arc<AtomicU64>,
+    lock: Arc<WriteLock>,
 }
 
 impl Ctx {
@@ -110,7 +110,7 @@ impl Ctx {
     }
 
     fn waiting(&self, project: &str) {
-        self.waits.fetch_add(1, Ordering::Relaxed);
+        self.lock.waited();
         tracing::info!(registry = %self.name, project, "another writer holds the registry's write lock; waiting for it");
     }
 
@@ -143,8 +143,8 @@ impl SqlSource {
         let ctx = Ctx {
             name: self.name.clone(),
             timeout: self.timeout,
-            lock_wait: self.lock_wait,
-            waits: self.lock_waits.clone(),
+            lock_wait: self.write_lock.wait(),
+            lock: self.write_lock.clone(),
         };
         let (conn, image) = match &self.backend {
             Backend::Postgres { config, tls, .. } => pg_begin(config, tls, &ctx, project).await?,
@@ -179,8 +179,8 @@ impl SqlTxn<'_> {
         let ctx = Ctx {
             name: self.source.name.clone(),
             timeout: self.source.timeout,
-            lock_wait: self.source.lock_wait,
-            waits: self.source.lock_waits.clone(),
+            lock_wait: self.source.write_lock.wait(),
+            lock: self.source.write_lock.clone(),
         };
         let now = now
             .duration_since(UNIX_EPOCH)
@@ -205,7 +205,7 @@ async fn pg_begin(
     ctx: &Ctx,
     project: &str,
 ) -> Result<(Conn, Image), RegistryError> {
-    let db = |e: tokio_postgres::Error| pg_error(&ctx.name, None, &e);
+    let db = |e: tokio_postgres::Error| pg_error(ctx, None, &e);
     let key = lock_key(project);
     let client = ctx
         .bounded(async {
@@ -221,18 +221,35 @@ async fn pg_begin(
     let (client, locked) = client?;
     if !locked {
         ctx.waiting(project);
-        tokio::time::timeout(
-            ctx.lock_wait,
-            client.execute("SELECT pg_advisory_lock($1::bigint)", &[&key]),
-        )
-        .await
-        .map_err(|_| ctx.lock_timed_out())?
-        .map_err(db)?;
+        // The server gives up the wait itself: a backend left waiting after the client
+        // gave up would take the lock before the next writer.
+        let wait = async {
+            client
+                .batch_execute(&format!("SET lock_timeout = {}", pg_millis(ctx.lock_wait)))
+                .await?;
+            client
+                .execute("SELECT pg_advisory_lock($1::bigint)", &[&key])
+                .await?;
+            client.batch_execute("RESET lock_timeout").await
+        };
+        match tokio::time::timeout(ctx.lock_wait.saturating_add(ctx.timeout), wait).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
+                return Err(ctx.lock_timed_out());
+            }
+            Ok(Err(e)) => return Err(db(e)),
+            Err(_) => return Err(ctx.lock_timed_out()),
+        }
     }
     let image = ctx
         .bounded(async {
+            // The server bounds each statement too: one whose client gave up (a hung
+            // network) would otherwise keep the lock.
             client
-                .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+                .batch_execute(&format!(
+                    "SET statement_timeout = {}; BEGIN ISOLATION LEVEL REPEATABLE READ",
+                    pg_millis(ctx.timeout)
+                ))
                 .await
                 .map_err(db)?;
             let present = pg_tables(&client)
@@ -270,7 +287,7 @@ async fn pg_commit(
             client
                 .execute(sql.as_str(), &params)
                 .await
-                .map_err(|e| pg_error(&ctx.name, Some(write), &e))
+                .map_err(|e| pg_error(ctx, Some(write), &e))
         })
         .await?;
     }
@@ -278,7 +295,7 @@ async fn pg_commit(
         client
             .batch_execute("COMMIT")
             .await
-            .map_err(|e| pg_error(&ctx.name, None, &e))
+            .map_err(|e| pg_error(ctx, None, &e))
     })
     .await?;
     // Committed; closing the connection would release the lock too, only later.
@@ -290,24 +307,33 @@ async fn pg_commit(
     Ok(())
 }
 
+/// A duration for `lock_timeout`/`statement_timeout`: milliseconds, 1 to `i32::MAX`
+/// (0 would mean no bound).
+fn pg_millis(d: Duration) -> u32 {
+    u32::try_from(d.as_millis())
+        .unwrap_or(u32::MAX)
+        .clamp(1, i32::MAX.unsigned_abs())
+}
+
 /// SQLSTATEs that mean another writer got there first: unique violation,
 /// serialization failure, deadlock.
 const PG_CONFLICTS: [&str; 3] = ["23505", "40001", "40P01"];
 
-fn pg_error(name: &str, write: Option<&Write>, e: &tokio_postgres::Error) -> RegistryError {
+fn pg_error(ctx: &Ctx, write: Option<&Write>, e: &tokio_postgres::Error) -> RegistryError {
+    if e.code() == Some(&SqlState::QUERY_CANCELED) {
+        // statement_timeout: the server gave up first.
+        return ctx.timed_out();
+    }
     let what = write
         .map(|w| format!("{}: ", w.describe()))
         .unwrap_or_default();
     let detail = format!("{what}{}", pg_detail(e));
     match e.as_db_error() {
         Some(db) if PG_CONFLICTS.contains(&db.code().code()) => RegistryError::Conflict {
-            source_name: name.to_owned(),
+            source_name: ctx.name.clone(),
             detail: format!("{detail} (a concurrent writer changed the registry)"),
         },
-        _ => RegistryError::Sql {
-            source_name: name.to_owned(),
-            detail,
-        },
+        _ => ctx.failed(detail),
     }
 }
 
@@ -357,7 +383,7 @@ async fn sqlite_begin(
     });
     // Opening can hang too (a stalled network mount); a late connection is dropped,
     // which rolls back.
-    match tokio::time::timeout(ctx.timeout + ctx.lock_wait, task).await {
+    match tokio::time::timeout(ctx.timeout.saturating_add(ctx.lock_wait), task).await {
         Ok(Ok(Ok((conn, image)))) => Ok((Conn::Sqlite(SqliteConn(Some(conn))), image)),
         Ok(Ok(Err(e))) => Err(e),
         Ok(Err(e)) => Err(ctx.failed(format!("registry write task: {e}"))),
