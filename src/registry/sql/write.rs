@@ -96,8 +96,8 @@ impl Ctx {
         RegistryError::Sql {
             source_name: self.name.clone(),
             detail: format!(
-                "another writer held the registry's write lock for more than {} s; is another apply stuck?",
-                self.lock_wait.as_secs()
+                "another writer held the registry's write lock for more than {:?}; is another apply stuck?",
+                self.lock_wait
             ),
         }
     }
