@@ -12,6 +12,7 @@ mod data_faults;
 mod limits;
 mod prevent_destroy;
 mod redis_cluster;
+mod redis_delete;
 mod redis_store;
 mod redis_support;
 mod redis_writer;
