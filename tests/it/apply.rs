@@ -45,6 +45,7 @@ impl Repo {
             ),
         )
         .unwrap();
+        std::fs::create_dir_all(dir.path().join("data")).unwrap();
         let defs = dir.path().join("features.yaml");
         Self { dir, config, defs }
     }
@@ -53,6 +54,13 @@ impl Repo {
         Self::new(
             "  path: data/registry.db\n  cache_ttl_seconds: 1\n  enable_online_feature_view_versioning: true",
         )
+    }
+
+    /// A SQL registry at `url` (PostgreSQL, or `sqlite:///…`).
+    pub fn sql(url: &str) -> Self {
+        Self::new(&format!(
+            "  registry_type: sql\n  path: {url}\n  cache_ttl_seconds: 1\n  enable_online_feature_view_versioning: true"
+        ))
     }
 
     pub fn registry_file(&self) -> PathBuf {
@@ -514,4 +522,30 @@ pub async fn concurrent_applies_lose_nothing(repo: &Repo) {
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_applies_on_a_file_registry_lose_nothing() {
     concurrent_applies_lose_nothing(&Repo::file()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lifecycle_on_a_postgres_registry_through_tern_serve() {
+    let db = crate::sql_registry::TestDb::create().await;
+    let repo = Repo::sql(&db.url());
+    lifecycle(&repo, true).await;
+    db.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lifecycle_on_a_sqlite_sql_registry() {
+    let repo = Repo::sql("sqlite:///data/registry.sqlite");
+    lifecycle(&repo, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_applies_on_a_postgres_registry_lose_nothing() {
+    let db = crate::sql_registry::TestDb::create().await;
+    concurrent_applies_lose_nothing(&Repo::sql(&db.url())).await;
+    db.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_applies_on_a_sqlite_sql_registry_lose_nothing() {
+    concurrent_applies_lose_nothing(&Repo::sql("sqlite:///data/registry.sqlite")).await;
 }
