@@ -65,7 +65,9 @@ pub async fn run(options: &ApplyOptions, out: &mut (dyn Write + Send)) -> Result
         if !options.execute || plan.refused() || plan.is_empty() {
             print(&plan, options, out, &config)?;
             if plan.refused() {
-                let _ = writeln!(out, "Nothing was changed.");
+                if !options.json {
+                    let _ = writeln!(out, "Nothing was changed.");
+                }
                 return Ok(Outcome::Refused);
             }
             return Ok(Outcome::Done);

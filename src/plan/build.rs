@@ -86,7 +86,11 @@ pub(crate) fn view_spec(
 ) -> pb::FeatureViewSpec {
     let mut spec = base.cloned().unwrap_or_default();
     spec.name = def.name.clone();
-    spec.project = project.to_owned();
+    // A registered view keeps its stored `spec.project` (Feast's SQL registry leaves
+    // it empty; the row's project_id says).
+    if base.is_none() {
+        spec.project = project.to_owned();
+    }
     if def.entities.is_empty() {
         spec.entities = vec![DUMMY_ENTITY_NAME.to_owned()];
         spec.entity_columns = vec![pb::FeatureSpecV2 {
@@ -109,7 +113,14 @@ pub(crate) fn view_spec(
     spec.offline = def.offline;
     spec.description = def.description.clone();
     spec.owner = def.owner.clone();
-    spec.version = def.version_text.clone();
+    // "latest" however spelled (Feast writes "latest"; older registries ""): keep the
+    // registered spelling so an unchanged definition is not a change.
+    let base_latest = base.is_some_and(|b| {
+        b.version.is_empty() || b.version.eq_ignore_ascii_case("latest")
+    });
+    if !(def.version == crate::definitions::VersionPin::Latest && base_latest) {
+        spec.version = def.version_text.clone();
+    }
     let sources: HashMap<&str, &SourceDef> =
         defs.sources.iter().map(|s| (s.name.as_str(), s)).collect();
     if let Some(source) = sources.get(def.source.as_str()) {

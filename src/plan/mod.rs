@@ -432,6 +432,8 @@ impl Planner<'_> {
                 Some(i) => {
                     let stored = &mut self.model.entities[i];
                     let old = stored.object.spec.clone().unwrap_or_default();
+                    let mut spec = spec;
+                    spec.project = old.project.clone();
                     if old == spec {
                         continue;
                     }
@@ -978,7 +980,15 @@ impl Planner<'_> {
                     let stored = &mut self.model.feature_services[i];
                     let old = stored.object.spec.clone().unwrap_or_default();
                     let mut merged = old.clone();
-                    merged.features = spec.features.clone();
+                    // Projections are compared by what the service returns; Feast's
+                    // bookkeeping in them (source copies, timestamp fields) is kept.
+                    if service_schema(&old) != service_schema(&spec) {
+                        merged.features = spec
+                            .features
+                            .iter()
+                            .map(|p| keep_projection_extras(p, &old.features))
+                            .collect();
+                    }
                     merged.tags = spec.tags.clone();
                     merged.description = spec.description.clone();
                     merged.owner = spec.owner.clone();
@@ -1183,6 +1193,26 @@ impl Planner<'_> {
                 .map(|s| format!("{} source '{}'", SourceKind::of(&s.object).as_str(), s.name)),
         );
         self.kept = kept;
+    }
+}
+
+/// A new projection with the fields Tern does not model taken from the registered
+/// projection of the same view, alias and version, if there is one.
+fn keep_projection_extras(
+    new: &pb::FeatureViewProjection,
+    old: &[pb::FeatureViewProjection],
+) -> pb::FeatureViewProjection {
+    let Some(o) = old.iter().find(|o| {
+        o.feature_view_name == new.feature_view_name
+            && o.feature_view_name_alias == new.feature_view_name_alias
+            && o.version_tag == new.version_tag
+    }) else {
+        return new.clone();
+    };
+    pb::FeatureViewProjection {
+        feature_columns: new.feature_columns.clone(),
+        join_key_map: new.join_key_map.clone(),
+        ..o.clone()
     }
 }
 

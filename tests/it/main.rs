@@ -22,3 +22,4 @@ mod serving;
 mod sql_registry;
 mod sql_registry_write;
 mod sqlite_store;
+mod export;
