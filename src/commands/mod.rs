@@ -37,7 +37,7 @@ pub enum Error {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// The definition files.
-    #[error("{0}")]
+    #[error(transparent)]
     Definitions(#[from] DefinitionErrors),
     /// The definitions against the registry.
     #[error(transparent)]

@@ -40,18 +40,38 @@ pub struct Export {
 pub fn export(model: &RegistryModel, project: &str, repo_dir: &Path, out_dir: &Path) -> Export {
     let mut skipped = Vec::new();
     let mut y = String::new();
-    let _ = writeln!(y, "# Written by `tern export`; `tern plan -f` on this file shows no change.");
+    let _ = writeln!(
+        y,
+        "# Written by `tern export`; `tern plan -f` on this file shows no change."
+    );
     let _ = writeln!(y, "project: {}", scalar(project));
 
     let in_project = |p: &str| p == project;
-    for v in model.stream_feature_views.iter().filter(|v| in_project(&v.project)) {
-        skipped.push(format!("stream feature view '{}': not expressible in definitions", v.name));
+    for v in model
+        .stream_feature_views
+        .iter()
+        .filter(|v| in_project(&v.project))
+    {
+        skipped.push(format!(
+            "stream feature view '{}': not expressible in definitions",
+            v.name
+        ));
     }
-    for v in model.on_demand_feature_views.iter().filter(|v| in_project(&v.project)) {
-        skipped.push(format!("on-demand feature view '{}': not expressible in definitions", v.name));
+    for v in model
+        .on_demand_feature_views
+        .iter()
+        .filter(|v| in_project(&v.project))
+    {
+        skipped.push(format!(
+            "on-demand feature view '{}': not expressible in definitions",
+            v.name
+        ));
     }
     for v in model.label_views.iter().filter(|v| in_project(&v.project)) {
-        skipped.push(format!("label view '{}': not expressible in definitions", v.name));
+        skipped.push(format!(
+            "label view '{}': not expressible in definitions",
+            v.name
+        ));
     }
 
     // Entities.
@@ -62,16 +82,27 @@ pub fn export(model: &RegistryModel, project: &str, repo_dir: &Path, out_dir: &P
         if spec.name == DUMMY_ENTITY_NAME {
             continue;
         }
-        let t = ValueType::try_from(spec.value_type).ok().filter(|t| dtype_name(*t).is_some());
+        let t = ValueType::try_from(spec.value_type)
+            .ok()
+            .filter(|t| dtype_name(*t).is_some());
         let Some(t) = t else {
-            skipped.push(format!("entity '{}': its value type is not one definitions can express", spec.name));
+            skipped.push(format!(
+                "entity '{}': its value type is not one definitions can express",
+                spec.name
+            ));
             continue;
         };
         entity_types.insert(spec.name.clone(), (spec.join_key.clone(), spec.value_type));
         let _ = writeln!(entities, "  - name: {}", scalar(&spec.name));
         let _ = writeln!(entities, "    join_keys: [{}]", scalar(&spec.join_key));
         let _ = writeln!(entities, "    value_type: {}", t.as_str_name());
-        metadata(&mut entities, "    ", &spec.description, &spec.owner, &spec.tags);
+        metadata(
+            &mut entities,
+            "    ",
+            &spec.description,
+            &spec.owner,
+            &spec.tags,
+        );
     }
     if !entities.is_empty() {
         y.push_str("entities:\n");
@@ -97,7 +128,11 @@ pub fn export(model: &RegistryModel, project: &str, repo_dir: &Path, out_dir: &P
         .map(|v| &v.object)
         .collect();
     for v in &views {
-        if let Some(f) = v.spec.as_ref().and_then(|s| s.batch_source.as_ref()).and_then(FileSource::from_proto)
+        if let Some(f) = v
+            .spec
+            .as_ref()
+            .and_then(|s| s.batch_source.as_ref())
+            .and_then(FileSource::from_proto)
             && !f.name.is_empty()
             && !sources.iter().any(|s| s.name == f.name)
         {
@@ -110,7 +145,11 @@ pub fn export(model: &RegistryModel, project: &str, repo_dir: &Path, out_dir: &P
     for s in &sources {
         let _ = writeln!(y, "  - name: {}", scalar(&s.name));
         let _ = writeln!(y, "    type: file");
-        let _ = writeln!(y, "    path: {}", scalar(&written_path(&s.path, repo_dir, out_dir)));
+        let _ = writeln!(
+            y,
+            "    path: {}",
+            scalar(&written_path(&s.path, repo_dir, out_dir))
+        );
         let _ = writeln!(y, "    timestamp_field: {}", scalar(&s.timestamp_field));
         if let Some(c) = &s.created_timestamp_column {
             let _ = writeln!(y, "    created_timestamp_column: {}", scalar(c));
@@ -147,7 +186,11 @@ pub fn export(model: &RegistryModel, project: &str, repo_dir: &Path, out_dir: &P
 
     // Feature services.
     let mut service_text = String::new();
-    for s in model.feature_services.iter().filter(|s| in_project(&s.project)) {
+    for s in model
+        .feature_services
+        .iter()
+        .filter(|s| in_project(&s.project))
+    {
         let Some(spec) = &s.object.spec else { continue };
         match service(spec, &exported_views) {
             Ok(text) => service_text.push_str(&text),
@@ -194,12 +237,20 @@ fn view(
         let _ = writeln!(y, "    entities: [{}]", names.join(", "));
     }
     let _ = writeln!(y, "    source: {}", scalar(&source.name));
-    let _ = writeln!(y, "    ttl: {}", ttl(spec.ttl.as_ref().map_or(0, |d| d.seconds)));
+    let _ = writeln!(
+        y,
+        "    ttl: {}",
+        ttl(spec.ttl.as_ref().map_or(0, |d| d.seconds))
+    );
     let _ = writeln!(y, "    online: {}", spec.online);
     if spec.offline {
         let _ = writeln!(y, "    offline: true");
     }
-    if spec.tags.get(PREVENT_DESTROY_TAG).is_some_and(|v| v == "true") {
+    if spec
+        .tags
+        .get(PREVENT_DESTROY_TAG)
+        .is_some_and(|v| v == "true")
+    {
         let _ = writeln!(y, "    prevent_destroy: true");
     }
     if let Ok(VersionPin::Pinned(_)) = version_pin(&spec.version) {
@@ -220,7 +271,8 @@ fn view(
                 .iter()
                 .find(|(name, (key, _))| spec.entities.contains(name) && *key == c.name)
                 .map(|(_, (_, t))| *t);
-            if entity_type != Some(c.value_type) || !c.description.is_empty() || !c.tags.is_empty() {
+            if entity_type != Some(c.value_type) || !c.description.is_empty() || !c.tags.is_empty()
+            {
                 let _ = writeln!(y, "      - {}", field(c)?);
             }
         }
@@ -255,7 +307,11 @@ fn service(
 ) -> Result<String, String> {
     let mut y = String::new();
     let _ = writeln!(y, "  - name: {}", scalar(&spec.name));
-    if spec.tags.get(PREVENT_DESTROY_TAG).is_some_and(|v| v == "true") {
+    if spec
+        .tags
+        .get(PREVENT_DESTROY_TAG)
+        .is_some_and(|v| v == "true")
+    {
         let _ = writeln!(y, "    prevent_destroy: true");
     }
     let tags: BTreeMap<String, String> = spec
@@ -268,15 +324,25 @@ fn service(
     let _ = writeln!(y, "    features:");
     for p in &spec.features {
         let Some(all) = views.get(&p.feature_view_name) else {
-            return Err(format!("it uses '{}', which is not exported", p.feature_view_name));
+            return Err(format!(
+                "it uses '{}', which is not exported",
+                p.feature_view_name
+            ));
         };
         let names: Vec<String> = p.feature_columns.iter().map(|f| f.name.clone()).collect();
-        let plain = p.feature_view_name_alias.is_empty() && p.version_tag.is_none() && p.join_key_map.is_empty();
+        let plain = p.feature_view_name_alias.is_empty()
+            && p.version_tag.is_none()
+            && p.join_key_map.is_empty();
         if plain && &names == all {
             let _ = writeln!(y, "      - {}", scalar(&p.feature_view_name));
         } else if plain {
             let list: Vec<String> = names.iter().map(|n| scalar(n)).collect();
-            let _ = writeln!(y, "      - {}: [{}]", scalar(&p.feature_view_name), list.join(", "));
+            let _ = writeln!(
+                y,
+                "      - {}: [{}]",
+                scalar(&p.feature_view_name),
+                list.join(", ")
+            );
         } else {
             let mut parts = vec![format!("view: {}", scalar(&p.feature_view_name))];
             if !p.feature_view_name_alias.is_empty() {
@@ -296,7 +362,13 @@ fn service(
     Ok(y)
 }
 
-fn metadata(y: &mut String, indent: &str, description: &str, owner: &str, tags: &BTreeMap<String, String>) {
+fn metadata(
+    y: &mut String,
+    indent: &str,
+    description: &str,
+    owner: &str,
+    tags: &BTreeMap<String, String>,
+) {
     if !description.is_empty() {
         let _ = writeln!(y, "{indent}description: {}", scalar(description));
     }
@@ -309,7 +381,10 @@ fn metadata(y: &mut String, indent: &str, description: &str, owner: &str, tags: 
 }
 
 fn flow_map(map: &BTreeMap<String, String>) -> String {
-    let parts: Vec<String> = map.iter().map(|(k, v)| format!("{}: {}", scalar(k), scalar(v))).collect();
+    let parts: Vec<String> = map
+        .iter()
+        .map(|(k, v)| format!("{}: {}", scalar(k), scalar(v)))
+        .collect();
     format!("{{{}}}", parts.join(", "))
 }
 
@@ -330,7 +405,8 @@ fn ttl(seconds: i64) -> String {
 /// (JSON's escapes are YAML's).
 fn scalar(s: &str) -> String {
     let plain = !s.is_empty()
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/' | '@'))
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/' | '@'))
         && !s.starts_with(['-', '@'])
         && (!s.starts_with('.') || s.starts_with("./") || s.starts_with("../"))
         && !matches!(
@@ -397,7 +473,9 @@ mod tests {
 
     #[test]
     fn scalars_read_back_as_written() {
-        for s in ["plain", "a b", "true", "1d", "007", "x: y", "#c", "", "é", "-x", "quote\"d"] {
+        for s in [
+            "plain", "a b", "true", "1d", "007", "x: y", "#c", "", "é", "-x", "quote\"d",
+        ] {
             let y = format!("k: {}\n", scalar(s));
             let v: serde_norway::Value = serde_norway::from_str(&y).unwrap();
             assert_eq!(v["k"].as_str(), Some(s), "{y}");
@@ -406,9 +484,18 @@ mod tests {
 
     #[test]
     fn paths_are_rewritten_relative_to_the_output() {
-        assert_eq!(written_path("data/a.parquet", Path::new("/r"), Path::new("/r/defs")), "../data/a.parquet");
-        assert_eq!(written_path("data/a.parquet", Path::new("/r"), Path::new("/r")), "data/a.parquet");
-        assert_eq!(written_path("s3://b/a.parquet", Path::new("/r"), Path::new("/x")), "s3://b/a.parquet");
+        assert_eq!(
+            written_path("data/a.parquet", Path::new("/r"), Path::new("/r/defs")),
+            "../data/a.parquet"
+        );
+        assert_eq!(
+            written_path("data/a.parquet", Path::new("/r"), Path::new("/r")),
+            "data/a.parquet"
+        );
+        assert_eq!(
+            written_path("s3://b/a.parquet", Path::new("/r"), Path::new("/x")),
+            "s3://b/a.parquet"
+        );
         assert_eq!(ttl(86_400), "1d");
         assert_eq!(ttl(7200), "2h");
         assert_eq!(ttl(90), "90s");

@@ -8,17 +8,27 @@ use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
 
 use super::{
-    DefinitionError, DefinitionErrors, Definitions, EntityDef, FieldDef, Origin, PREVENT_DESTROY_TAG,
-    ProjectionDef, ServiceDef, SourceDef, VersionPin, ViewDef,
+    DefinitionError, DefinitionErrors, Definitions, EntityDef, FieldDef, Origin,
+    PREVENT_DESTROY_TAG, ProjectionDef, ServiceDef, SourceDef, VersionPin, ViewDef,
 };
 use crate::proto::feast::types::value_type::Enum as ValueType;
 
 /// A YAML node with the line it starts on.
 #[derive(Debug, Clone)]
 enum Node {
-    Scalar { text: String, plain: bool, line: usize },
-    Seq { items: Vec<Node>, line: usize },
-    Map { entries: Vec<(String, usize, Node)>, line: usize },
+    Scalar {
+        text: String,
+        plain: bool,
+        line: usize,
+    },
+    Seq {
+        items: Vec<Node>,
+        line: usize,
+    },
+    Map {
+        entries: Vec<(String, usize, Node)>,
+        line: usize,
+    },
 }
 
 impl Node {
@@ -82,7 +92,13 @@ impl MarkedEventReceiver for Builder {
                 plain: style == TScalarStyle::Plain,
                 line,
             }),
-            Event::SequenceStart(..) => self.stack.push((Node::Seq { items: Vec::new(), line }, None)),
+            Event::SequenceStart(..) => self.stack.push((
+                Node::Seq {
+                    items: Vec::new(),
+                    line,
+                },
+                None,
+            )),
             Event::MappingStart(..) => self.stack.push((
                 Node::Map {
                     entries: Vec::new(),
@@ -131,14 +147,13 @@ impl Ctx<'_> {
     }
 
     /// The entries of a mapping, with unknown keys reported.
-    fn mapping<'n>(
-        &mut self,
-        node: &'n Node,
-        path: &str,
-        allowed: &[&str],
-    ) -> Option<Fields<'n>> {
+    fn mapping<'n>(&mut self, node: &'n Node, path: &str, allowed: &[&str]) -> Option<Fields<'n>> {
         let Node::Map { entries, line } = node else {
-            self.error(node.line(), path, format!("expected a mapping, found {}", node.what()));
+            self.error(
+                node.line(),
+                path,
+                format!("expected a mapping, found {}", node.what()),
+            );
             return None;
         };
         let mut seen: HashMap<&str, usize> = HashMap::new();
@@ -147,7 +162,10 @@ impl Ctx<'_> {
                 self.error(
                     *key_line,
                     &join(path, key),
-                    format!("unknown key '{key}' (expected one of {})", allowed.join(", ")),
+                    format!(
+                        "unknown key '{key}' (expected one of {})",
+                        allowed.join(", ")
+                    ),
                 );
             }
             if let Some(first) = seen.insert(key, *key_line) {
@@ -182,16 +200,24 @@ impl Ctx<'_> {
     }
 
     fn required(&mut self, fields: &Fields<'_>, key: &str) -> Option<String> {
-        let value = self.string(fields, key);
-        if value.is_none() && !fields.get(key).is_some_and(|n| !n.is_null()) {
-            self.error(fields.line, &join(&fields.path, key), "required");
-        }
-        value.filter(|v| !v.is_empty()).or_else(|| {
-            if fields.get(key).is_some_and(|n| !n.is_null()) {
-                self.error(fields.line, &join(&fields.path, key), "must not be empty");
+        let path = join(&fields.path, key);
+        match fields.get(key) {
+            None => {
+                self.error(fields.line, &path, "required");
+                None
             }
-            None
-        })
+            Some(n) if n.is_null() => {
+                self.error(n.line(), &path, "required");
+                None
+            }
+            Some(n) => match self.string(fields, key) {
+                Some(v) if v.is_empty() => {
+                    self.error(n.line(), &path, "must not be empty");
+                    None
+                }
+                other => other,
+            },
+        }
     }
 
     fn boolean(&mut self, fields: &Fields<'_>, key: &str, default: bool) -> bool {
@@ -199,7 +225,9 @@ impl Ctx<'_> {
             return default;
         };
         match node {
-            Node::Scalar { text, plain: true, .. } => match text.to_ascii_lowercase().as_str() {
+            Node::Scalar {
+                text, plain: true, ..
+            } => match text.to_ascii_lowercase().as_str() {
                 "true" | "yes" | "on" => true,
                 "false" | "no" | "off" => false,
                 _ => {
@@ -228,7 +256,9 @@ impl Ctx<'_> {
                 .iter()
                 .enumerate()
                 .filter_map(|(i, item)| match item {
-                    Node::Scalar { text, .. } if !item.is_null() => Some((text.clone(), item.line())),
+                    Node::Scalar { text, .. } if !item.is_null() => {
+                        Some((text.clone(), item.line()))
+                    }
                     other => {
                         self.error(
                             other.line(),
@@ -240,7 +270,11 @@ impl Ctx<'_> {
                 })
                 .collect(),
             other => {
-                self.error(other.line(), path, format!("expected a list, found {}", other.what()));
+                self.error(
+                    other.line(),
+                    path,
+                    format!("expected a list, found {}", other.what()),
+                );
                 Vec::new()
             }
         }
@@ -266,9 +300,11 @@ impl Ctx<'_> {
                     }
                 }
             }
-            Some(other) => {
-                self.error(other.line(), &path, format!("expected a mapping, found {}", other.what()))
-            }
+            Some(other) => self.error(
+                other.line(),
+                &path,
+                format!("expected a mapping, found {}", other.what()),
+            ),
         }
         out
     }
@@ -287,11 +323,21 @@ impl Ctx<'_> {
 
     fn name(&mut self, line: usize, path: &str, kind: &str, name: &str) {
         for (c, why) in [
-            ('@', "The '@' character is reserved for version-qualified references (e.g., 'fv@v2:feature')."),
-            (':', "The ':' character is reserved as the separator in fully qualified feature references (e.g., 'feature_view:feature_name')."),
+            (
+                '@',
+                "The '@' character is reserved for version-qualified references (e.g., 'fv@v2:feature').",
+            ),
+            (
+                ':',
+                "The ':' character is reserved as the separator in fully qualified feature references (e.g., 'feature_view:feature_name').",
+            ),
         ] {
             if name.contains(c) {
-                self.error(line, path, format!("{kind} name '{name}' must not contain '{c}'. {why}"));
+                self.error(
+                    line,
+                    path,
+                    format!("{kind} name '{name}' must not contain '{c}'. {why}"),
+                );
             }
         }
     }
@@ -305,7 +351,10 @@ struct Fields<'n> {
 
 impl<'n> Fields<'n> {
     fn get(&self, key: &str) -> Option<&'n Node> {
-        self.entries.iter().find(|(k, _, _)| k == key).map(|(_, _, n)| n)
+        self.entries
+            .iter()
+            .find(|(k, _, _)| k == key)
+            .map(|(_, _, n)| n)
     }
 }
 
@@ -317,12 +366,16 @@ fn join(path: &str, key: &str) -> String {
     }
 }
 
-const DTYPES: &str = "Int32, Int64, Float32, Float64, String, Bytes, Bool, UnixTimestamp, Array(...) of each";
+const DTYPES: &str =
+    "Int32, Int64, Float32, Float64, String, Bytes, Bool, UnixTimestamp, Array(...) of each";
 
 /// `Float32` → FLOAT, `Array(Float64)` → DOUBLE_LIST.
 pub(crate) fn dtype(text: &str) -> Option<ValueType> {
     let text = text.trim();
-    if let Some(inner) = text.strip_prefix("Array(").and_then(|r| r.strip_suffix(')')) {
+    if let Some(inner) = text
+        .strip_prefix("Array(")
+        .and_then(|r| r.strip_suffix(')'))
+    {
         return Some(match dtype(inner)? {
             ValueType::Int32 => ValueType::Int32List,
             ValueType::Int64 => ValueType::Int64List,
@@ -474,7 +527,12 @@ struct Parsed {
     projection_lines: Vec<Vec<usize>>,
 }
 
-fn parse_file(file: &Path, text: &str, repo_dir: &Path, errors: &mut Vec<DefinitionError>) -> Parsed {
+fn parse_file(
+    file: &Path,
+    text: &str,
+    repo_dir: &Path,
+    errors: &mut Vec<DefinitionError>,
+) -> Parsed {
     let mut builder = Builder::default();
     let mut parser = Parser::new_from_str(text);
     if let Err(e) = parser.load(&mut builder, false) {
@@ -502,7 +560,13 @@ fn parse_file(file: &Path, text: &str, repo_dir: &Path, errors: &mut Vec<Definit
     let Some(top) = cx.mapping(
         &root,
         "",
-        &["project", "entities", "sources", "feature_views", "feature_services"],
+        &[
+            "project",
+            "entities",
+            "sources",
+            "feature_views",
+            "feature_services",
+        ],
     ) else {
         return parsed;
     };
@@ -516,7 +580,11 @@ fn parse_file(file: &Path, text: &str, repo_dir: &Path, errors: &mut Vec<Definit
             Some(n) if n.is_null() => Vec::new(),
             Some(Node::Seq { items, .. }) => items.clone(),
             Some(other) => {
-                cx.error(other.line(), key, format!("expected a list, found {}", other.what()));
+                cx.error(
+                    other.line(),
+                    key,
+                    format!("expected a list, found {}", other.what()),
+                );
                 Vec::new()
             }
         }
@@ -548,7 +616,8 @@ fn parse_file(file: &Path, text: &str, repo_dir: &Path, errors: &mut Vec<Definit
 /// `kind[name]` when the object has a readable name, else `kind[i]`.
 fn object_path(kind: &str, node: &Node, i: usize) -> String {
     if let Node::Map { entries, .. } = node
-        && let Some((_, _, Node::Scalar { text, .. })) = entries.iter().find(|(k, _, _)| k == "name")
+        && let Some((_, _, Node::Scalar { text, .. })) =
+            entries.iter().find(|(k, _, _)| k == "name")
         && !text.is_empty()
     {
         return format!("{kind}[{text}]");
@@ -561,7 +630,15 @@ fn entity(cx: &mut Ctx<'_>, node: &Node, i: usize) -> Option<EntityDef> {
     let f = cx.mapping(
         node,
         &path,
-        &["name", "join_keys", "join_key", "value_type", "description", "owner", "tags"],
+        &[
+            "name",
+            "join_keys",
+            "join_key",
+            "value_type",
+            "description",
+            "owner",
+            "tags",
+        ],
     )?;
     let name = cx.required(&f, "name");
     if let Some(n) = &name {
@@ -576,7 +653,10 @@ fn entity(cx: &mut Ctx<'_>, node: &Node, i: usize) -> Option<EntityDef> {
             (_, _) => cx.error(
                 f.get("join_keys").map_or(f.line, Node::line),
                 &join(&path, "join_keys"),
-                format!("expected exactly one join key (Feast entities have one), found {}", keys.len()),
+                format!(
+                    "expected exactly one join key (Feast entities have one), found {}",
+                    keys.len()
+                ),
             ),
         }
     }
@@ -649,7 +729,9 @@ fn source(cx: &mut Ctx<'_>, node: &Node, i: usize, repo_dir: &Path) -> Option<So
     }
     let written = cx.required(&f, "path");
     let timestamp_field = cx.required(&f, "timestamp_field");
-    let created_timestamp_column = cx.string(&f, "created_timestamp_column").unwrap_or_default();
+    let created_timestamp_column = cx
+        .string(&f, "created_timestamp_column")
+        .unwrap_or_default();
     let field_mapping = cx.string_map(&f, "field_mapping");
     let date_partition_column = cx.string(&f, "date_partition_column").unwrap_or_default();
     let description = cx.string(&f, "description").unwrap_or_default();
@@ -698,7 +780,11 @@ fn view(cx: &mut Ctx<'_>, node: &Node, i: usize) -> Option<(ViewDef, Vec<FieldDe
     let entities = match f.get("entities") {
         Some(n) => cx.strings(n, &join(&path, "entities")),
         None => {
-            cx.error(f.line, &join(&path, "entities"), "required (`[]` for a view without entities)");
+            cx.error(
+                f.line,
+                &join(&path, "entities"),
+                "required (`[]` for a view without entities)",
+            );
             Vec::new()
         }
     };
@@ -722,11 +808,17 @@ fn view(cx: &mut Ctx<'_>, node: &Node, i: usize) -> Option<(ViewDef, Vec<FieldDe
     let online = cx.boolean(&f, "online", true);
     let offline = cx.boolean(&f, "offline", false);
     let prevent_destroy = cx.boolean(&f, "prevent_destroy", false);
-    let version_text = cx.string(&f, "version").unwrap_or_else(|| "latest".to_owned());
+    let version_text = cx
+        .string(&f, "version")
+        .unwrap_or_else(|| "latest".to_owned());
     let version = match version_pin(&version_text) {
         Ok(v) => v,
         Err(message) => {
-            cx.error(f.get("version").map_or(f.line, Node::line), &join(&path, "version"), message);
+            cx.error(
+                f.get("version").map_or(f.line, Node::line),
+                &join(&path, "version"),
+                message,
+            );
             VersionPin::Latest
         }
     };
@@ -735,11 +827,16 @@ fn view(cx: &mut Ctx<'_>, node: &Node, i: usize) -> Option<(ViewDef, Vec<FieldDe
     let tags = cx.tags(&f);
     let mut schema = Vec::new();
     match f.get("schema") {
-        None => cx.error(f.line, &join(&path, "schema"), "required: the view's features"),
+        None => cx.error(
+            f.line,
+            &join(&path, "schema"),
+            "required: the view's features",
+        ),
         Some(Node::Seq { items, .. }) => {
             for (k, item) in items.iter().enumerate() {
                 let fpath = format!("{path}.schema[{k}]");
-                let Some(ff) = cx.mapping(item, &fpath, &["name", "dtype", "description", "tags"]) else {
+                let Some(ff) = cx.mapping(item, &fpath, &["name", "dtype", "description", "tags"])
+                else {
                     continue;
                 };
                 let fname = cx.required(&ff, "name");
@@ -748,7 +845,11 @@ fn view(cx: &mut Ctx<'_>, node: &Node, i: usize) -> Option<(ViewDef, Vec<FieldDe
                 }
                 let dt = match cx.string(&ff, "dtype") {
                     None => {
-                        cx.error(ff.line, &join(&fpath, "dtype"), format!("required (one of {DTYPES})"));
+                        cx.error(
+                            ff.line,
+                            &join(&fpath, "dtype"),
+                            format!("required (one of {DTYPES})"),
+                        );
                         None
                     }
                     Some(t) => dtype(&t).or_else(|| {
@@ -773,7 +874,11 @@ fn view(cx: &mut Ctx<'_>, node: &Node, i: usize) -> Option<(ViewDef, Vec<FieldDe
                 }
             }
         }
-        Some(other) => cx.error(other.line(), &join(&path, "schema"), format!("expected a list, found {}", other.what())),
+        Some(other) => cx.error(
+            other.line(),
+            &join(&path, "schema"),
+            format!("expected a list, found {}", other.what()),
+        ),
     }
     let mut seen: HashMap<String, usize> = HashMap::new();
     for field in &schema {
@@ -781,7 +886,10 @@ fn view(cx: &mut Ctx<'_>, node: &Node, i: usize) -> Option<(ViewDef, Vec<FieldDe
             cx.error(
                 field.origin.line,
                 &format!("{path}.schema"),
-                format!("feature '{}' is listed twice (first on line {first})", field.name),
+                format!(
+                    "feature '{}' is listed twice (first on line {first})",
+                    field.name
+                ),
             );
         }
     }
@@ -812,7 +920,14 @@ fn service(cx: &mut Ctx<'_>, node: &Node, i: usize) -> Option<(ServiceDef, Vec<u
     let f = cx.mapping(
         node,
         &path,
-        &["name", "prevent_destroy", "features", "description", "owner", "tags"],
+        &[
+            "name",
+            "prevent_destroy",
+            "features",
+            "description",
+            "owner",
+            "tags",
+        ],
     )?;
     let name = cx.required(&f, "name");
     if let Some(n) = &name {
@@ -825,7 +940,11 @@ fn service(cx: &mut Ctx<'_>, node: &Node, i: usize) -> Option<(ServiceDef, Vec<u
     let mut features = Vec::new();
     let mut lines = Vec::new();
     match f.get("features") {
-        None => cx.error(f.line, &join(&path, "features"), "required: what the service returns"),
+        None => cx.error(
+            f.line,
+            &join(&path, "features"),
+            "required: what the service returns",
+        ),
         Some(Node::Seq { items, .. }) => {
             for (k, item) in items.iter().enumerate() {
                 let ppath = format!("{path}.features[{k}]");
@@ -835,7 +954,11 @@ fn service(cx: &mut Ctx<'_>, node: &Node, i: usize) -> Option<(ServiceDef, Vec<u
                 }
             }
         }
-        Some(other) => cx.error(other.line(), &join(&path, "features"), format!("expected a list, found {}", other.what())),
+        Some(other) => cx.error(
+            other.line(),
+            &join(&path, "features"),
+            format!("expected a list, found {}", other.what()),
+        ),
     }
     Some((
         ServiceDef {
@@ -863,7 +986,11 @@ fn projection(cx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<ProjectionDef
             join_key_map: BTreeMap::new(),
         }),
         Node::Map { entries, .. } if entries.iter().any(|(k, _, _)| k == "view") => {
-            let f = cx.mapping(node, path, &["view", "alias", "version", "features", "join_key_map"])?;
+            let f = cx.mapping(
+                node,
+                path,
+                &["view", "alias", "version", "features", "join_key_map"],
+            )?;
             let view = cx.required(&f, "view");
             let alias = cx.string(&f, "alias").unwrap_or_default();
             if !alias.is_empty() {
@@ -875,15 +1002,21 @@ fn projection(cx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<ProjectionDef
                     Ok(VersionPin::Pinned(n)) => Some(n),
                     Ok(VersionPin::Latest) => None,
                     Err(m) => {
-                        cx.error(f.get("version").map_or(f.line, Node::line), &join(path, "version"), m);
+                        cx.error(
+                            f.get("version").map_or(f.line, Node::line),
+                            &join(path, "version"),
+                            m,
+                        );
                         None
                     }
                 },
             };
-            let features = f
-                .get("features")
-                .filter(|n| !n.is_null())
-                .map(|n| cx.strings(n, &join(path, "features")).into_iter().map(|(s, _)| s).collect());
+            let features = f.get("features").filter(|n| !n.is_null()).map(|n| {
+                cx.strings(n, &join(path, "features"))
+                    .into_iter()
+                    .map(|(s, _)| s)
+                    .collect()
+            });
             let join_key_map = cx.string_map(&f, "join_key_map");
             Some(ProjectionDef {
                 origin,
@@ -936,7 +1069,10 @@ fn files(paths: &[PathBuf], errors: &mut Vec<DefinitionError>) -> Vec<PathBuf> {
                     .map(|e| e.path())
                     .filter(|p| {
                         p.is_file()
-                            && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+                            && matches!(
+                                p.extension().and_then(|e| e.to_str()),
+                                Some("yaml" | "yml")
+                            )
                     })
                     .collect(),
                 Err(e) => {
@@ -946,7 +1082,10 @@ fn files(paths: &[PathBuf], errors: &mut Vec<DefinitionError>) -> Vec<PathBuf> {
             };
             found.sort();
             if found.is_empty() {
-                errors.push(whole(path, "the folder holds no .yaml or .yml files".to_owned()));
+                errors.push(whole(
+                    path,
+                    "the folder holds no .yaml or .yml files".to_owned(),
+                ));
             }
             out.extend(found);
         } else if path.exists() {
@@ -968,7 +1107,10 @@ pub(super) fn load(paths: &[PathBuf], repo_dir: &Path) -> Result<Definitions, De
                 all.push((file, parsed));
             }
             Err(e) => errors.push(DefinitionError {
-                origin: Origin { file: file.clone(), line: 0 },
+                origin: Origin {
+                    file: file.clone(),
+                    line: 0,
+                },
                 field: String::new(),
                 message: format!("cannot read: {e}"),
             }),
@@ -978,7 +1120,8 @@ pub(super) fn load(paths: &[PathBuf], repo_dir: &Path) -> Result<Definitions, De
     if errors.is_empty() {
         Ok(defs)
     } else {
-        errors.sort_by(|a, b| (&a.origin.file, a.origin.line).cmp(&(&b.origin.file, b.origin.line)));
+        errors
+            .sort_by(|a, b| (&a.origin.file, a.origin.line).cmp(&(&b.origin.file, b.origin.line)));
         errors.dedup();
         Err(DefinitionErrors(errors))
     }
@@ -1007,13 +1150,14 @@ fn combine(all: Vec<(PathBuf, Parsed)>, errors: &mut Vec<DefinitionError>) -> De
         defs.feature_services.extend(parsed.services);
         lines.extend(parsed.projection_lines);
     }
-    let err = |errors: &mut Vec<DefinitionError>, origin: &Origin, field: String, message: String| {
-        errors.push(DefinitionError {
-            origin: origin.clone(),
-            field,
-            message,
-        });
-    };
+    let err =
+        |errors: &mut Vec<DefinitionError>, origin: &Origin, field: String, message: String| {
+            errors.push(DefinitionError {
+                origin: origin.clone(),
+                field,
+                message,
+            });
+        };
     fn duplicates<'a>(
         items: impl Iterator<Item = (&'a str, &'a Origin)>,
         kind: &str,
@@ -1030,16 +1174,31 @@ fn combine(all: Vec<(PathBuf, Parsed)>, errors: &mut Vec<DefinitionError>) -> De
             }
         }
     }
-    duplicates(defs.entities.iter().map(|e| (e.name.as_str(), &e.origin)), "entities", errors);
-    duplicates(defs.sources.iter().map(|e| (e.name.as_str(), &e.origin)), "sources", errors);
-    duplicates(views.iter().map(|(v, _)| (v.name.as_str(), &v.origin)), "feature_views", errors);
     duplicates(
-        defs.feature_services.iter().map(|e| (e.name.as_str(), &e.origin)),
+        defs.entities.iter().map(|e| (e.name.as_str(), &e.origin)),
+        "entities",
+        errors,
+    );
+    duplicates(
+        defs.sources.iter().map(|e| (e.name.as_str(), &e.origin)),
+        "sources",
+        errors,
+    );
+    duplicates(
+        views.iter().map(|(v, _)| (v.name.as_str(), &v.origin)),
+        "feature_views",
+        errors,
+    );
+    duplicates(
+        defs.feature_services
+            .iter()
+            .map(|e| (e.name.as_str(), &e.origin)),
         "feature_services",
         errors,
     );
 
-    let entities: HashMap<&str, &EntityDef> = defs.entities.iter().map(|e| (e.name.as_str(), e)).collect();
+    let entities: HashMap<&str, &EntityDef> =
+        defs.entities.iter().map(|e| (e.name.as_str(), e)).collect();
     let sources: Vec<&str> = defs.sources.iter().map(|s| s.name.as_str()).collect();
     for (view, schema) in &mut views {
         let path = format!("feature_views[{}]", view.name);
@@ -1048,7 +1207,11 @@ fn combine(all: Vec<(PathBuf, Parsed)>, errors: &mut Vec<DefinitionError>) -> De
                 errors,
                 &view.origin,
                 format!("{path}.source"),
-                format!("unknown source '{}' (sources: {})", view.source, list(&sources)),
+                format!(
+                    "unknown source '{}' (sources: {})",
+                    view.source,
+                    list(&sources)
+                ),
             );
         }
         let mut columns = Vec::new();
@@ -1077,15 +1240,28 @@ fn combine(all: Vec<(PathBuf, Parsed)>, errors: &mut Vec<DefinitionError>) -> De
                 }
             }
         }
-        view.features = schema.iter().filter(|f| !keys.contains(&f.name)).cloned().collect();
+        view.features = schema
+            .iter()
+            .filter(|f| !keys.contains(&f.name))
+            .cloned()
+            .collect();
         view.entity_columns = columns;
         if view.features.is_empty() && !schema.is_empty() {
-            err(errors, &view.origin, format!("{path}.schema"), "lists only join keys: a view needs at least one feature".to_owned());
+            err(
+                errors,
+                &view.origin,
+                format!("{path}.schema"),
+                "lists only join keys: a view needs at least one feature".to_owned(),
+            );
         }
     }
     defs.feature_views = views.into_iter().map(|(v, _)| v).collect();
 
-    let by_name: HashMap<&str, &ViewDef> = defs.feature_views.iter().map(|v| (v.name.as_str(), v)).collect();
+    let by_name: HashMap<&str, &ViewDef> = defs
+        .feature_views
+        .iter()
+        .map(|v| (v.name.as_str(), v))
+        .collect();
     for service in &defs.feature_services {
         for (k, p) in service.features.iter().enumerate() {
             let path = format!("feature_services[{}].features[{k}]", service.name);
@@ -1194,7 +1370,13 @@ feature_services:
         assert_eq!(s.features[0].features, Some(vec!["conv_rate".to_owned()]));
         assert_eq!(s.features[1].features, None);
         assert_eq!(s.features[2].alias, "s");
-        assert_eq!(s.features[2].join_key_map.get("driver_id").map(String::as_str), Some("other"));
+        assert_eq!(
+            s.features[2]
+                .join_key_map
+                .get("driver_id")
+                .map(String::as_str),
+            Some("other")
+        );
         assert_eq!(s.features[3].version, Some(2));
         assert_eq!(d.sources[0].path, "data/d.parquet");
     }
@@ -1224,22 +1406,39 @@ feature_services:
       - ghost
 ";
         let e = parse(text).unwrap_err();
-        let lines: Vec<String> = e.0.iter().map(|e| format!("{}: {}: {}", e.origin.line, e.field, e.message)).collect();
+        let lines: Vec<String> =
+            e.0.iter()
+                .map(|e| format!("{}: {}: {}", e.origin.line, e.field, e.message))
+                .collect();
         let has = |needle: &str| {
-            assert!(lines.iter().any(|l| l.contains(needle)), "missing {needle:?} in {lines:#?}");
+            assert!(
+                lines.iter().any(|l| l.contains(needle)),
+                "missing {needle:?} in {lines:#?}"
+            );
         };
         has("2: entities[driver].value_type: required");
         has("4: sources[src].colour: unknown key 'colour'");
         has("6: feature_views[stats].entities: unknown entity 'rider'");
         has("6: feature_views[stats].source: unknown source 'nowhere'");
         has("9: feature_views[stats].ttl: '3w' is not a duration");
-        has("10: feature_views[stats].version: Invalid version string 'v-1'. Expected 'latest', 'vN', or 'versionN' (e.g. 'v2', 'version3').");
-        has("14: feature_views[stats].schema[2].dtype: unknown type 'Flaot32' (expected one of Int32, Int64, Float32, Float64, String, Bytes, Bool, UnixTimestamp, Array(...) of each)");
+        has(
+            "10: feature_views[stats].version: Invalid version string 'v-1'. Expected 'latest', 'vN', or 'versionN' (e.g. 'v2', 'version3').",
+        );
+        has(
+            "14: feature_views[stats].schema[2].dtype: unknown type 'Flaot32' (expected one of Int32, Int64, Float32, Float64, String, Bytes, Bool, UnixTimestamp, Array(...) of each)",
+        );
         has("15: feature_views[stats].schema[3].name: Feature name 'd@x' must not contain '@'");
-        has("19: feature_services[svc].features[0].features: feature view 'stats' has no feature 'zzz'");
+        has(
+            "19: feature_services[svc].features[0].features: feature view 'stats' has no feature 'zzz'",
+        );
         has("20: feature_services[svc].features[1]: unknown feature view 'ghost'");
         // Display names the file.
-        assert!(e.to_string().contains("features.yaml:14: feature_views[stats].schema[2].dtype: unknown type 'Flaot32'"), "{e}");
+        assert!(
+            e.to_string().contains(
+                "features.yaml:14: feature_views[stats].schema[2].dtype: unknown type 'Flaot32'"
+            ),
+            "{e}"
+        );
     }
 
     #[test]
@@ -1295,7 +1494,7 @@ feature_services:
         )
         .unwrap();
         std::fs::write(defs.join("notes.txt"), "not yaml: [").unwrap();
-        let d = load(&[defs.clone()], &dir).unwrap();
+        let d = load(std::slice::from_ref(&defs), &dir).unwrap();
         assert_eq!(d.entities[0].join_key, "driver_id");
         assert_eq!(d.sources[0].path, "data/d.parquet");
         let outside = load(&[defs], &dir.join("elsewhere")).unwrap();

@@ -115,9 +115,8 @@ pub(crate) fn view_spec(
     spec.owner = def.owner.clone();
     // "latest" however spelled (Feast writes "latest"; older registries ""): keep the
     // registered spelling so an unchanged definition is not a change.
-    let base_latest = base.is_some_and(|b| {
-        b.version.is_empty() || b.version.eq_ignore_ascii_case("latest")
-    });
+    let base_latest =
+        base.is_some_and(|b| b.version.is_empty() || b.version.eq_ignore_ascii_case("latest"));
     if !(def.version == crate::definitions::VersionPin::Latest && base_latest) {
         spec.version = def.version_text.clone();
     }

@@ -1510,8 +1510,9 @@ fn copy_metadata(from: &pb::FeatureViewSpec, to: &mut pb::FeatureViewSpec) {
 
 /// `name_v3`: the shape of a version's storage name.
 fn has_version_suffix(name: &str) -> bool {
-    name.rsplit_once("_v")
-        .is_some_and(|(base, n)| !base.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    name.rsplit_once("_v").is_some_and(|(base, n)| {
+        !base.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
+    })
 }
 
 #[cfg(test)]

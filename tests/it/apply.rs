@@ -36,12 +36,17 @@ pub struct Repo {
 impl Repo {
     /// A repo whose registry section is `registry` (YAML, indented two spaces).
     pub fn new(registry: &str) -> Self {
+        Self::with_store(registry, "  type: sqlite\n  path: data/online.db")
+    }
+
+    /// A repo with `online_store` given (YAML, indented two spaces).
+    pub fn with_store(registry: &str, online_store: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("feature_store.yaml");
         std::fs::write(
             &config,
             format!(
-                "project: {PROJECT}\nprovider: local\nregistry:\n{registry}\nonline_store:\n  type: sqlite\n  path: data/online.db\nentity_key_serialization_version: 3\n"
+                "project: {PROJECT}\nprovider: local\nregistry:\n{registry}\nonline_store:\n{online_store}\nentity_key_serialization_version: 3\n"
             ),
         )
         .unwrap();
@@ -548,4 +553,238 @@ async fn concurrent_applies_on_a_postgres_registry_lose_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_applies_on_a_sqlite_sql_registry_lose_nothing() {
     concurrent_applies_lose_nothing(&Repo::sql("sqlite:///data/registry.sqlite")).await;
+}
+
+/// Deleting a view from a Redis-backed repo deletes every version's fields from the
+/// entity hashes, and nothing of the views that stay.
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_a_view_deletes_its_redis_fields() {
+    use tern::store::redis::WriteRow;
+    use tern::store::{RedisSettings, RedisStore, StorageLayout};
+
+    let redis = tern::testing::RedisServer::start(&[]).unwrap();
+    let repo = Repo::with_store(
+        "  path: data/registry.db\n  enable_online_feature_view_versioning: true",
+        &format!("  type: redis\n  connection_string: \"{}\"", redis.addr()),
+    );
+    let other = "  - name: other\n    entities: [driver]\n    source: driver_src\n    schema:\n      - {name: score, dtype: Float64}\n";
+    repo.apply(&defs(V0, "", other)).await;
+    repo.apply(&defs(V1, "", other)).await;
+
+    let config = tern::commands::load_config(&repo.config).unwrap();
+    let tern::config::OnlineStoreConfig::Redis(rc) = &config.online_store else {
+        panic!("a Redis store");
+    };
+    let store = RedisStore::open(
+        rc,
+        PROJECT,
+        RedisSettings {
+            timeout: DEADLINE,
+            connections: 1,
+        },
+    )
+    .unwrap();
+    let mut k = key::key_prefix(&["driver_id"], KeySerialization::V3);
+    key::push_value(&mut k, &EntityValue::Int64(1));
+    let v = Value {
+        val: Some(Val::DoubleVal(1.0)),
+    }
+    .encode_to_vec();
+    let time = prost_types::Timestamp {
+        seconds: 100,
+        nanos: 0,
+    };
+    for (view, version, features) in [
+        ("driver_stats", 0, vec!["score"]),
+        ("driver_stats", 1, vec!["score", "trips"]),
+        ("other", 0, vec!["score"]),
+    ] {
+        let layout = StorageLayout::new(
+            PROJECT,
+            view,
+            version,
+            features.iter().map(|f| (*f).to_owned()).collect(),
+        );
+        let values: Vec<(&str, &[u8])> = features.iter().map(|f| (*f, v.as_slice())).collect();
+        store
+            .write_batch(
+                &layout,
+                &[WriteRow {
+                    entity_key: &k,
+                    values: &values,
+                    event_time: time,
+                }],
+            )
+            .await
+            .unwrap();
+    }
+    let mut hash_key = k.clone();
+    hash_key.extend_from_slice(PROJECT.as_bytes());
+    let client = redis::Client::open(format!("redis://{}", redis.addr())).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let fields = |m: std::collections::HashMap<Vec<u8>, Vec<u8>>| {
+        let mut f: Vec<Vec<u8>> = m.into_keys().collect();
+        f.sort();
+        f
+    };
+    let before: std::collections::HashMap<Vec<u8>, Vec<u8>> = redis::cmd("HGETALL")
+        .arg(&hash_key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(before.len(), 2 + 3 + 2, "{before:?}");
+
+    // Delete driver_stats (the definitions keep `other`).
+    let yaml = format!(
+        "entities:\n  - {{name: driver, join_keys: [driver_id], value_type: INT64}}\nsources:\n  - {{name: driver_src, type: file, path: data/driver_stats.parquet, timestamp_field: event_timestamp}}\nfeature_views:\n{other}"
+    );
+    let out = repo.apply(&yaml).await;
+    assert!(out.contains("drop"), "{out}");
+    let after: std::collections::HashMap<Vec<u8>, Vec<u8>> = redis::cmd("HGETALL")
+        .arg(&hash_key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let kept = StorageLayout::new(PROJECT, "other", 0, vec!["score".to_owned()]);
+    let mut want = vec![kept.redis_fields[0].to_vec(), kept.redis_ts_field.clone()];
+    want.sort();
+    assert_eq!(fields(after), want);
+}
+
+/// Definitions that contradict the registry are refused whole, naming each problem,
+/// and nothing is written.
+#[tokio::test]
+async fn bad_definitions_change_nothing() {
+    let repo = Repo::file();
+    repo.apply(&defs(V0, "", "")).await;
+    let before = std::fs::read(repo.registry_file()).unwrap();
+    let cases: [(String, &str); 5] = [
+        (
+            defs(V0, "", "").replace("project: lifecycle", "project: other"),
+            "project: 'other' differs from the project of feature_store.yaml ('lifecycle')",
+        ),
+        (
+            defs(V0, "", "")
+                .replace("name: driver_stats", "name: fresh")
+                .replace("    ttl: 1d\n", "    ttl: 1d\n    version: v1\n"),
+            "v1 cannot be pinned: feature view 'fresh' has no version history yet",
+        ),
+        (
+            defs(
+                V0,
+                "",
+                "feature_services:\n  - name: s\n    features:\n      - {view: driver_stats, version: v0, features: [nope]}\n",
+            ),
+            "feature view 'driver_stats@v0' has no feature 'nope'",
+        ),
+        (
+            defs(
+                V0,
+                "",
+                "feature_services:\n  - name: s\n    features:\n      - {view: driver_stats, version: v9, features: [score]}\n",
+            ),
+            "v9 of feature view 'driver_stats' does not exist",
+        ),
+        (
+            defs(V0, "", "").replace("name: driver_stats", "name: stats_v2"),
+            "'stats_v2' ends like a version table",
+        ),
+    ];
+    for (yaml, want) in cases {
+        let (result, out) = repo.apply_with(&yaml, repo.options()).await;
+        match result {
+            Err(e) => assert!(e.to_string().contains(want), "{want:?} not in {e}"),
+            Ok(o) => panic!("{want:?}: expected an error, got {o:?}\n{out}"),
+        }
+        assert_eq!(
+            std::fs::read(repo.registry_file()).unwrap(),
+            before,
+            "{want}"
+        );
+    }
+}
+
+/// The `tern` binary: exit statuses and what a person sees.
+#[tokio::test]
+async fn the_cli_plans_applies_and_lists() {
+    use std::process::Command;
+    let repo = Repo::file();
+    std::fs::write(&repo.defs, defs(V0, "    prevent_destroy: true\n", "")).unwrap();
+    let tern = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_tern"))
+            .args(args)
+            .arg("--config")
+            .arg(&repo.config)
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let defs_path = repo.defs.to_str().unwrap();
+    let (code, out, err) = tern(&["plan", "-f", defs_path]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("feature view  driver_stats  create"), "{out}");
+    assert!(
+        out.contains("create  lifecycle_driver_stats  (feature view driver_stats v0)"),
+        "{out}"
+    );
+    assert!(!repo.registry_file().exists(), "plan wrote a registry");
+
+    let (code, out, err) = tern(&["apply", "-f", defs_path]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("Applied to"), "{out}");
+
+    // A destructive plan exits 1 and lists the violation.
+    std::fs::write(&repo.defs, defs(V1, "    prevent_destroy: true\n", "")).unwrap();
+    let (code, out, _) = tern(&["plan", "-f", defs_path]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("1 change refused by prevent_destroy:"),
+        "{out}"
+    );
+    let (code, out, _) = tern(&["apply", "-f", defs_path]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("Nothing was changed."), "{out}");
+
+    // Bad input: exit 1, every error on stderr with file and line.
+    std::fs::write(
+        &repo.defs,
+        defs(&[("score", "Flaot64"), ("x", "Int6")], "", ""),
+    )
+    .unwrap();
+    let (code, _, err) = tern(&["plan", "-f", defs_path]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("2 errors in the definitions"), "{err}");
+    assert!(
+        err.contains(
+            "features.yaml:12: feature_views[driver_stats].schema[0].dtype: unknown type 'Flaot64'"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "features.yaml:13: feature_views[driver_stats].schema[1].dtype: unknown type 'Int6'"
+        ),
+        "{err}"
+    );
+
+    let (code, out, err) = tern(&["versions", "list", "driver_stats"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.starts_with("VERSION  TYPE"), "{out}");
+    let (code, out, err) = tern(&["versions", "show", "driver_stats", "v0"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("- name: driver_stats") && out.contains("{name: score, dtype: Float64}"),
+        "{out}"
+    );
+    let (code, _, err) = tern(&["versions", "show", "driver_stats", "v5"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("Version v5 of feature view driver_stats does not exist in project lifecycle"),
+        "{err}"
+    );
 }

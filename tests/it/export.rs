@@ -51,7 +51,10 @@ async fn exporting_feasts_file_registry_then_planning_changes_nothing() {
     let before = std::fs::read(repo.join("data/registry.db")).unwrap();
     let plan = export_then_plan(&repo.join("feature_store.yaml"), dir.path()).await;
     assert_no_change(&plan);
-    assert_eq!(std::fs::read(repo.join("data/registry.db")).unwrap(), before);
+    assert_eq!(
+        std::fs::read(repo.join("data/registry.db")).unwrap(),
+        before
+    );
 
     // What was exported: pins, aliases, join key maps and entityless views.
     let text = std::fs::read_to_string(dir.path().join("defs/definitions.yaml")).unwrap();
@@ -82,7 +85,11 @@ fn sql_yaml(dir: &Path, url: &str) -> PathBuf {
 async fn exporting_feasts_sql_registries_then_planning_changes_nothing() {
     // SQLite
     let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(sql_dir().join("registry.sqlite"), dir.path().join("registry.sqlite")).unwrap();
+    std::fs::copy(
+        sql_dir().join("registry.sqlite"),
+        dir.path().join("registry.sqlite"),
+    )
+    .unwrap();
     let config = sql_yaml(dir.path(), "sqlite:///registry.sqlite");
     assert_no_change(&export_then_plan(&config, dir.path()).await);
 
