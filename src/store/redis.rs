@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::cluster_async::ClusterConnection;
-use ::redis::cluster_routing::SingleNodeRoutingInfo;
+use ::redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use ::redis::{
     Client, ConnectionAddr, ConnectionInfo, ErrorKind, IntoConnectionInfo, Pipeline,
     RedisConnectionInfo, ServerError, ServerErrorKind, Value,
@@ -43,7 +43,7 @@ use tokio::sync::Notify;
 use super::{
     OnlineStore, StorageLayout, StoreError, StoreKind, ValueArena, ViewRead, ViewRows, key_hex,
 };
-use crate::config::{RedisConfig, RedisTls, RedisType};
+use crate::config::{KeySerialization, RedisConfig, RedisTls, RedisType};
 
 /// The hash field of `feature` in the view stored as `storage_name`.
 pub fn field_name(storage_name: &str, feature: &str) -> [u8; 4] {
@@ -82,6 +82,29 @@ pub struct Written {
     /// Rows written.
     pub written: usize,
     /// Rows skipped: not newer than what the store (or an earlier row of the batch) holds.
+    pub skipped: usize,
+}
+
+/// One view version whose fields [`RedisStore::delete_fields`] removes.
+#[derive(Debug, Clone, Copy)]
+pub struct ViewFields<'a> {
+    /// Feast's storage name: `view`, or `view_vN` for version N > 0 with online
+    /// versioning on.
+    pub storage_name: &'a str,
+    /// Every feature of that version.
+    pub features: &'a [String],
+}
+
+/// What a [`RedisStore::delete_fields`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct FieldsDeleted {
+    /// Keys the scan returned. SCAN may return a key twice (while Redis rehashes):
+    /// such a key is counted twice.
+    pub scanned: usize,
+    /// Keys that lost at least one field (a key left empty is gone).
+    pub touched: usize,
+    /// Keys the pattern matched that are not the project's Feast hashes (another
+    /// project whose name ends with this one's, or not a hash): left alone.
     pub skipped: usize,
 }
 
@@ -369,6 +392,145 @@ impl RedisStore {
         key.extend_from_slice(entity_key);
         key.extend_from_slice(&self.inner.project);
         key
+    }
+
+    /// Removes the fields of `views` (their features and `_ts:` fields) from every
+    /// entity hash of `project`, as deleting those views must: each node (every primary
+    /// on a cluster) is walked with `SCAN cursor MATCH *{project} COUNT {batch}`, and
+    /// each SCAN reply's keys get one pipeline of HDELs. A hash left empty is deleted by
+    /// Redis itself. The glob also matches other projects whose name ends with
+    /// `project` (`xproject`): only keys that are a valid `serialization` entity key
+    /// followed by exactly `project` are touched.
+    ///
+    /// Idempotent: a run cut short (crash, timeout) is completed by running it again;
+    /// a second run touches nothing. Not atomic: a write of the same views during the
+    /// run can survive it, and a slot migrating on a cluster can hide keys from the
+    /// scan (run it again). Every round trip is bounded by `timeout`; the store's own
+    /// timeout (from [`RedisSettings`]) also bounds each one, so open the store with
+    /// one at least as long.
+    pub async fn delete_fields(
+        &self,
+        project: &str,
+        serialization: KeySerialization,
+        views: &[ViewFields<'_>],
+        batch: usize,
+        timeout: Duration,
+    ) -> Result<FieldsDeleted, StoreError> {
+        let mut fields: Vec<Vec<u8>> = Vec::new();
+        for view in views {
+            for feature in view.features {
+                fields.push(field_name(view.storage_name, feature).to_vec());
+            }
+            fields.push(format!("_ts:{}", view.storage_name).into_bytes());
+        }
+        let mut summary = FieldsDeleted::default();
+        if fields.is_empty() {
+            return Ok(summary);
+        }
+        let mut pattern = b"*".to_vec();
+        pattern.extend_from_slice(&glob_escape(project.as_bytes()));
+        let count = batch.max(1);
+        let bounded = |_: tokio::time::error::Elapsed| StoreError::Timeout {
+            store: self.inner.name.clone(),
+            after: timeout,
+        };
+
+        let nodes: Vec<Option<NodeAddr>> = match &self.inner.backend {
+            Backend::Single(..) => vec![None],
+            Backend::Cluster(cluster) => {
+                let map = tokio::time::timeout(timeout, self.query_slots(cluster))
+                    .await
+                    .map_err(bounded)??;
+                let mut primaries: Vec<NodeAddr> = map.ranges.iter().map(|r| r.2.clone()).collect();
+                primaries.sort();
+                primaries.dedup();
+                primaries.into_iter().map(Some).collect()
+            }
+        };
+        for node in &nodes {
+            let mut cursor = 0_u64;
+            loop {
+                let mut scan = ::redis::cmd("SCAN");
+                scan.arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(count);
+                let reply = tokio::time::timeout(timeout, self.scan_node(node.as_ref(), scan))
+                    .await
+                    .map_err(bounded)??;
+                let (next, keys) = scan_reply(reply)
+                    .ok_or_else(|| self.protocol("SCAN answered an unexpected shape".into()))?;
+                summary.scanned += keys.len();
+                let mut hdels = Vec::with_capacity(keys.len());
+                for key in keys {
+                    if !is_project_key(&key, project.as_bytes(), serialization) {
+                        summary.skipped += 1;
+                        continue;
+                    }
+                    let mut cmd = ::redis::cmd("HDEL");
+                    cmd.arg(&key);
+                    for field in &fields {
+                        cmd.arg(field);
+                    }
+                    hdels.push(Command { key, cmd });
+                }
+                if !hdels.is_empty() {
+                    let replies = tokio::time::timeout(timeout, self.send(hdels))
+                        .await
+                        .map_err(bounded)??;
+                    for reply in replies {
+                        match reply {
+                            Value::Int(0) => {}
+                            Value::Int(_) => summary.touched += 1,
+                            // Feast's keys are hashes: this one is someone else's.
+                            Value::ServerError(e) if e.code() == "WRONGTYPE" => {
+                                summary.skipped += 1;
+                            }
+                            Value::ServerError(e) => {
+                                return Err(self.unavailable_because(match e.details() {
+                                    Some(detail) => format!("{} {detail}", e.code()),
+                                    None => e.code().to_owned(),
+                                }));
+                            }
+                            other => {
+                                return Err(self.protocol(format!("HDEL answered {other:?}")));
+                            }
+                        }
+                    }
+                }
+                cursor = next;
+                if cursor == 0 {
+                    break;
+                }
+            }
+        }
+        Ok(summary)
+    }
+
+    /// One SCAN, to the single server or to one cluster node.
+    async fn scan_node(
+        &self,
+        node: Option<&NodeAddr>,
+        scan: ::redis::Cmd,
+    ) -> Result<Value, StoreError> {
+        let reply = match (&self.inner.backend, node) {
+            (Backend::Single(connections, next), _) => {
+                scan.query_async::<Value>(&mut pick(connections, next))
+                    .await
+            }
+            (Backend::Cluster(cluster), Some((host, port))) => {
+                let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                    host: host.clone(),
+                    port: *port,
+                });
+                cluster.conn.clone().route_command(scan, route).await
+            }
+            (Backend::Cluster(_), None) => {
+                return Err(self.unavailable_because("no cluster node to scan".into()));
+            }
+        };
+        reply.map_err(|e| self.unavailable(&e))
     }
 
     async fn read_inner(&self, reads: &[ViewRead]) -> Result<Vec<ViewRows>, StoreError> {
@@ -805,6 +967,133 @@ struct Hmgets {
     commands: Vec<Command>,
 }
 
+/// `SCAN`'s reply: the next cursor and the keys.
+fn scan_reply(reply: Value) -> Option<(u64, Vec<Vec<u8>>)> {
+    let Value::Array(mut parts) = reply else {
+        return None;
+    };
+    if parts.len() != 2 {
+        return None;
+    }
+    let keys = match parts.pop()? {
+        Value::Array(keys) => keys
+            .into_iter()
+            .map(|k| match k {
+                Value::BulkString(k) => Some(k),
+                _ => None,
+            })
+            .collect::<Option<Vec<_>>>()?,
+        _ => return None,
+    };
+    let cursor = match parts.pop()? {
+        Value::BulkString(c) => std::str::from_utf8(&c).ok()?.parse().ok()?,
+        Value::SimpleString(c) => c.parse().ok()?,
+        Value::Int(c) => u64::try_from(c).ok()?,
+        _ => return None,
+    };
+    Some((cursor, keys))
+}
+
+/// `text` as a Redis glob matching itself only.
+fn glob_escape(text: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len());
+    for &b in text {
+        if matches!(b, b'*' | b'?' | b'[' | b']' | b'\\') {
+            out.push(b'\\');
+        }
+        out.push(b);
+    }
+    out
+}
+
+/// True when `key` is Feast's Redis key of an entity of `project`: a serialized entity
+/// key followed by exactly the project name.
+///
+/// With v3 (Feast's default) the check is exact: a v3 key carries its count and every
+/// length, so no valid key is a prefix of another, and the key of project `xproject`
+/// (`E` + `x` + `project`) never reads as a valid key `E` + `x`. v2 names carry no
+/// length, so there the check is structural only: a key of a project whose name ends
+/// with this one's passes only if its entity-key bytes plus the extra letters happen
+/// to read as a v2 key (string values holding key-like bytes).
+fn is_project_key(key: &[u8], project: &[u8], serialization: KeySerialization) -> bool {
+    let Some(entity_key) = key.strip_suffix(project) else {
+        return false;
+    };
+    match serialization {
+        KeySerialization::V3 => v3_key_len(entity_key) == Some(entity_key.len()),
+        KeySerialization::V2 => is_v2_key(entity_key),
+    }
+}
+
+/// The type tag of a join-key name in a serialized key (STRING).
+const NAME_TAG: [u8; 4] = 2_u32.to_le_bytes();
+
+fn read_u32(b: &[u8], at: usize) -> Option<usize> {
+    let bytes: [u8; 4] = b.get(at..at.checked_add(4)?)?.try_into().ok()?;
+    usize::try_from(u32::from_le_bytes(bytes)).ok()
+}
+
+/// `tag, len, bytes` at `at`: the position after it.
+fn skip_tagged(b: &[u8], at: usize) -> Option<usize> {
+    let len = read_u32(b, at + 4)?;
+    let end = at.checked_add(8)?.checked_add(len)?;
+    (end <= b.len()).then_some(end)
+}
+
+/// Length of the v3 entity key `b` starts with: count, then per name `2, len, utf8`,
+/// then per value `tag, len, bytes`.
+fn v3_key_len(b: &[u8]) -> Option<usize> {
+    let count = read_u32(b, 0)?;
+    let mut at = 4;
+    for _ in 0..count {
+        if b.get(at..at + 4)? != NAME_TAG {
+            return None;
+        }
+        at = skip_tagged(b, at)?;
+    }
+    for _ in 0..count {
+        read_u32(b, at)?;
+        at = skip_tagged(b, at)?;
+    }
+    Some(at)
+}
+
+/// A v2 entity key: per name `2, utf8` (no length), then as many values `tag, len,
+/// bytes` as names. With no name lengths, every place the values could start is tried.
+fn is_v2_key(b: &[u8]) -> bool {
+    (5..b.len()).any(|start| {
+        v2_values(&b[start..]).is_some_and(|n| n > 0 && n <= v2_max_names(&b[..start]))
+    })
+}
+
+/// How many `tag, len, bytes` values fill `b` exactly.
+fn v2_values(b: &[u8]) -> Option<usize> {
+    let (mut at, mut n) = (0, 0);
+    while at < b.len() {
+        read_u32(b, at)?;
+        at = skip_tagged(b, at)?;
+        n += 1;
+    }
+    Some(n)
+}
+
+/// The most names (`2` then at least one byte) `b` splits into; 0 when it does not
+/// start with one. Any count from 1 to that also splits it (merge neighbours).
+fn v2_max_names(b: &[u8]) -> usize {
+    if !b.starts_with(&NAME_TAG) || b.len() < 5 {
+        return 0;
+    }
+    let (mut names, mut last) = (1, 0);
+    // Greedy: the earliest next name leaves the most room for more.
+    for at in 5..b.len().saturating_sub(4) {
+        if at >= last + 5 && b[at..].starts_with(&NAME_TAG) {
+            names += 1;
+            last = at;
+        }
+    }
+    names
+}
+
 fn connection_info(
     config: &RedisConfig,
     host: &str,
@@ -972,6 +1261,143 @@ mod tests {
             u32::from_le_bytes(field_name("driver_stats", "conv_rate")),
             336_622_586
         );
+    }
+
+    fn v3_key(id: i64) -> Vec<u8> {
+        let mut k = crate::store::key::key_prefix(&["driver_id"], KeySerialization::V3);
+        crate::store::key::push_value(&mut k, &crate::store::EntityValue::Int64(id));
+        k
+    }
+
+    #[test]
+    fn project_keys_v3_are_exact() {
+        let with = |entity: &[u8], project: &[u8]| [entity, project].concat();
+        let k = v3_key(1001);
+        assert!(is_project_key(
+            &with(&k, b"proj"),
+            b"proj",
+            KeySerialization::V3
+        ));
+        // Another project whose name ends with this one's.
+        assert!(!is_project_key(
+            &with(&k, b"xproj"),
+            b"proj",
+            KeySerialization::V3
+        ));
+        assert!(!is_project_key(
+            &with(&k, b"proj"),
+            b"xproj",
+            KeySerialization::V3
+        ));
+        assert!(!is_project_key(b"proj", b"proj", KeySerialization::V3));
+        assert!(!is_project_key(
+            b"somethingproj",
+            b"proj",
+            KeySerialization::V3
+        ));
+        // Two join keys, a string value that ends like the project, the empty key.
+        let mut two =
+            crate::store::key::key_prefix(&["customer_id", "driver_id"], KeySerialization::V3);
+        crate::store::key::push_value(&mut two, &crate::store::EntityValue::String("xp".into()));
+        crate::store::key::push_value(&mut two, &crate::store::EntityValue::Int64(7));
+        assert!(is_project_key(
+            &with(&two, b"proj"),
+            b"proj",
+            KeySerialization::V3
+        ));
+        assert!(!is_project_key(
+            &with(&two, b"xproj"),
+            b"proj",
+            KeySerialization::V3
+        ));
+        assert!(is_project_key(
+            &with(&[0, 0, 0, 0], b"p"),
+            b"p",
+            KeySerialization::V3
+        ));
+        // Cut or padded keys.
+        assert!(!is_project_key(
+            &with(&k[..k.len() - 1], b"p"),
+            b"p",
+            KeySerialization::V3
+        ));
+        assert!(!is_project_key(
+            &with(&[&k[..], b"\0"].concat(), b"p"),
+            b"p",
+            KeySerialization::V3
+        ));
+        // A count far larger than the key.
+        assert!(!is_project_key(
+            &with(&[255, 255, 255, 255], b"p"),
+            b"p",
+            KeySerialization::V3
+        ));
+    }
+
+    #[test]
+    fn project_keys_v2() {
+        let mut k = crate::store::key::key_prefix(&["driver_id"], KeySerialization::V2);
+        crate::store::key::push_value(&mut k, &crate::store::EntityValue::Int64(1001));
+        let with = |project: &[u8]| [&k[..], project].concat();
+        assert!(is_project_key(
+            &with(b"proj"),
+            b"proj",
+            KeySerialization::V2
+        ));
+        assert!(!is_project_key(
+            &with(b"xproj"),
+            b"proj",
+            KeySerialization::V2
+        ));
+        let mut two =
+            crate::store::key::key_prefix(&["customer_id", "driver_id"], KeySerialization::V2);
+        crate::store::key::push_value(&mut two, &crate::store::EntityValue::String("c1".into()));
+        crate::store::key::push_value(&mut two, &crate::store::EntityValue::Int64(7));
+        assert!(is_project_key(
+            &[&two[..], b"p"].concat(),
+            b"p",
+            KeySerialization::V2
+        ));
+        // A v3 key starts with the count, not a name; no values at all is no key. (A
+        // cut value can still read as a key: v2 is ambiguous, see is_project_key.)
+        assert!(!is_project_key(
+            &[&k[..20], b"p"].concat(),
+            b"p",
+            KeySerialization::V2
+        ));
+        assert!(!is_project_key(
+            &[&v3_key(1)[..], b"p"].concat(),
+            b"p",
+            KeySerialization::V2
+        ));
+    }
+
+    #[test]
+    fn glob_is_escaped() {
+        assert_eq!(glob_escape(b"tern_demo"), b"tern_demo");
+        assert_eq!(glob_escape(b"a*b?[c]\\d"), b"a\\*b\\?\\[c\\]\\\\d");
+    }
+
+    #[test]
+    fn scan_replies() {
+        let bulk = |s: &[u8]| Value::BulkString(s.to_vec());
+        assert_eq!(
+            scan_reply(Value::Array(vec![
+                bulk(b"17"),
+                Value::Array(vec![bulk(b"a"), bulk(b"\xff")])
+            ])),
+            Some((17, vec![b"a".to_vec(), b"\xff".to_vec()]))
+        );
+        assert_eq!(
+            scan_reply(Value::Array(vec![bulk(b"0"), Value::Array(vec![])])),
+            Some((0, vec![]))
+        );
+        assert_eq!(
+            scan_reply(Value::Array(vec![bulk(b"x"), Value::Array(vec![])])),
+            None
+        );
+        assert_eq!(scan_reply(Value::Array(vec![bulk(b"0")])), None);
+        assert_eq!(scan_reply(Value::Nil), None);
     }
 
     #[test]

@@ -5,11 +5,14 @@
 
 mod support;
 
+mod apply;
 mod compat;
 mod daemon;
 mod data_faults;
 mod limits;
+mod prevent_destroy;
 mod redis_cluster;
+mod redis_delete;
 mod redis_store;
 mod redis_support;
 mod redis_writer;
@@ -18,5 +21,3 @@ mod reload;
 mod serving;
 mod sql_registry;
 mod sqlite_store;
-mod apply;
-mod prevent_destroy;
