@@ -17,7 +17,14 @@ use crate::config::{OnlineStoreConfig, RepoConfig};
 use crate::definitions;
 use crate::plan::{self, Plan, PlanOptions, TableAction, TableChange, render};
 use crate::registry::{RegistryError, RegistrySource};
-use crate::store::sqlite;
+use crate::store::redis::ViewFields;
+use crate::store::{RedisSettings, RedisStore, sqlite};
+
+/// Bound on each Redis round trip of a command (scans are long; serving's bound is not
+/// meant for them).
+const REDIS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// Keys per SCAN reply when deleting a view's fields.
+const REDIS_SCAN_BATCH: usize = 1000;
 
 /// Attempts when a concurrent non-Tern writer takes a version number first.
 const CONFLICT_ATTEMPTS: usize = 3;
@@ -134,13 +141,45 @@ pub async fn apply_tables(config: &RepoConfig, tables: &[TableChange]) -> Result
                 .iter()
                 .filter(|t| t.action == TableAction::Drop)
                 .collect();
-            if !drops.is_empty() {
-                tracing::warn!(
-                    nodes = %redis.display_nodes(),
-                    views = drops.len(),
-                    "deleting a view's fields from Redis is not implemented yet; its data stays until its keys expire"
-                );
+            if drops.is_empty() {
+                return Ok(());
             }
+            let failed = |detail: String| Error::Store {
+                store: redis.display_nodes(),
+                detail,
+            };
+            let store = RedisStore::open(
+                redis,
+                &config.project,
+                RedisSettings {
+                    timeout: REDIS_TIMEOUT,
+                    connections: 1,
+                },
+            )
+            .map_err(|e| failed(e.to_string()))?;
+            let views: Vec<ViewFields<'_>> = drops
+                .iter()
+                .map(|t| ViewFields {
+                    storage_name: &t.storage_name,
+                    features: &t.features,
+                })
+                .collect();
+            let deleted = store
+                .delete_fields(
+                    &config.project,
+                    config.entity_key_serialization,
+                    &views,
+                    REDIS_SCAN_BATCH,
+                    REDIS_TIMEOUT,
+                )
+                .await
+                .map_err(|e| failed(e.to_string()))?;
+            tracing::info!(
+                nodes = %redis.display_nodes(),
+                scanned = deleted.scanned,
+                touched = deleted.touched,
+                "deleted the fields of dropped view versions"
+            );
             Ok(())
         }
     }

@@ -9,7 +9,11 @@ use crate::registry::RegistrySource;
 
 /// Writes the definitions of the config's project into `out_dir`; reports what the
 /// definitions cannot express on `out`.
-pub async fn run(config: &Path, out_dir: &Path, out: &mut (dyn Write + Send)) -> Result<Outcome, Error> {
+pub async fn run(
+    config: &Path,
+    out_dir: &Path,
+    out: &mut (dyn Write + Send),
+) -> Result<Outcome, Error> {
     let config = super::load_config(config)?;
     let mut source = RegistrySource::open(&config, REGISTRY_TIMEOUT)?;
     let model = source.read(&config.project).await?.model;

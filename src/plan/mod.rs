@@ -575,6 +575,17 @@ impl Planner<'_> {
 
     fn views(&mut self) -> Result<(), PlanError> {
         for def in &self.defs.feature_views {
+            if self.options.versioning && has_version_suffix(&def.name) {
+                self.errors.push(DefinitionError {
+                    origin: def.origin.clone(),
+                    field: format!("feature_views[{}].name", def.name),
+                    message: format!(
+                        "'{}' ends like a version table (_v<digits>): with online versioning on, its table would collide with version tables of another view; rename it",
+                        def.name
+                    ),
+                });
+                continue;
+            }
             if let Some(kind) = self.other_view_kind(&def.name) {
                 self.errors.push(DefinitionError {
                     origin: def.origin.clone(),
@@ -1465,4 +1476,25 @@ fn copy_metadata(from: &pb::FeatureViewSpec, to: &mut pb::FeatureViewSpec) {
     to.offline = from.offline;
     to.batch_source = from.batch_source.clone();
     to.version = from.version.clone();
+}
+
+/// `name_v3`: the shape of a version's storage name.
+fn has_version_suffix(name: &str) -> bool {
+    name.rsplit_once("_v")
+        .is_some_and(|(base, n)| !base.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_version_suffix;
+
+    #[test]
+    fn version_suffixes_are_recognised() {
+        assert!(has_version_suffix("stats_v2"));
+        assert!(has_version_suffix("stats_v10"));
+        assert!(!has_version_suffix("stats_v"));
+        assert!(!has_version_suffix("stats_vx"));
+        assert!(!has_version_suffix("_v2"));
+        assert!(!has_version_suffix("stats"));
+    }
 }

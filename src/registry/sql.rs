@@ -23,15 +23,19 @@
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use prost::Message;
+use tokio_postgres::GenericClient;
 
 use super::RegistryError;
 use super::model::{MetadataRow, Opaque, RegistryModel, RowColumns, Stored};
 use crate::proto::feast::core as pb;
 
 mod pg_tls;
+mod schema;
 mod write;
 
 pub use write::SqlTxn;
@@ -44,7 +48,46 @@ pub struct SqlSource {
     name: String,
     /// Bound on connecting and on each read.
     timeout: Duration,
+    /// How long a write waits for another writer's lock, and how often one did.
+    write_lock: Arc<WriteLock>,
 }
+
+/// A source's write-lock wait and count, shared so that a wait can be watched.
+#[derive(Debug)]
+pub struct WriteLock {
+    wait_ms: AtomicU64,
+    waits: AtomicU64,
+}
+
+impl WriteLock {
+    fn new(timeout: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            wait_ms: AtomicU64::new(millis(timeout.max(MIN_LOCK_WAIT))),
+            waits: AtomicU64::new(0),
+        })
+    }
+
+    /// How long a write waits for another writer's lock.
+    pub fn wait(&self) -> Duration {
+        Duration::from_millis(self.wait_ms.load(Ordering::Relaxed))
+    }
+
+    /// Writes on this source that found the lock taken and waited for it.
+    pub fn waits(&self) -> u64 {
+        self.waits.load(Ordering::Relaxed)
+    }
+
+    fn waited(&self) {
+        self.waits.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The shortest wait for another writer: waiting for another apply is normal.
+const MIN_LOCK_WAIT: Duration = Duration::from_secs(60);
 
 #[derive(Debug)]
 enum Backend {
@@ -245,6 +288,8 @@ const HISTORY_SELECT: &str = "SELECT feature_view_name, project_id, version_numb
      FROM feature_view_version_history WHERE project_id = $1 ORDER BY feature_view_name, version_number";
 const HISTORY_FINGERPRINT: &str = "SELECT count(*), CAST(coalesce(max(version_number), -1) AS BIGINT) \
      FROM feature_view_version_history WHERE project_id = $1";
+const METADATA_FINGERPRINT: &str = "SELECT count(*), CAST(coalesce(max(last_updated_timestamp), 0) AS BIGINT) \
+     FROM feast_metadata WHERE project_id = $1";
 const METADATA_SELECT: &str = "SELECT project_id, metadata_key, metadata_value, last_updated_timestamp \
      FROM feast_metadata WHERE project_id = $1 ORDER BY metadata_key";
 
@@ -452,11 +497,12 @@ fn metadata_row(row: &impl RowAccess) -> Result<MetadataRow, Failure> {
     })
 }
 
-/// The fingerprint queries, in order: object tables, then the history.
+/// The fingerprint queries, in order: object tables, the history, the metadata.
 fn fingerprint_queries() -> Vec<(&'static str, String)> {
     let mut q: Vec<(&'static str, String)> =
         TABLES.iter().map(|t| (t.name, t.fingerprint())).collect();
     q.push((HISTORY_TABLE, HISTORY_FINGERPRINT.to_owned()));
+    q.push((METADATA_TABLE, METADATA_FINGERPRINT.to_owned()));
     q
 }
 
@@ -496,6 +542,7 @@ impl SqlSource {
                     },
                     name,
                     timeout,
+                    write_lock: WriteLock::new(timeout),
                 })
             }
             "sqlite" => {
@@ -510,6 +557,7 @@ impl SqlSource {
                     name: format!("sqlite:{}", path.display()),
                     backend: Backend::Sqlite { path },
                     timeout,
+                    write_lock: WriteLock::new(timeout),
                 })
             }
             other => Err(RegistryError::Unsupported(format!(
@@ -521,6 +569,20 @@ impl SqlSource {
     /// The database, for messages (no credentials).
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// How long [`begin`](Self::begin) waits for another writer's lock (the registry
+    /// timeout, and at least a minute, unless set here).
+    pub fn set_lock_wait(&mut self, wait: Duration) {
+        self.write_lock
+            .wait_ms
+            .store(millis(wait), Ordering::Relaxed);
+    }
+
+    /// The write lock's wait and count (shared: it can be watched while a write
+    /// waits).
+    pub fn write_lock(&self) -> Arc<WriteLock> {
+        self.write_lock.clone()
     }
 
     /// The cheap change check: counts and newest timestamps, in one transaction.
@@ -601,7 +663,7 @@ impl SqlSource {
 
 /// Tables present in the database (a missing table is read as empty; Feast creates
 /// newer tables such as `label_views` lazily).
-async fn pg_tables(c: &tokio_postgres::Transaction<'_>) -> Result<Vec<String>, Failure> {
+async fn pg_tables(c: &impl GenericClient) -> Result<Vec<String>, Failure> {
     let rows = c
         .query(
             "SELECT tablename::text FROM pg_catalog.pg_tables WHERE schemaname = ANY (current_schemas(false))",
@@ -630,7 +692,19 @@ async fn pg_load(
         .start()
         .await
         .map_err(db)?;
-    let present = pg_tables(&txn).await?;
+    let image = pg_read(&txn, project, objects).await?;
+    txn.commit().await.map_err(db)?;
+    Ok(image)
+}
+
+/// Reads the project on `c`, inside a transaction the caller opened and closes.
+async fn pg_read(
+    c: &(impl GenericClient + Sync),
+    project: &str,
+    objects: bool,
+) -> Result<Image, Failure> {
+    let db = |e: tokio_postgres::Error| Failure::Db(pg_detail(&e));
+    let present = pg_tables(c).await?;
     let exists = |t: &str| present.iter().any(|p| p == t);
     let mut image = Image::default();
     for (table, sql) in fingerprint_queries() {
@@ -638,7 +712,7 @@ async fn pg_load(
             image.fingerprint.push((table, 0, 0));
             continue;
         }
-        let row = txn.query_one(sql.as_str(), &[&project]).await.map_err(db)?;
+        let row = c.query_one(sql.as_str(), &[&project]).await.map_err(db)?;
         let count = column(table, "count(*)", None, row.int(0))?;
         let newest = column(table, "max(last_updated_timestamp)", None, row.int(1))?;
         image.fingerprint.push((table, count, newest));
@@ -648,7 +722,7 @@ async fn pg_load(
             if !exists(table.name) {
                 continue;
             }
-            for row in txn
+            for row in c
                 .query(table.select().as_str(), &[&project])
                 .await
                 .map_err(db)?
@@ -657,17 +731,16 @@ async fn pg_load(
             }
         }
         if exists(HISTORY_TABLE) {
-            for row in txn.query(HISTORY_SELECT, &[&project]).await.map_err(db)? {
+            for row in c.query(HISTORY_SELECT, &[&project]).await.map_err(db)? {
                 image.history.push(history_row(&row)?);
             }
         }
         if exists(METADATA_TABLE) {
-            for row in txn.query(METADATA_SELECT, &[&project]).await.map_err(db)? {
+            for row in c.query(METADATA_SELECT, &[&project]).await.map_err(db)? {
                 image.metadata.push(metadata_row(&row)?);
             }
         }
     }
-    txn.commit().await.map_err(db)?;
     Ok(image)
 }
 
@@ -679,13 +752,28 @@ fn sqlite_load(
     let db = |e: rusqlite::Error| Failure::Db(e.to_string());
     // One read transaction: every SELECT below sees the same database state.
     let txn = conn.unchecked_transaction().map_err(db)?;
-    let present: Vec<String> = txn
-        .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+    let image = sqlite_read(&txn, project, objects)?;
+    txn.finish().map_err(db)?;
+    Ok(image)
+}
+
+fn sqlite_tables(conn: &rusqlite::Connection) -> Result<Vec<String>, Failure> {
+    conn.prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
         .and_then(|mut s| {
             s.query_map([], |r| r.get::<_, String>(0))?
                 .collect::<Result<_, _>>()
         })
-        .map_err(db)?;
+        .map_err(|e| Failure::Db(e.to_string()))
+}
+
+/// Reads the project on `conn`, inside a transaction the caller opened and closes.
+fn sqlite_read(
+    conn: &rusqlite::Connection,
+    project: &str,
+    objects: bool,
+) -> Result<Image, Failure> {
+    let db = |e: rusqlite::Error| Failure::Db(e.to_string());
+    let present = sqlite_tables(conn)?;
     let exists = |t: &str| present.iter().any(|p| p == t);
     let mut image = Image::default();
     for (table, sql) in fingerprint_queries() {
@@ -693,7 +781,7 @@ fn sqlite_load(
             image.fingerprint.push((table, 0, 0));
             continue;
         }
-        let (count, newest) = txn
+        let (count, newest) = conn
             .query_row(&sql, [project], |r| {
                 Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
             })
@@ -705,28 +793,27 @@ fn sqlite_load(
             if !exists(table.name) {
                 continue;
             }
-            let mut stmt = txn.prepare(&table.select()).map_err(db)?;
+            let mut stmt = conn.prepare(&table.select()).map_err(db)?;
             let mut rows = stmt.query([project]).map_err(db)?;
             while let Some(row) = rows.next().map_err(db)? {
                 image.objects.push(object_row(t, row)?);
             }
         }
         if exists(HISTORY_TABLE) {
-            let mut stmt = txn.prepare(HISTORY_SELECT).map_err(db)?;
+            let mut stmt = conn.prepare(HISTORY_SELECT).map_err(db)?;
             let mut rows = stmt.query([project]).map_err(db)?;
             while let Some(row) = rows.next().map_err(db)? {
                 image.history.push(history_row(row)?);
             }
         }
         if exists(METADATA_TABLE) {
-            let mut stmt = txn.prepare(METADATA_SELECT).map_err(db)?;
+            let mut stmt = conn.prepare(METADATA_SELECT).map_err(db)?;
             let mut rows = stmt.query([project]).map_err(db)?;
             while let Some(row) = rows.next().map_err(db)? {
                 image.metadata.push(metadata_row(row)?);
             }
         }
     }
-    txn.finish().map_err(db)?;
     Ok(image)
 }
 
@@ -808,21 +895,30 @@ async fn connected<'a>(
         *client = None;
     }
     if client.is_none() {
-        let (c, connection) = config
-            .connect(tls.0.clone())
-            .await
-            .map_err(|e| sql_error(name, e))?;
-        tokio::spawn(async move {
-            // Ends when the client is dropped or the server goes away; the next reload
-            // notices a closed client and reconnects.
-            let _ = connection.await;
-        });
-        *client = Some(c);
+        *client = Some(pg_connect(config, tls, name).await?);
     }
     client.as_mut().ok_or_else(|| RegistryError::Sql {
         source_name: name.to_owned(),
         detail: "no connection".into(),
     })
+}
+
+/// A new connection, its I/O driven by a task of its own that ends when the client is
+/// dropped or the server goes away (the server then ends the session, rolling back
+/// what it left open).
+async fn pg_connect(
+    config: &tokio_postgres::Config,
+    tls: &PgTls,
+    name: &str,
+) -> Result<tokio_postgres::Client, RegistryError> {
+    let (client, connection) = config
+        .connect(tls.0.clone())
+        .await
+        .map_err(|e| sql_error(name, e))?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
 }
 
 fn open_sqlite(path: &Path, timeout: Duration) -> Result<rusqlite::Connection, Failure> {

@@ -45,6 +45,7 @@ impl Repo {
             ),
         )
         .unwrap();
+        std::fs::create_dir_all(dir.path().join("data")).unwrap();
         let defs = dir.path().join("features.yaml");
         Self { dir, config, defs }
     }
@@ -53,6 +54,13 @@ impl Repo {
         Self::new(
             "  path: data/registry.db\n  cache_ttl_seconds: 1\n  enable_online_feature_view_versioning: true",
         )
+    }
+
+    /// A SQL registry at `url` (PostgreSQL, or `sqlite:///…`).
+    pub fn sql(url: &str) -> Self {
+        Self::new(&format!(
+            "  registry_type: sql\n  path: {url}\n  cache_ttl_seconds: 1\n  enable_online_feature_view_versioning: true"
+        ))
     }
 
     pub fn registry_file(&self) -> PathBuf {
@@ -73,7 +81,11 @@ impl Repo {
     }
 
     /// Writes the definitions and applies them; the outcome and what was printed.
-    pub async fn apply_with(&self, yaml: &str, options: ApplyOptions) -> (Result<Outcome, Error>, String) {
+    pub async fn apply_with(
+        &self,
+        yaml: &str,
+        options: ApplyOptions,
+    ) -> (Result<Outcome, Error>, String) {
         std::fs::write(&self.defs, yaml).unwrap();
         let mut out = Vec::new();
         let result = apply::run(&options, &mut out).await;
@@ -156,7 +168,11 @@ pub fn view<'m>(model: &'m RegistryModel, name: &str) -> &'m pb::FeatureView {
 }
 
 pub fn active_version(model: &RegistryModel, name: &str) -> i32 {
-    view(model, name).meta.as_ref().unwrap().current_version_number
+    view(model, name)
+        .meta
+        .as_ref()
+        .unwrap()
+        .current_version_number
 }
 
 pub fn history(model: &RegistryModel, name: &str) -> Vec<i32> {
@@ -183,7 +199,11 @@ pub fn feature_names(model: &RegistryModel, name: &str) -> Vec<String> {
 
 const V0: &[(&str, &str)] = &[("score", "Float64")];
 const V1: &[(&str, &str)] = &[("score", "Float64"), ("trips", "Int64")];
-const V2: &[(&str, &str)] = &[("score", "Float64"), ("trips", "Int64"), ("rating", "Float32")];
+const V2: &[(&str, &str)] = &[
+    ("score", "Float64"),
+    ("trips", "Int64"),
+    ("rating", "Float32"),
+];
 const V3: &[(&str, &str)] = &[("score", "Float64"), ("trips", "Int64"), ("name", "String")];
 
 async fn score(ch: &Channel, reference: &str) -> Option<f64> {
@@ -222,7 +242,10 @@ pub async fn lifecycle(repo: &Repo, serve: bool) {
 
     // v0
     let out = repo.apply(&defs(V0, "", "")).await;
-    assert!(out.contains("driver_stats") && out.contains("create"), "{out}");
+    assert!(
+        out.contains("driver_stats") && out.contains("create"),
+        "{out}"
+    );
     let m = repo.model().await;
     assert_eq!(active_version(&m, "driver_stats"), 0);
     assert_eq!(history(&m, "driver_stats"), [0]);
@@ -230,7 +253,11 @@ pub async fn lifecycle(repo: &Repo, serve: bool) {
     repo.write_score(&table(0), 0.0);
 
     let server = if serve {
-        Some(TestServer::start(&repo.config, Clock::Fixed(100)).await.unwrap())
+        Some(
+            TestServer::start(&repo.config, Clock::Fixed(100))
+                .await
+                .unwrap(),
+        )
     } else {
         None
     };
@@ -257,17 +284,28 @@ pub async fn lifecycle(repo: &Repo, serve: bool) {
     }
 
     // Metadata only → in place, still v1, no record.
-    let out = repo.apply(&defs(V1, "    description: the drivers\n", "")).await;
+    let out = repo
+        .apply(&defs(V1, "    description: the drivers\n", ""))
+        .await;
     assert!(out.contains("update in place"), "{out}");
     let m = repo.model().await;
     assert_eq!(active_version(&m, "driver_stats"), 1);
     assert_eq!(history(&m, "driver_stats"), [0, 1]);
-    assert_eq!(view(&m, "driver_stats").spec.as_ref().unwrap().description, "the drivers");
+    assert_eq!(
+        view(&m, "driver_stats").spec.as_ref().unwrap().description,
+        "the drivers"
+    );
 
     // Staged v2: recorded, table created, active untouched.
     let staged = defs(V2, "    description: the drivers\n", "");
     let (result, out) = repo
-        .apply_with(&staged, ApplyOptions { no_promote: true, ..repo.options() })
+        .apply_with(
+            &staged,
+            ApplyOptions {
+                no_promote: true,
+                ..repo.options()
+            },
+        )
         .await;
     assert!(matches!(result, Ok(Outcome::Done)), "{result:?}\n{out}");
     assert!(out.contains("new version v2 (staged)"), "{out}");
@@ -299,7 +337,10 @@ pub async fn lifecycle(repo: &Repo, serve: bool) {
     let m = repo.model().await;
     assert_eq!(active_version(&m, "driver_stats"), 1);
     assert_eq!(feature_names(&m, "driver_stats"), ["score", "trips"]);
-    assert_eq!(view(&m, "driver_stats").spec.as_ref().unwrap().version, "v1");
+    assert_eq!(
+        view(&m, "driver_stats").spec.as_ref().unwrap().version,
+        "v1"
+    );
     assert_eq!(history(&m, "driver_stats"), [0, 1, 2]);
     if let Some(ch) = &ch {
         reads(ch, "driver_stats:score", 1.0).await;
@@ -332,37 +373,66 @@ pub async fn lifecycle(repo: &Repo, serve: bool) {
     let Err(Error::Plan(PlanError::Definitions(e))) = result else {
         panic!("expected an error, got {result:?}");
     };
-    assert!(e.to_string().contains("v7 of feature view 'driver_stats' does not exist"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("v7 of feature view 'driver_stats' does not exist"),
+        "{e}"
+    );
     assert_eq!(registry_bytes(repo).await, before);
 
     // versions list: the active and the staged ones marked.
     let (result, out) = repo
-        .versions(VersionsCommand::List { view: "driver_stats".into() })
+        .versions(VersionsCommand::List {
+            view: "driver_stats".into(),
+        })
         .await;
     assert!(matches!(result, Ok(Outcome::Done)));
     let lines: Vec<&str> = out.lines().collect();
     assert!(lines[0].starts_with("VERSION  TYPE"), "{out}");
-    assert!(lines[0].contains("CREATED") && lines[0].contains("VERSION_ID") && lines[0].contains("ACTIVE") && lines[0].contains("MATERIALIZED"), "{out}");
+    assert!(
+        lines[0].contains("CREATED")
+            && lines[0].contains("VERSION_ID")
+            && lines[0].contains("ACTIVE")
+            && lines[0].contains("MATERIALIZED"),
+        "{out}"
+    );
     assert_eq!(lines.len(), 4, "{out}");
-    assert!(lines[2].starts_with("v1") && lines[2].contains("yes"), "{out}");
-    assert!(lines[3].starts_with("v2") && lines[3].contains("staged"), "{out}");
+    assert!(
+        lines[2].starts_with("v1") && lines[2].contains("yes"),
+        "{out}"
+    );
+    assert!(
+        lines[3].starts_with("v2") && lines[3].contains("staged"),
+        "{out}"
+    );
 
     // diff
     let (_, out) = repo
-        .versions(VersionsCommand::Diff { view: "driver_stats".into(), a: 1, b: 2 })
+        .versions(VersionsCommand::Diff {
+            view: "driver_stats".into(),
+            a: 1,
+            b: 2,
+        })
         .await;
     assert!(out.contains("+ feature rating FLOAT"), "{out}");
 
     // Prune keeping one: v0 goes (older than the active v1); v1 active and v2 staged stay.
     let (result, out) = repo
-        .versions(VersionsCommand::Prune { view: "driver_stats".into(), keep: 1, dev: false })
+        .versions(VersionsCommand::Prune {
+            view: "driver_stats".into(),
+            keep: 1,
+            dev: false,
+        })
         .await;
     assert!(matches!(result, Ok(Outcome::Done)), "{result:?}\n{out}");
     let m = repo.model().await;
     assert_eq!(history(&m, "driver_stats"), [1, 2]);
     let tables = repo.tables();
     assert!(!tables.contains(&table(0)), "{tables:?}");
-    assert!(tables.contains(&table(1)) && tables.contains(&table(2)), "{tables:?}");
+    assert!(
+        tables.contains(&table(1)) && tables.contains(&table(2)),
+        "{tables:?}"
+    );
     if let Some(ch) = &ch {
         reads(ch, "driver_stats:score", 1.0).await;
     }
@@ -386,7 +456,10 @@ async fn lifecycle_on_a_file_registry_through_tern_serve() {
 }
 
 fn files_unchanged(paths: &[&Path]) -> Vec<Vec<u8>> {
-    paths.iter().map(|p| std::fs::read(p).unwrap_or_default()).collect()
+    paths
+        .iter()
+        .map(|p| std::fs::read(p).unwrap_or_default())
+        .collect()
 }
 
 #[tokio::test]
@@ -408,7 +481,11 @@ pub async fn concurrent_applies_lose_nothing(repo: &Repo) {
     let mut tasks = Vec::new();
     for name in extra {
         let file = repo.dir.path().join(format!("defs_{name}.yaml"));
-        std::fs::write(&file, defs(&[("score", "Float64"), (name, "Int64")], "", "")).unwrap();
+        std::fs::write(
+            &file,
+            defs(&[("score", "Float64"), (name, "Int64")], "", ""),
+        )
+        .unwrap();
         let options = ApplyOptions {
             files: vec![file],
             ..repo.options()
@@ -416,7 +493,10 @@ pub async fn concurrent_applies_lose_nothing(repo: &Repo) {
         tasks.push(tokio::spawn(async move {
             let mut out = Vec::new();
             let result = apply::run(&options, &mut out).await;
-            (result.map_err(|e| e.to_string()), String::from_utf8(out).unwrap())
+            (
+                result.map_err(|e| e.to_string()),
+                String::from_utf8(out).unwrap(),
+            )
         }));
     }
     for t in tasks {
@@ -442,4 +522,30 @@ pub async fn concurrent_applies_lose_nothing(repo: &Repo) {
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_applies_on_a_file_registry_lose_nothing() {
     concurrent_applies_lose_nothing(&Repo::file()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lifecycle_on_a_postgres_registry_through_tern_serve() {
+    let db = crate::sql_registry::TestDb::create().await;
+    let repo = Repo::sql(&db.url());
+    lifecycle(&repo, true).await;
+    db.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lifecycle_on_a_sqlite_sql_registry() {
+    let repo = Repo::sql("sqlite:///data/registry.sqlite");
+    lifecycle(&repo, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_applies_on_a_postgres_registry_lose_nothing() {
+    let db = crate::sql_registry::TestDb::create().await;
+    concurrent_applies_lose_nothing(&Repo::sql(&db.url())).await;
+    db.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_applies_on_a_sqlite_sql_registry_lose_nothing() {
+    concurrent_applies_lose_nothing(&Repo::sql("sqlite:///data/registry.sqlite")).await;
 }

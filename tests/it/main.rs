@@ -20,4 +20,5 @@ mod registry;
 mod reload;
 mod serving;
 mod sql_registry;
+mod sql_registry_write;
 mod sqlite_store;

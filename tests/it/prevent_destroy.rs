@@ -12,7 +12,8 @@ const V0: &[(&str, &str)] = &[("score", "Float64")];
 const V1: &[(&str, &str)] = &[("score", "Float64"), ("trips", "Int64")];
 const PROTECTED: &str = "    prevent_destroy: true\n";
 const SERVICE: &str = "feature_services:\n  - name: ranking\n    prevent_destroy: true\n    features:\n      - driver_stats: [score]\n";
-const SERVICE_OFF: &str = "feature_services:\n  - name: ranking\n    features:\n      - driver_stats: [score]\n";
+const SERVICE_OFF: &str =
+    "feature_services:\n  - name: ranking\n    features:\n      - driver_stats: [score]\n";
 
 /// The registry file and the online database, byte for byte.
 fn disk(repo: &Repo) -> (Vec<u8>, Vec<u8>) {
@@ -46,11 +47,17 @@ async fn a_protected_view_is_never_deleted_nor_its_active_schema_changed() {
         out.contains("Cannot delete (with every version's table and history) feature view 'driver_stats' in project 'lifecycle': it is protected by prevent_destroy (its own prevent_destroy)"),
         "{out}"
     );
-    assert!(out.contains("first apply with `prevent_destroy: false` on feature view 'driver_stats'"), "{out}");
+    assert!(
+        out.contains("first apply with `prevent_destroy: false` on feature view 'driver_stats'"),
+        "{out}"
+    );
 
     // A promoted schema change moves the active schema (and v1 is cold).
     let out = refused(&repo, &defs(V1, PROTECTED, ""), repo.options()).await;
-    assert!(out.contains("change the active version (v0 -> v1)"), "{out}");
+    assert!(
+        out.contains("change the active version (v0 -> v1)"),
+        "{out}"
+    );
     assert!(out.contains("never materialized"), "{out}");
 
     // Turning protection off in the same plan does not help: checks use the registry
@@ -60,20 +67,40 @@ async fn a_protected_view_is_never_deleted_nor_its_active_schema_changed() {
 
     // Staging and metadata edits are never destructive.
     let (result, out) = repo
-        .apply_with(&defs(V1, PROTECTED, ""), ApplyOptions { no_promote: true, ..repo.options() })
+        .apply_with(
+            &defs(V1, PROTECTED, ""),
+            ApplyOptions {
+                no_promote: true,
+                ..repo.options()
+            },
+        )
         .await;
     assert!(matches!(result, Ok(Outcome::Done)), "{result:?}\n{out}");
-    repo.apply(&defs(V0, &format!("{PROTECTED}    description: edited\n"), "")).await;
+    repo.apply(&defs(
+        V0,
+        &format!("{PROTECTED}    description: edited\n"),
+        "",
+    ))
+    .await;
     let m = repo.model().await;
     assert_eq!(active_version(&m, "driver_stats"), 0);
     assert_eq!(history(&m, "driver_stats"), [0, 1]);
 
     // Pinning another version is refused too.
-    refused(&repo, &defs(V0, &format!("{PROTECTED}    version: v1\n"), ""), repo.options()).await;
+    refused(
+        &repo,
+        &defs(V0, &format!("{PROTECTED}    version: v1\n"), ""),
+        repo.options(),
+    )
+    .await;
 
     // Pruning versions of a protected view is refused.
     let (result, _) = repo
-        .versions(VersionsCommand::Prune { view: "driver_stats".into(), keep: 0, dev: false })
+        .versions(VersionsCommand::Prune {
+            view: "driver_stats".into(),
+            keep: 0,
+            dev: false,
+        })
         .await;
     // v1 is staged and v0 active: nothing to prune, so nothing to refuse.
     assert!(matches!(result, Ok(Outcome::Done)), "{result:?}");
@@ -86,7 +113,12 @@ async fn a_protected_view_is_never_deleted_nor_its_active_schema_changed() {
     assert!(m.feature_views.is_empty());
     assert!(history(&m, "driver_stats").is_empty());
     let tables = repo.tables();
-    assert!(!tables.iter().any(|t| t.starts_with("lifecycle_driver_stats")), "{tables:?}");
+    assert!(
+        !tables
+            .iter()
+            .any(|t| t.starts_with("lifecycle_driver_stats")),
+        "{tables:?}"
+    );
 }
 
 #[tokio::test]
@@ -97,12 +129,19 @@ async fn pruning_a_protected_view_is_refused() {
     repo.apply(&defs(V1, PROTECTED, "")).await;
     let before = disk(&repo);
     let (result, _) = repo
-        .versions(VersionsCommand::Prune { view: "driver_stats".into(), keep: 0, dev: false })
+        .versions(VersionsCommand::Prune {
+            view: "driver_stats".into(),
+            keep: 0,
+            dev: false,
+        })
         .await;
     match result {
         Err(Error::Versions(e)) => {
             let text = e.to_string();
-            assert!(text.contains("Cannot drop v0 (tables and history) of feature view 'driver_stats'"), "{text}");
+            assert!(
+                text.contains("Cannot drop v0 (tables and history) of feature view 'driver_stats'"),
+                "{text}"
+            );
         }
         other => panic!("expected a refusal, got {other:?}"),
     }
@@ -116,17 +155,29 @@ async fn a_protected_service_protects_its_views_and_its_features() {
 
     // The view is protected through the service.
     let out = refused(&repo, &defs(V1, "", SERVICE), repo.options()).await;
-    assert!(out.contains("it is protected by prevent_destroy (feature service 'ranking')"), "{out}");
-    assert!(out.contains("first apply with `prevent_destroy: false` on feature service 'ranking'"), "{out}");
+    assert!(
+        out.contains("it is protected by prevent_destroy (feature service 'ranking')"),
+        "{out}"
+    );
+    assert!(
+        out.contains("first apply with `prevent_destroy: false` on feature service 'ranking'"),
+        "{out}"
+    );
 
     // Changing what the service returns is a schema change of the service.
     let wider = "feature_services:\n  - name: ranking\n    prevent_destroy: true\n    features:\n      - driver_stats\n      - {view: driver_stats, alias: ds, features: [score]}\n";
     let out = refused(&repo, &defs(V0, "", wider), repo.options()).await;
-    assert!(out.contains("Cannot change the features returned by feature service 'ranking'"), "{out}");
+    assert!(
+        out.contains("Cannot change the features returned by feature service 'ranking'"),
+        "{out}"
+    );
 
     // Deleting the service is refused, even though its views are not protected.
     let out = refused(&repo, &defs(V0, "", ""), repo.options()).await;
-    assert!(out.contains("Cannot delete feature service 'ranking'"), "{out}");
+    assert!(
+        out.contains("Cannot delete feature service 'ranking'"),
+        "{out}"
+    );
 
     // Clearing the service's flag releases both.
     repo.apply(&defs(V0, "", SERVICE_OFF)).await;
@@ -141,17 +192,38 @@ async fn development_mode_reports_but_does_not_refuse() {
 
     // `tern plan` marks the violation and exits 1 in production...
     let (result, out) = repo
-        .apply_with(&defs(V1, PROTECTED, ""), ApplyOptions { execute: false, ..repo.options() })
+        .apply_with(
+            &defs(V1, PROTECTED, ""),
+            ApplyOptions {
+                execute: false,
+                ..repo.options()
+            },
+        )
         .await;
     assert!(matches!(result, Ok(Outcome::Refused)), "{out}");
     // ...and 0 in development, still naming what would have been refused.
-    let dev = ApplyOptions { dev: true, ..repo.options() };
+    let dev = ApplyOptions {
+        dev: true,
+        ..repo.options()
+    };
     let (result, out) = repo
-        .apply_with(&defs(V1, PROTECTED, ""), ApplyOptions { execute: false, ..dev.clone() })
+        .apply_with(
+            &defs(V1, PROTECTED, ""),
+            ApplyOptions {
+                execute: false,
+                ..dev.clone()
+            },
+        )
         .await;
     assert!(matches!(result, Ok(Outcome::Done)), "{out}");
-    assert!(out.contains("prevent_destroy would refuse (not enforced: development environment)"), "{out}");
-    assert!(out.contains("change the active version (v0 -> v1)"), "{out}");
+    assert!(
+        out.contains("prevent_destroy would refuse (not enforced: development environment)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("change the active version (v0 -> v1)"),
+        "{out}"
+    );
 
     let (result, out) = repo.apply_with(&defs(V1, PROTECTED, ""), dev).await;
     assert!(matches!(result, Ok(Outcome::Done)), "{out}");
@@ -172,7 +244,11 @@ async fn plan_json_lists_changes_and_violations() {
     let (result, out) = repo
         .apply_with(
             &defs(V1, PROTECTED, ""),
-            ApplyOptions { execute: false, json: true, ..repo.options() },
+            ApplyOptions {
+                execute: false,
+                json: true,
+                ..repo.options()
+            },
         )
         .await;
     assert!(matches!(result, Ok(Outcome::Refused)), "{out}");
