@@ -9,6 +9,7 @@ mod apply;
 mod compat;
 mod daemon;
 mod data_faults;
+mod feast_reads_tern;
 mod limits;
 mod prevent_destroy;
 mod redis_cluster;
