@@ -10,6 +10,7 @@ mod compat;
 mod daemon;
 mod data_faults;
 mod export;
+mod feast_reads_tern;
 mod limits;
 mod prevent_destroy;
 mod redis_cluster;
