@@ -72,7 +72,8 @@ pub async fn run(options: &ApplyOptions, out: &mut (dyn Write + Send)) -> Result
             }
             return Ok(Outcome::Done);
         }
-        apply_tables(&config, &plan.tables).await?;
+        let tables: Vec<TableChange> = plan.ensure.iter().chain(&plan.tables).cloned().collect();
+        apply_tables(&config, &tables).await?;
         match txn.commit(plan.model.clone(), now).await {
             Ok(()) => {
                 print(&plan, options, out, &config)?;

@@ -161,6 +161,8 @@ pub struct Plan {
     pub objects: Vec<ObjectChange>,
     /// Online table changes.
     pub tables: Vec<TableChange>,
+    /// Tables that should exist already, created if they do not (not a change).
+    pub ensure: Vec<TableChange>,
     /// Every prevent_destroy violation.
     pub violations: Vec<Violation>,
     /// Whether violations refuse the plan (false in a development environment).
@@ -316,6 +318,7 @@ pub fn plan(
         model: current.clone(),
         objects: Vec::new(),
         tables: Vec::new(),
+        ensure: Vec::new(),
         errors,
         protection: protect::protection(current, project),
         violations: Vec::new(),
@@ -336,6 +339,7 @@ pub fn plan(
         project: project.to_owned(),
         objects: p.objects,
         tables: p.tables,
+        ensure: p.ensure,
         violations: p.violations,
         enforced: options.enforce,
         kept: p.kept,
@@ -353,6 +357,7 @@ struct Planner<'a> {
     model: RegistryModel,
     objects: Vec<ObjectChange>,
     tables: Vec<TableChange>,
+    ensure: Vec<TableChange>,
     errors: Vec<DefinitionError>,
     protection: protect::ProtectionMap,
     violations: Vec<Violation>,
@@ -572,6 +577,19 @@ impl Planner<'_> {
             storage_name: layout.storage_name,
             table: layout.sqlite_table,
             features,
+        });
+    }
+
+    fn ensure_table(&mut self, view: &str, version: u32) {
+        let stored_version = if self.options.versioning { version } else { 0 };
+        let layout = StorageLayout::new(self.project, view, stored_version, Vec::new());
+        self.ensure.push(TableChange {
+            action: TableAction::Create,
+            view: view.to_owned(),
+            version: stored_version,
+            storage_name: layout.storage_name,
+            table: layout.sqlite_table,
+            features: Vec::new(),
         });
     }
 
@@ -813,7 +831,9 @@ impl Planner<'_> {
             spec: Some(spec),
             meta: Some(meta),
         };
-        self.table(TableAction::Create, &def.name, n, feature_names(def));
+        // Its table exists unless Feast made the version (Feast forgets): make sure,
+        // without listing it as a change.
+        self.ensure_table(&def.name, n);
         self.protect_active_change(def, active_n, n, was_materialized);
         self.change(
             ObjectKind::FeatureView,

@@ -157,7 +157,7 @@ impl Violation {
             (
                 "promote-cold-version",
                 format!(
-                    " v{to} was never materialized and would serve empty: stage it with --no-promote and materialize --version v{to} first."
+                    " v{to} was never materialized and would serve empty: materialize it first (it can be staged with --no-promote; `feast materialize --views {name} --version v{to} START END`)."
                 ),
             )
         };
