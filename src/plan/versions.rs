@@ -2,10 +2,10 @@
 
 use std::collections::BTreeSet;
 
+use super::diff::diff_schema;
 use super::protect::{self, Violation};
 use super::{
-    ObjectKind, TableAction, TableChange, active_version, diff_schema, materialized, position,
-    records, snapshot,
+    ObjectKind, TableAction, TableChange, active_version, materialized, position, records, snapshot,
 };
 use crate::error::ErrorKind;
 use crate::proto::feast::core as pb;

@@ -89,7 +89,10 @@ async fn a_protected_view_is_never_deleted_nor_its_active_schema_changed() {
     // Promoting the staged version (a plain apply of its definition) is refused.
     let out = refused(&repo, &defs(V1, PROTECTED, ""), repo.options()).await;
     assert!(out.contains("promote v1"), "{out}");
-    assert!(out.contains("change the active version (v0 -> v1)"), "{out}");
+    assert!(
+        out.contains("change the active version (v0 -> v1)"),
+        "{out}"
+    );
 
     // Pinning another version is refused too.
     refused(
