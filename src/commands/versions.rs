@@ -101,7 +101,12 @@ pub async fn run(
     match command {
         VersionsCommand::List { view } => {
             let model = source.read(&project).await?.model;
-            let rows = versions::list(&model, &project, view)?;
+            let style = if source.file().is_some() {
+                versions::TimeStyle::Naive
+            } else {
+                versions::TimeStyle::Utc
+            };
+            let rows = versions::list(&model, &project, view, style)?;
             if rows.is_empty() {
                 write(
                     out,

@@ -119,11 +119,22 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
+/// How `feast feature-views list-versions` prints CREATED: a file registry holds a
+/// naive UTC time, a SQL registry an epoch that Feast turns into an aware one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeStyle {
+    /// `2026-11-22 14:07:15.433686`.
+    Naive,
+    /// `2026-11-22 14:07:15+00:00`.
+    Utc,
+}
+
 /// Every recorded version of `view`, oldest first.
 pub fn list(
     model: &RegistryModel,
     project: &str,
     view: &str,
+    style: TimeStyle,
 ) -> Result<Vec<VersionRow>, VersionsError> {
     let active_view = active(model, project, view)?;
     let active_n = active_version(active_view);
@@ -134,7 +145,10 @@ pub fn list(
                 version: format!("v{n}"),
                 version_number: n,
                 feature_view_type: r.feature_view_type.clone(),
-                created: feast_time(r.created_timestamp.as_ref()),
+                created: match style {
+                    TimeStyle::Naive => feast_time(r.created_timestamp.as_ref()),
+                    TimeStyle::Utc => format!("{}+00:00", feast_time(r.created_timestamp.as_ref())),
+                },
                 version_id: r.version_id.clone(),
                 active: n == active_n,
                 staged: n > active_n,

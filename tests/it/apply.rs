@@ -410,6 +410,9 @@ pub async fn lifecycle(repo: &Repo, serve: bool) {
         lines[3].starts_with("v2") && lines[3].contains("staged"),
         "{out}"
     );
+    // CREATED as Feast prints it: a SQL registry's times are aware ones.
+    let sql = !repo.registry_file().exists();
+    assert_eq!(lines[1].contains("+00:00"), sql, "{out}");
 
     // diff
     let (_, out) = repo
