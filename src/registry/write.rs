@@ -127,7 +127,15 @@ fn lock_and_read(path: &Path) -> Result<(RegistryModel, File), RegistryError> {
         .write(true)
         .open(&lock_file)
         .map_err(io(&lock_file))?;
-    lock.lock().map_err(io(&lock_file))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            // Another apply holds it: say so, then wait our turn.
+            tracing::info!(lock = %lock_file.display(), "waiting for another write to the registry to finish");
+            lock.lock().map_err(io(&lock_file))?;
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(io(&lock_file)(e)),
+    }
     let model = match file::read(path) {
         Ok((proto, _)) => RegistryModel::from_file(proto),
         Err(RegistryError::NotFound(_)) => RegistryModel::default(),
