@@ -37,6 +37,44 @@ pub enum Command {
     Versions(VersionsArgs),
     /// Write the registry's project as definition files.
     Export(ExportArgs),
+    /// Load each view's Parquet source between START and END into the online store.
+    Materialize(MaterializeArgs),
+    /// Load each view version from where its last materialization ended up to END.
+    MaterializeIncremental(MaterializeIncrementalArgs),
+}
+
+/// `tern materialize`.
+#[derive(Debug, Args)]
+pub struct MaterializeArgs {
+    /// Feast's feature_store.yaml.
+    #[arg(long, env = "TERN_CONFIG", default_value = "feature_store.yaml")]
+    pub config: PathBuf,
+    /// Window start (ISO 8601; naive times are UTC), inclusive.
+    pub start: String,
+    /// Window end, exclusive.
+    pub end: String,
+    /// Only these views (default: every online view).
+    #[arg(long, num_args = 1..)]
+    pub views: Vec<String>,
+    /// Materialize this version (`v2`) of the one view given with --views.
+    #[arg(long)]
+    pub version: Option<String>,
+}
+
+/// `tern materialize-incremental`.
+#[derive(Debug, Args)]
+pub struct MaterializeIncrementalArgs {
+    /// Feast's feature_store.yaml.
+    #[arg(long, env = "TERN_CONFIG", default_value = "feature_store.yaml")]
+    pub config: PathBuf,
+    /// Window end, exclusive.
+    pub end: String,
+    /// Only these views (default: every online view).
+    #[arg(long, num_args = 1..)]
+    pub views: Vec<String>,
+    /// Materialize this version (`v2`) of the one view given with --views.
+    #[arg(long)]
+    pub version: Option<String>,
 }
 
 /// `--config` and `-f`, shared by plan and apply.

@@ -16,6 +16,7 @@ use crate::registry::RegistryError;
 
 pub mod apply;
 pub mod export;
+pub mod materialize;
 pub mod versions;
 
 /// How long a command waits for the registry (including another apply's lock).
@@ -45,6 +46,9 @@ pub enum Error {
     /// `tern versions`.
     #[error(transparent)]
     Versions(#[from] VersionsError),
+    /// Materialization.
+    #[error(transparent)]
+    Materialize(#[from] crate::materialize::MaterializeError),
     /// Reading or writing the registry.
     #[error(transparent)]
     Registry(#[from] RegistryError),
@@ -141,6 +145,26 @@ pub async fn run(
             }
         }
         Command::Export(a) => export::run(&a.config, &a.out, out).await,
+        Command::Materialize(a) => {
+            let options = materialize::MaterializeOptions {
+                config: a.config.clone(),
+                start: Some(a.start.clone()),
+                end: a.end.clone(),
+                views: a.views.clone(),
+                version: a.version.clone(),
+            };
+            materialize::run(&options, out).await
+        }
+        Command::MaterializeIncremental(a) => {
+            let options = materialize::MaterializeOptions {
+                config: a.config.clone(),
+                start: None,
+                end: a.end.clone(),
+                views: a.views.clone(),
+                version: a.version.clone(),
+            };
+            materialize::run(&options, out).await
+        }
         _ => return None,
     })
 }

@@ -254,3 +254,8 @@ impl DefinitionErrors {
 pub fn load(paths: &[PathBuf], repo_dir: &Path) -> Result<Definitions, DefinitionErrors> {
     parse::load(paths, repo_dir)
 }
+
+/// Parses a pin as Feast does: `latest` (any case, or empty), `vN` or `versionN`.
+pub fn parse_version_pin(text: &str) -> Result<VersionPin, String> {
+    parse::version_pin(text)
+}

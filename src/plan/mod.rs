@@ -261,6 +261,11 @@ pub(crate) fn materialized(
         })
 }
 
+/// A view's active version (`meta.current_version_number`; 0 when unset).
+pub fn active_version_of(view: &pb::FeatureView) -> u32 {
+    active_version(view)
+}
+
 pub(crate) fn active_version(view: &pb::FeatureView) -> u32 {
     view.meta
         .as_ref()

@@ -485,6 +485,56 @@ pub fn create_table(conn: &Connection, table: &str) -> rusqlite::Result<()> {
     ))
 }
 
+/// One materialized row, with the `value_text` Feast's materialization fills.
+#[derive(Debug, Clone, Copy)]
+pub struct MaterializedRow<'a> {
+    /// Serialized entity key (no project suffix).
+    pub entity_key: &'a [u8],
+    /// Feature name.
+    pub feature: &'a str,
+    /// Serialized `feast.types.Value`; empty for null.
+    pub value: &'a [u8],
+    /// `str()` of a scalar value, as Feast writes it; NULL for lists, bytes, times, nulls.
+    pub value_text: Option<&'a str>,
+    /// Event time, epoch seconds.
+    pub event_ts: i64,
+    /// Created time, epoch seconds.
+    pub created_ts: Option<i64>,
+}
+
+/// Upserts materialized rows in one transaction (Feast's materialization replaces
+/// whatever the row held).
+pub fn write_materialized<'a>(
+    conn: &mut Connection,
+    table: &str,
+    rows: impl IntoIterator<Item = MaterializedRow<'a>>,
+) -> rusqlite::Result<usize> {
+    let tx = conn.transaction()?;
+    let mut n = 0;
+    {
+        let mut stmt = tx.prepare(&format!(
+            "INSERT INTO {} (entity_key, feature_name, value, value_text, event_ts, created_ts) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(entity_key, feature_name) DO UPDATE SET \
+             value = excluded.value, value_text = excluded.value_text, event_ts = excluded.event_ts, \
+             created_ts = excluded.created_ts",
+            quote_identifier(table)
+        ))?;
+        for row in rows {
+            stmt.execute(rusqlite::params![
+                row.entity_key,
+                row.feature,
+                row.value,
+                row.value_text,
+                row.event_ts,
+                row.created_ts
+            ])?;
+            n += 1;
+        }
+    }
+    tx.commit()?;
+    Ok(n)
+}
+
 /// Drops a view table (and its index) if it exists.
 pub fn drop_table(conn: &Connection, table: &str) -> rusqlite::Result<()> {
     conn.execute_batch(&format!("DROP TABLE IF EXISTS {}", quote_identifier(table)))

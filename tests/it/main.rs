@@ -12,6 +12,7 @@ mod data_faults;
 mod export;
 mod feast_reads_tern;
 mod limits;
+mod materialize;
 mod prevent_destroy;
 mod redis_cluster;
 mod redis_delete;

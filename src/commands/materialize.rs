@@ -1,0 +1,430 @@
+//! `tern materialize START END` and `tern materialize-incremental END`: each view
+//! version's Parquet source into the online store, then its interval recorded in the
+//! registry under the registry's lock.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Instant, SystemTime};
+
+use super::{Error, Outcome, REGISTRY_TIMEOUT};
+use crate::config::{OnlineStoreConfig, RepoConfig};
+use crate::definitions::VersionPin;
+use crate::materialize::{self, Latest, MaterializeError};
+use crate::plan::versions as history;
+use crate::proto::feast::core as pb;
+use crate::registry::RegistrySource;
+use crate::registry::model::RegistryModel;
+use crate::store::redis::WriteRow;
+use crate::store::{RedisSettings, RedisStore, StorageLayout, sqlite};
+
+/// Entities per SQLite transaction and per Redis pipeline.
+const CHUNK: usize = 10_000;
+/// Bound on each Redis round trip of a materialization.
+const REDIS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// What `tern materialize` was asked.
+#[derive(Debug, Clone, Default)]
+pub struct MaterializeOptions {
+    /// `feature_store.yaml`.
+    pub config: PathBuf,
+    /// Window start; `None` for materialize-incremental.
+    pub start: Option<String>,
+    /// Window end.
+    pub end: String,
+    /// `--views` (empty: every online view of the project).
+    pub views: Vec<String>,
+    /// `--version vN`.
+    pub version: Option<String>,
+}
+
+/// Parses a time as Feast's CLI accepts it (ISO 8601; naive is UTC) into epoch
+/// microseconds.
+pub fn parse_time(text: &str) -> Result<i64, String> {
+    let bad = || {
+        format!(
+            "'{text}' is not a time (expected e.g. 2025-01-10T12:00:00, 2025-01-10, or with +00:00 / Z)"
+        )
+    };
+    let t = text.trim();
+    let (date, rest) = t.split_at(t.find(['T', ' ']).unwrap_or(t.len()));
+    let rest = rest.trim_start_matches(['T', ' ']);
+    let mut d = date.split('-');
+    let (y, m, dd): (i64, u32, u32) = match (d.next(), d.next(), d.next(), d.next()) {
+        (Some(y), Some(m), Some(dd), None) => (
+            y.parse().map_err(|_| bad())?,
+            m.parse().map_err(|_| bad())?,
+            dd.parse().map_err(|_| bad())?,
+        ),
+        _ => return Err(bad()),
+    };
+    if !(1..=12).contains(&m) || !(1..=31).contains(&dd) {
+        return Err(bad());
+    }
+    // Time of day and offset.
+    let (clock, offset_s) = if rest.is_empty() {
+        ("", 0)
+    } else if let Some(c) = rest.strip_suffix('Z') {
+        (c, 0)
+    } else if let Some(i) = rest.rfind(['+', '-']).filter(|i| *i >= 5) {
+        let (c, off) = rest.split_at(i);
+        let sign = if off.starts_with('-') { -1 } else { 1 };
+        let mut hm = off[1..].split(':');
+        let h: i64 = hm.next().and_then(|h| h.parse().ok()).ok_or_else(bad)?;
+        let mi: i64 = hm.next().map_or(Ok(0), |x| x.parse().map_err(|_| bad()))?;
+        (c, sign * (h * 3600 + mi * 60))
+    } else {
+        (rest, 0)
+    };
+    let mut parts = clock.split(':');
+    let h: i64 = parts
+        .next()
+        .filter(|s| !s.is_empty())
+        .map_or(Ok(0), |x| x.parse().map_err(|_| bad()))?;
+    let mi: i64 = parts
+        .next()
+        .map_or(Ok(0), |x| x.parse().map_err(|_| bad()))?;
+    let sec: f64 = parts
+        .next()
+        .map_or(Ok(0.0), |x| x.parse().map_err(|_| bad()))?;
+    if h > 23 || mi > 59 || !(0.0..61.0).contains(&sec) {
+        return Err(bad());
+    }
+    let days = days_from_civil(y, m, dd);
+    let secs = days * 86_400 + h * 3600 + mi * 60 - offset_s;
+    Ok(secs * 1_000_000 + (sec * 1_000_000.0).round() as i64)
+}
+
+// Howard Hinnant's civil-to-days algorithm.
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let m = i64::from(m);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn bad(message: String) -> Error {
+    Error::Materialize(MaterializeError::View(message))
+}
+
+/// One view version to materialize.
+struct Target {
+    view: String,
+    version: u32,
+    spec: pb::FeatureViewSpec,
+    intervals: Vec<pb::MaterializationInterval>,
+}
+
+fn targets(
+    model: &RegistryModel,
+    config: &RepoConfig,
+    options: &MaterializeOptions,
+) -> Result<Vec<Target>, Error> {
+    let project = &config.project;
+    let pinned = match &options.version {
+        None => None,
+        Some(text) => {
+            if options.views.len() != 1 {
+                return Err(bad(
+                    "--version requires --views with exactly one feature view.".to_owned(),
+                ));
+            }
+            if !config.registry.versioning {
+                return Err(bad("Version-aware materialization requires 'enable_online_feature_view_versioning: true' under 'registry' in feature_store.yaml.".to_owned()));
+            }
+            match crate::definitions::parse_version_pin(text).map_err(bad)? {
+                VersionPin::Latest => None,
+                VersionPin::Pinned(n) => Some(n),
+            }
+        }
+    };
+    let views: Vec<&pb::FeatureView> = model
+        .feature_views
+        .iter()
+        .filter(|v| v.project == *project)
+        .map(|v| &v.object)
+        .collect();
+    let mut out = Vec::new();
+    let wanted: Vec<String> = if options.views.is_empty() {
+        views
+            .iter()
+            .filter_map(|v| v.spec.as_ref())
+            .filter(|s| s.online)
+            .map(|s| s.name.clone())
+            .collect()
+    } else {
+        options.views.clone()
+    };
+    for name in wanted {
+        let Some(view) = views
+            .iter()
+            .find(|v| v.spec.as_ref().is_some_and(|s| s.name == name))
+        else {
+            return Err(bad(format!(
+                "Feature view {name} does not exist in project {project}"
+            )));
+        };
+        let active = crate::plan::active_version_of(view);
+        let (version, snap) = match pinned {
+            Some(n) if n != active => (n, history::get(model, project, &name, n)?),
+            _ => (active, (*view).clone()),
+        };
+        let spec = snap.spec.unwrap_or_default();
+        let intervals = snap
+            .meta
+            .map(|m| m.materialization_intervals)
+            .unwrap_or_default();
+        out.push(Target {
+            view: name,
+            version,
+            spec,
+            intervals,
+        });
+    }
+    Ok(out)
+}
+
+/// Runs one materialization; prints a line per view version.
+pub async fn run(
+    options: &MaterializeOptions,
+    out: &mut (dyn Write + Send),
+) -> Result<Outcome, Error> {
+    let config = super::load_config(&options.config)?;
+    let end_us = parse_time(&options.end).map_err(bad)?;
+    let start_us = match &options.start {
+        Some(s) => Some(parse_time(s).map_err(bad)?),
+        None => None,
+    };
+    let mut source = RegistrySource::open(&config, REGISTRY_TIMEOUT)?;
+    let model = source.read(&config.project).await?.model;
+    let now_us = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64);
+    let mut done: Vec<(String, u32, i64, i64)> = Vec::new();
+    for target in targets(&model, &config, options)? {
+        let start = match start_us {
+            Some(s) => s,
+            // Incremental: from this version's own watermark, else the ttl's reach.
+            None => target
+                .intervals
+                .iter()
+                .filter_map(|i| i.end_time.as_ref())
+                .map(|t| t.seconds * 1_000_000 + i64::from(t.nanos) / 1000)
+                .max()
+                .unwrap_or_else(|| {
+                    let ttl = target.spec.ttl.as_ref().map_or(0, |d| d.seconds);
+                    if ttl > 0 { now_us - ttl * 1_000_000 } else { 0 }
+                }),
+        };
+        if start >= end_us {
+            let _ = writeln!(
+                out,
+                "{} v{}: nothing to do (already materialized up to the end)",
+                target.view, target.version
+            );
+            continue;
+        }
+        let began = Instant::now();
+        let spec = target.spec.clone();
+        let repo_dir = config.repo_dir.clone();
+        let serialization = config.entity_key_serialization;
+        let latest = tokio::task::spawn_blocking(move || {
+            materialize::read_latest(&spec, &repo_dir, serialization, start, end_us, |_| {})
+        })
+        .await
+        .map_err(|e| bad(e.to_string()))??;
+        let stored_version = if config.registry.versioning {
+            target.version
+        } else {
+            0
+        };
+        let features: Vec<String> = target
+            .spec
+            .features
+            .iter()
+            .map(|f| f.name.clone())
+            .collect();
+        let layout = StorageLayout::new(&config.project, &target.view, stored_version, features);
+        let written = write(&config, &layout, &latest).await?;
+        let _ = writeln!(
+            out,
+            "{} v{} [{}, {}): {} rows read, {} in the window, {} entities written to {} in {:.1}s",
+            target.view,
+            target.version,
+            shown(start),
+            shown(end_us),
+            latest.rows_read,
+            latest.rows_in_window,
+            written,
+            match &config.online_store {
+                OnlineStoreConfig::Sqlite { .. } => layout.sqlite_table.clone(),
+                OnlineStoreConfig::Redis(_) => format!("Redis ({})", layout.storage_name),
+            },
+            began.elapsed().as_secs_f64()
+        );
+        done.push((target.view, target.version, start, end_us));
+    }
+    record_intervals(&mut source, &config.project, &done).await?;
+    Ok(Outcome::Done)
+}
+
+async fn write(
+    config: &RepoConfig,
+    layout: &StorageLayout,
+    latest: &Latest,
+) -> Result<usize, Error> {
+    match &config.online_store {
+        OnlineStoreConfig::Sqlite { path } => {
+            let failed = |detail: String| Error::Store {
+                store: path.display().to_string(),
+                detail,
+            };
+            let path = path.clone();
+            let table = layout.sqlite_table.clone();
+            let features = layout.features.clone();
+            let rows: Vec<(Vec<u8>, materialize::LatestRow)> = latest
+                .rows
+                .iter()
+                .map(|(k, r)| (k.clone(), r.clone()))
+                .collect();
+            tokio::task::spawn_blocking(move || -> rusqlite::Result<usize> {
+                let mut conn = rusqlite::Connection::open(&path)?;
+                conn.busy_timeout(REGISTRY_TIMEOUT)?;
+                sqlite::create_table(&conn, &table)?;
+                for chunk in rows.chunks(CHUNK) {
+                    let items = chunk.iter().flat_map(|(k, r)| {
+                        let event_ts = r.event_us.div_euclid(1_000_000);
+                        let created_ts = r.created_us.map(|c| c.div_euclid(1_000_000));
+                        features
+                            .iter()
+                            .zip(r.value_bytes().zip(r.value_texts()))
+                            .map(move |(f, (value, value_text))| sqlite::MaterializedRow {
+                                entity_key: k,
+                                feature: f,
+                                value,
+                                value_text,
+                                event_ts,
+                                created_ts,
+                            })
+                    });
+                    sqlite::write_materialized(&mut conn, &table, items)?;
+                }
+                Ok(rows.len())
+            })
+            .await
+            .map_err(|e| failed(e.to_string()))?
+            .map_err(|e| failed(e.to_string()))
+        }
+        OnlineStoreConfig::Redis(redis) => {
+            let failed = |detail: String| Error::Store {
+                store: redis.display_nodes(),
+                detail,
+            };
+            let store = RedisStore::open(
+                redis,
+                &config.project,
+                RedisSettings {
+                    timeout: REDIS_TIMEOUT,
+                    connections: 1,
+                },
+            )
+            .map_err(|e| failed(e.to_string()))?;
+            let rows: Vec<(&Vec<u8>, &materialize::LatestRow)> = latest.rows.iter().collect();
+            let mut written = 0;
+            for chunk in rows.chunks(CHUNK) {
+                let values: Vec<Vec<(&str, &[u8])>> = chunk
+                    .iter()
+                    .map(|(_, r)| {
+                        layout
+                            .features
+                            .iter()
+                            .map(String::as_str)
+                            .zip(r.value_bytes())
+                            .collect()
+                    })
+                    .collect();
+                let batch: Vec<WriteRow<'_>> = chunk
+                    .iter()
+                    .zip(&values)
+                    .map(|((k, r), v)| WriteRow {
+                        entity_key: k,
+                        values: v,
+                        event_time: prost_types::Timestamp {
+                            seconds: r.event_us.div_euclid(1_000_000),
+                            nanos: (r.event_us.rem_euclid(1_000_000) * 1000) as i32,
+                        },
+                    })
+                    .collect();
+                let w = store
+                    .write_batch(layout, &batch)
+                    .await
+                    .map_err(|e| failed(e.to_string()))?;
+                written += w.written;
+            }
+            Ok(written)
+        }
+    }
+}
+
+fn shown(us: i64) -> String {
+    history::feast_time(Some(&prost_types::Timestamp {
+        seconds: us.div_euclid(1_000_000),
+        nanos: (us.rem_euclid(1_000_000) * 1000) as i32,
+    }))
+}
+
+fn interval(start_us: i64, end_us: i64) -> pb::MaterializationInterval {
+    let ts = |us: i64| prost_types::Timestamp {
+        seconds: us.div_euclid(1_000_000),
+        nanos: (us.rem_euclid(1_000_000) * 1000) as i32,
+    };
+    pb::MaterializationInterval {
+        start_time: Some(ts(start_us)),
+        end_time: Some(ts(end_us)),
+    }
+}
+
+/// Records each window: the active version's on the view (where Feast keeps them),
+/// another version's on its history record (where Feast does not look).
+async fn record_intervals(
+    source: &mut RegistrySource,
+    project: &str,
+    done: &[(String, u32, i64, i64)],
+) -> Result<(), Error> {
+    use prost::Message;
+    if done.is_empty() {
+        return Ok(());
+    }
+    let txn = source.begin(project).await?;
+    let mut model = txn.model().clone();
+    for (view, version, start, end) in done {
+        let Some(stored) = model
+            .feature_views
+            .iter_mut()
+            .find(|v| v.project == project && v.name == *view)
+        else {
+            continue;
+        };
+        if crate::plan::active_version_of(&stored.object) == *version {
+            let meta = stored.object.meta.get_or_insert_with(Default::default);
+            meta.materialization_intervals.push(interval(*start, *end));
+            meta.state = pb::FeatureViewState::AvailableOnline as i32;
+        } else if let Some(record) = model.version_history.iter_mut().find(|r| {
+            r.project_id == project
+                && r.feature_view_name == *view
+                && r.version_number == *version as i32
+        }) && let Ok(mut snap) =
+            pb::FeatureView::decode(record.feature_view_proto.as_slice())
+        {
+            snap.meta
+                .get_or_insert_with(Default::default)
+                .materialization_intervals
+                .push(interval(*start, *end));
+            record.feature_view_proto = snap.encode_to_vec();
+        }
+    }
+    txn.commit(model, SystemTime::now()).await?;
+    Ok(())
+}
