@@ -43,16 +43,12 @@ pub enum Command {
     MaterializeIncremental(MaterializeIncrementalArgs),
 }
 
-/// `tern materialize`.
+/// What a materialization covers, shared by both commands.
 #[derive(Debug, Args)]
-pub struct MaterializeArgs {
+pub struct MaterializeScope {
     /// Feast's feature_store.yaml.
     #[arg(long, env = "TERN_CONFIG", default_value = "feature_store.yaml")]
     pub config: PathBuf,
-    /// Window start (ISO 8601; naive times are UTC), inclusive.
-    pub start: String,
-    /// Window end, exclusive.
-    pub end: String,
     /// Only these views (default: every online view).
     #[arg(long, num_args = 1..)]
     pub views: Vec<String>,
@@ -61,20 +57,26 @@ pub struct MaterializeArgs {
     pub version: Option<String>,
 }
 
+/// `tern materialize`.
+#[derive(Debug, Args)]
+pub struct MaterializeArgs {
+    /// Window start (ISO 8601; naive times are UTC), inclusive.
+    pub start: String,
+    /// Window end, exclusive.
+    pub end: String,
+    /// Views, version, config.
+    #[command(flatten)]
+    pub scope: MaterializeScope,
+}
+
 /// `tern materialize-incremental`.
 #[derive(Debug, Args)]
 pub struct MaterializeIncrementalArgs {
-    /// Feast's feature_store.yaml.
-    #[arg(long, env = "TERN_CONFIG", default_value = "feature_store.yaml")]
-    pub config: PathBuf,
     /// Window end, exclusive.
     pub end: String,
-    /// Only these views (default: every online view).
-    #[arg(long, num_args = 1..)]
-    pub views: Vec<String>,
-    /// Materialize this version (`v2`) of the one view given with --views.
-    #[arg(long)]
-    pub version: Option<String>,
+    /// Views, version, config.
+    #[command(flatten)]
+    pub scope: MaterializeScope,
 }
 
 /// `--config` and `-f`, shared by plan and apply.

@@ -18,7 +18,7 @@ use crate::definitions;
 use crate::plan::{self, Plan, PlanOptions, TableAction, TableChange, render};
 use crate::registry::{RegistryError, RegistrySource};
 use crate::store::redis::ViewFields;
-use crate::store::{RedisSettings, RedisStore, sqlite};
+use crate::store::sqlite;
 
 /// Bound on each Redis round trip of a command (scans are long; serving's bound is not
 /// meant for them).
@@ -151,15 +151,7 @@ pub async fn apply_tables(config: &RepoConfig, tables: &[TableChange]) -> Result
                 store: redis.display_nodes(),
                 detail,
             };
-            let store = RedisStore::open(
-                redis,
-                &config.project,
-                RedisSettings {
-                    timeout: REDIS_TIMEOUT,
-                    connections: 1,
-                },
-            )
-            .map_err(|e| failed(e.to_string()))?;
+            let store = super::open_redis(config, redis, REDIS_TIMEOUT)?;
             let views: Vec<ViewFields<'_>> = drops
                 .iter()
                 .map(|t| ViewFields {

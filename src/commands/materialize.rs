@@ -15,7 +15,7 @@ use crate::proto::feast::core as pb;
 use crate::registry::RegistrySource;
 use crate::registry::model::RegistryModel;
 use crate::store::redis::WriteRow;
-use crate::store::{RedisSettings, RedisStore, StorageLayout, sqlite};
+use crate::store::{StorageLayout, sqlite};
 
 /// Entities per SQLite transaction and per Redis pipeline.
 const CHUNK: usize = 10_000;
@@ -322,15 +322,7 @@ async fn write(
                 store: redis.display_nodes(),
                 detail,
             };
-            let store = RedisStore::open(
-                redis,
-                &config.project,
-                RedisSettings {
-                    timeout: REDIS_TIMEOUT,
-                    connections: 1,
-                },
-            )
-            .map_err(|e| failed(e.to_string()))?;
+            let store = super::open_redis(config, redis, REDIS_TIMEOUT)?;
             let rows: Vec<(&Vec<u8>, &materialize::LatestRow)> = latest.rows.iter().collect();
             let mut written = 0;
             for chunk in rows.chunks(CHUNK) {

@@ -146,25 +146,46 @@ pub async fn run(
         }
         Command::Export(a) => export::run(&a.config, &a.out, out).await,
         Command::Materialize(a) => {
-            let options = materialize::MaterializeOptions {
-                config: a.config.clone(),
-                start: Some(a.start.clone()),
-                end: a.end.clone(),
-                views: a.views.clone(),
-                version: a.version.clone(),
-            };
-            materialize::run(&options, out).await
+            materialize::run(&materialize_options(&a.scope, Some(&a.start), &a.end), out).await
         }
         Command::MaterializeIncremental(a) => {
-            let options = materialize::MaterializeOptions {
-                config: a.config.clone(),
-                start: None,
-                end: a.end.clone(),
-                views: a.views.clone(),
-                version: a.version.clone(),
-            };
-            materialize::run(&options, out).await
+            materialize::run(&materialize_options(&a.scope, None, &a.end), out).await
         }
         _ => return None,
     })
+}
+
+/// The Redis store of `config` for a command: its own round-trip bound (commands scan
+/// and write far more than a request reads).
+pub(crate) fn open_redis(
+    config: &RepoConfig,
+    redis: &crate::config::RedisConfig,
+    timeout: Duration,
+) -> Result<crate::store::RedisStore, Error> {
+    crate::store::RedisStore::open(
+        redis,
+        &config.project,
+        crate::store::RedisSettings {
+            timeout,
+            connections: 1,
+        },
+    )
+    .map_err(|e| Error::Store {
+        store: redis.display_nodes(),
+        detail: e.to_string(),
+    })
+}
+
+fn materialize_options(
+    scope: &crate::cli::MaterializeScope,
+    start: Option<&String>,
+    end: &str,
+) -> materialize::MaterializeOptions {
+    materialize::MaterializeOptions {
+        config: scope.config.clone(),
+        start: start.cloned(),
+        end: end.to_owned(),
+        views: scope.views.clone(),
+        version: scope.version.clone(),
+    }
 }

@@ -259,3 +259,8 @@ pub fn load(paths: &[PathBuf], repo_dir: &Path) -> Result<Definitions, Definitio
 pub fn parse_version_pin(text: &str) -> Result<VersionPin, String> {
     parse::version_pin(text)
 }
+
+/// The item type of a list type (`DOUBLE_LIST` → `DOUBLE`); `None` for scalars.
+pub fn list_item_type(t: ValueType) -> Option<ValueType> {
+    parse::list_item(t)
+}

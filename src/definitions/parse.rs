@@ -416,7 +416,15 @@ pub(crate) fn dtype_name(t: ValueType) -> Option<String> {
             _ => return None,
         })
     };
-    let list = match t {
+    match list_item(t) {
+        Some(item) => scalar(item).map(|s| format!("Array({s})")),
+        None => scalar(t).map(str::to_owned),
+    }
+}
+
+/// The item type of a list type (`DOUBLE_LIST` → `DOUBLE`); `None` for scalars.
+pub(crate) fn list_item(t: ValueType) -> Option<ValueType> {
+    Some(match t {
         ValueType::Int32List => ValueType::Int32,
         ValueType::Int64List => ValueType::Int64,
         ValueType::FloatList => ValueType::Float,
@@ -425,9 +433,8 @@ pub(crate) fn dtype_name(t: ValueType) -> Option<String> {
         ValueType::BytesList => ValueType::Bytes,
         ValueType::BoolList => ValueType::Bool,
         ValueType::UnixTimestampList => ValueType::UnixTimestamp,
-        other => return scalar(other).map(str::to_owned),
-    };
-    scalar(list).map(|s| format!("Array({s})"))
+        _ => return None,
+    })
 }
 
 /// Entity value types: Feast's enum names of the scalar and list types.

@@ -27,16 +27,8 @@ pub(crate) fn arrow_type(t: ValueType) -> Option<DataType> {
             _ => return None,
         })
     };
-    let item = match t {
-        ValueType::Int32List => ValueType::Int32,
-        ValueType::Int64List => ValueType::Int64,
-        ValueType::FloatList => ValueType::Float,
-        ValueType::DoubleList => ValueType::Double,
-        ValueType::StringList => ValueType::String,
-        ValueType::BytesList => ValueType::Bytes,
-        ValueType::BoolList => ValueType::Bool,
-        ValueType::UnixTimestampList => ValueType::UnixTimestamp,
-        other => return scalar(other),
+    let Some(item) = crate::definitions::list_item_type(t) else {
+        return scalar(t);
     };
     Some(DataType::List(std::sync::Arc::new(Field::new(
         "item",
