@@ -55,6 +55,10 @@ pub struct MaterializeScope {
     /// Materialize this version (`v2`) of the one view given with --views.
     #[arg(long)]
     pub version: Option<String>,
+    /// Only part K of N of the entities (by a hash of the entity key), e.g. `0/4`, so N
+    /// processes can share one window. Records no interval.
+    #[arg(long)]
+    pub shard: Option<String>,
 }
 
 /// `tern materialize`.

@@ -35,6 +35,8 @@ pub struct MaterializeOptions {
     pub views: Vec<String>,
     /// `--version vN`.
     pub version: Option<String>,
+    /// `--shard K/N`: only the entities of part K of N.
+    pub shard: Option<String>,
 }
 
 /// Parses a time as Feast's CLI accepts it (ISO 8601; naive is UTC) into epoch
@@ -197,6 +199,10 @@ pub async fn run(
         Some(s) => Some(parse_time(s).map_err(bad)?),
         None => None,
     };
+    let shard = match &options.shard {
+        Some(s) => materialize::Shard::parse(s).map_err(bad)?,
+        None => materialize::Shard::ALL,
+    };
     let mut source = RegistrySource::open(&config, REGISTRY_TIMEOUT)?;
     let model = source.read(&config.project).await?.model;
     let now_us = SystemTime::now()
@@ -230,8 +236,17 @@ pub async fn run(
         let spec = target.spec.clone();
         let repo_dir = config.repo_dir.clone();
         let serialization = config.entity_key_serialization;
+        let progress = Progress::new(&target.view, target.version);
+        let bar = progress.clone();
         let latest = tokio::task::spawn_blocking(move || {
-            materialize::read_latest(&spec, &repo_dir, serialization, start, end_us, |_| {})
+            materialize::read_latest(
+                &spec,
+                &repo_dir,
+                serialization,
+                (start, end_us),
+                shard,
+                |n| bar.rows(n),
+            )
         })
         .await
         .map_err(|e| bad(e.to_string()))??;
@@ -248,6 +263,7 @@ pub async fn run(
             .collect();
         let layout = StorageLayout::new(&config.project, &target.view, stored_version, features);
         let written = write(&config, &layout, &latest).await?;
+        progress.finish();
         let _ = writeln!(
             out,
             "{} v{} [{}, {}): {} rows read, {} in the window, {} entities written to {} in {:.1}s",
@@ -264,7 +280,16 @@ pub async fn run(
             },
             began.elapsed().as_secs_f64()
         );
-        done.push((target.view, target.version, start, end_us));
+        if shard == materialize::Shard::ALL {
+            done.push((target.view, target.version, start, end_us));
+        }
+    }
+    if shard != materialize::Shard::ALL {
+        let _ = writeln!(
+            out,
+            "shard {}/{}: no interval recorded (record it with an unsharded run, or by materializing every shard's window again)",
+            shard.index, shard.count
+        );
     }
     record_intervals(&mut source, &config.project, &done).await?;
     Ok(Outcome::Done)
@@ -292,6 +317,9 @@ async fn write(
             tokio::task::spawn_blocking(move || -> rusqlite::Result<usize> {
                 let mut conn = rusqlite::Connection::open(&path)?;
                 conn.busy_timeout(REGISTRY_TIMEOUT)?;
+                // WAL: `tern serve` keeps reading the last committed state while
+                // chunks are written (readers never wait for this writer).
+                conn.pragma_update(None, "journal_mode", "WAL")?;
                 sqlite::create_table(&conn, &table)?;
                 for chunk in rows.chunks(CHUNK) {
                     let items = chunk.iter().flat_map(|(k, r)| {
@@ -419,4 +447,42 @@ async fn record_intervals(
     }
     txn.commit(model, SystemTime::now()).await?;
     Ok(())
+}
+
+/// Rows read, on a terminal as a progress bar, otherwise as plain lines.
+#[derive(Clone)]
+struct Progress {
+    bar: indicatif::ProgressBar,
+}
+
+impl Progress {
+    fn new(view: &str, version: u32) -> Self {
+        let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            let bar = indicatif::ProgressBar::new_spinner();
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} {prefix}: {human_pos} rows read ({per_sec}) {elapsed}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+            );
+            bar
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        bar.set_prefix(format!("{view} v{version}"));
+        Self { bar }
+    }
+
+    fn rows(&self, n: u64) {
+        self.bar.inc(n);
+        if self.bar.is_hidden()
+            && self.bar.position() / 1_000_000 != (self.bar.position() - n) / 1_000_000
+        {
+            tracing::info!(prefix = %self.bar.prefix(), rows = self.bar.position(), "materializing");
+        }
+    }
+
+    fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
 }

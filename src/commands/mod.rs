@@ -187,5 +187,6 @@ fn materialize_options(
         end: end.to_owned(),
         views: scope.views.clone(),
         version: scope.version.clone(),
+        shard: scope.shard.clone(),
     }
 }

@@ -160,16 +160,50 @@ fn micros(column: &ArrayRef, row: usize) -> Option<i64> {
     )
 }
 
-/// Reads `spec`'s source and keeps, per entity, the newest row with an event time in
-/// `[start_us, end_us)`.
+/// One of N disjoint parts of the entities, by a hash of the entity key, so N
+/// processes can share one window (`--shard K/N`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// This part, `0..count`.
+    pub index: u32,
+    /// Parts in all (at least 1).
+    pub count: u32,
+}
+
+impl Shard {
+    /// Everything.
+    pub const ALL: Shard = Shard { index: 0, count: 1 };
+
+    /// Parses `K/N` with `0 <= K < N`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let bad = || format!("--shard '{text}': expected K/N with 0 <= K < N (e.g. 0/4)");
+        let (k, n) = text.split_once('/').ok_or_else(bad)?;
+        let index: u32 = k.trim().parse().map_err(|_| bad())?;
+        let count: u32 = n.trim().parse().map_err(|_| bad())?;
+        if count == 0 || index >= count {
+            return Err(bad());
+        }
+        Ok(Self { index, count })
+    }
+
+    /// Whether the entity with serialized key `key` belongs to this part. The hash is
+    /// over the key bytes (murmur3, seed 0): stable across processes and versions.
+    pub fn owns(&self, key: &[u8]) -> bool {
+        self.count <= 1 || mur3::murmurhash3_x86_32(key, 0) % self.count == self.index
+    }
+}
+
+/// Reads `spec`'s source and keeps, per entity of `shard`, the newest row with an
+/// event time in `[start_us, end_us)`.
 pub fn read_latest(
     spec: &pb::FeatureViewSpec,
     repo_dir: &Path,
     serialization: KeySerialization,
-    start_us: i64,
-    end_us: i64,
+    window: (i64, i64),
+    shard: Shard,
     mut progress: impl FnMut(u64),
 ) -> Result<Latest, MaterializeError> {
+    let (start_us, end_us) = window;
     let (source, path) = source_of(spec, repo_dir)?;
     // Columns are found by their name in the view (after `field_mapping`).
     let renamed = |file_column: &str| -> String {
@@ -280,6 +314,9 @@ pub fn read_latest(
                 let mut k = prefix.clone();
                 for key in &keys {
                     push_key(&mut k, key.as_ref(), row);
+                }
+                if !shard.owns(&k) {
+                    continue;
                 }
                 let newer = match latest.rows.get(&k) {
                     None => true,

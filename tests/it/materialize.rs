@@ -49,6 +49,7 @@ async fn run(config: &Path, views: &[&str], version: Option<&str>) -> Result<Str
         end: END.to_owned(),
         views: views.iter().map(|v| (*v).to_owned()).collect(),
         version: version.map(str::to_owned),
+        shard: None,
     };
     let mut out = Vec::new();
     let result = materialize::run(&options, &mut out).await;
@@ -247,6 +248,7 @@ async fn incremental_runs_start_from_each_versions_own_watermark() {
             end: "2025-01-09T00:00:00".to_owned(),
             views: vec!["driver_stats".to_owned()],
             version: Some(v.to_owned()),
+            shard: None,
         };
         materialize::run(&options, &mut Vec::new()).await.unwrap();
     }
@@ -256,6 +258,7 @@ async fn incremental_runs_start_from_each_versions_own_watermark() {
         end: "2025-01-11T00:00:00".to_owned(),
         views: vec!["driver_stats".to_owned()],
         version: Some(v.to_owned()),
+        shard: None,
     };
     for (v, from) in [
         ("v0", "2025-01-09 00:00:00"),
@@ -276,4 +279,68 @@ async fn incremental_runs_start_from_each_versions_own_watermark() {
         .await
         .unwrap();
     assert!(String::from_utf8(out).unwrap().contains("nothing to do"));
+}
+
+/// `--shard K/N`: the parts are disjoint and together give exactly a full run.
+#[tokio::test(flavor = "multi_thread")]
+async fn shards_together_equal_a_full_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = repo(dir.path(), "  type: sqlite\n  path: data/online.db");
+    let mut entities = 0;
+    for k in 0..3 {
+        for version in [None, Some("v0"), Some("v2")] {
+            let options = MaterializeOptions {
+                config: config.clone(),
+                start: Some(START.to_owned()),
+                end: END.to_owned(),
+                views: if version.is_some() {
+                    vec!["driver_stats".to_owned()]
+                } else {
+                    Vec::new()
+                },
+                version: version.map(str::to_owned),
+                shard: Some(format!("{k}/3")),
+            };
+            let mut out = Vec::new();
+            materialize::run(&options, &mut out).await.unwrap();
+            let out = String::from_utf8(out).unwrap();
+            assert!(
+                out.contains(&format!("shard {k}/3: no interval recorded")),
+                "{out}"
+            );
+            if version.is_none() {
+                entities += out
+                    .lines()
+                    .filter(|l| l.starts_with("driver_stats v1"))
+                    .map(|l| {
+                        l.split(" entities")
+                            .next()
+                            .unwrap()
+                            .rsplit(' ')
+                            .next()
+                            .unwrap()
+                            .parse::<usize>()
+                            .unwrap()
+                    })
+                    .sum::<usize>();
+            }
+        }
+    }
+    // Each of the five drivers is in exactly one part.
+    assert_eq!(entities, 5);
+    let feast = sqlite_tables(&example().join("data/online.db"));
+    let tern = sqlite_tables(&dir.path().join("data/online.db"));
+    assert_eq!(tern, feast);
+    let e = materialize::MaterializeOptions {
+        config: config.clone(),
+        start: Some(START.to_owned()),
+        end: END.to_owned(),
+        shard: Some("3/3".to_owned()),
+        ..Default::default()
+    };
+    let err = materialize::run(&e, &mut Vec::new())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("expected K/N with 0 <= K < N"), "{err}");
 }
