@@ -344,3 +344,115 @@ async fn shards_together_equal_a_full_run() {
         .to_string();
     assert!(err.contains("expected K/N with 0 <= K < N"), "{err}");
 }
+
+/// A Parquet file of `n` drivers (ids from 1,000,000), one row each, with
+/// driver_stats v1's columns.
+fn big_driver_stats(path: &Path, n: i64) {
+    use std::sync::Arc;
+
+    use arrow::array::{
+        ArrayRef, BooleanArray, Float32Array, Float64Array, Float64Builder, Int64Array,
+        ListBuilder, RecordBatch, StringArray, TimestampMicrosecondArray,
+    };
+    let ids: Vec<i64> = (0..n).map(|i| 1_000_000 + i).collect();
+    let ts = TimestampMicrosecondArray::from(vec![1_736_460_000_000_000; n as usize])
+        .with_timezone("UTC");
+    let mut ratings = ListBuilder::new(Float64Builder::new());
+    for i in 0..n {
+        ratings.values().append_value(i as f64);
+        ratings.append(true);
+    }
+    let columns: Vec<(&str, ArrayRef)> = vec![
+        ("driver_id", Arc::new(Int64Array::from(ids.clone()))),
+        ("event_timestamp", Arc::new(ts.clone())),
+        ("created", Arc::new(ts)),
+        (
+            "conv_rate",
+            Arc::new(Float32Array::from_iter_values((0..n).map(|i| i as f32))),
+        ),
+        (
+            "acc_rate",
+            Arc::new(Float64Array::from_iter_values((0..n).map(|i| i as f64))),
+        ),
+        ("avg_daily_trips", Arc::new(Int64Array::from(ids))),
+        (
+            "name",
+            Arc::new(StringArray::from_iter_values(
+                (0..n).map(|i| format!("d{i}")),
+            )),
+        ),
+        (
+            "active",
+            Arc::new(BooleanArray::from_iter((0..n).map(|i| Some(i % 2 == 0)))),
+        ),
+        ("ratings", Arc::new(ratings.finish())),
+    ];
+    let batch = RecordBatch::try_from_iter(columns).unwrap();
+    let file = std::fs::File::create(path).unwrap();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+}
+
+/// `tern serve` keeps answering from the same SQLite file while a materialization
+/// writes it: no read fails or waits past its store timeout.
+#[tokio::test(flavor = "multi_thread")]
+async fn serving_continues_during_a_materialization() {
+    use crate::support::*;
+    use tern::serving::Clock;
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = repo(dir.path(), "  type: sqlite\n  path: data/online.db");
+    std::fs::copy(
+        example().join("data/online.db"),
+        dir.path().join("data/online.db"),
+    )
+    .unwrap();
+    big_driver_stats(&dir.path().join("data/driver_stats_b.parquet"), 50_000);
+
+    let server = tern::testing::TestServer::start(&config, Clock::Fixed(1_736_470_800))
+        .await
+        .unwrap();
+    let ch = channel(&server.url()).await;
+    let request = || {
+        refs_request(
+            &["driver_stats:conv_rate"],
+            vec![("driver_id", vec![int64(1_000_001)])],
+        )
+    };
+
+    let options = MaterializeOptions {
+        config: config.clone(),
+        start: Some(START.to_owned()),
+        end: END.to_owned(),
+        views: vec!["driver_stats".to_owned()],
+        ..Default::default()
+    };
+    let job = tokio::spawn(async move {
+        let mut out = Vec::new();
+        let r = materialize::run(&options, &mut out).await;
+        (
+            r.map_err(|e| e.to_string()),
+            String::from_utf8(out).unwrap(),
+        )
+    });
+    let mut reads = 0;
+    while !job.is_finished() {
+        let r = call(&ch, Route::Serving, request()).await;
+        assert!(r.is_ok(), "a read failed during the materialization: {r:?}");
+        reads += 1;
+    }
+    let (result, out) = job.await.unwrap();
+    assert!(result.is_ok(), "{result:?}");
+    assert!(out.contains("50000 entities written"), "{out}");
+    assert!(reads > 0);
+    // The new rows are served once committed.
+    let r = call(&ch, Route::Serving, request()).await.unwrap();
+    assert_eq!(
+        column(&r, "conv_rate").0,
+        [tern::proto::feast::types::Value {
+            val: Some(tern::proto::feast::types::value::Val::FloatVal(1.0)),
+        }]
+    );
+    server.stop().await.unwrap();
+}
