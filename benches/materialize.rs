@@ -34,7 +34,10 @@ fn value(entity: i64, f: usize) -> f64 {
 fn write_parquet(path: &Path, n: i64) {
     let ts = TimestampMicrosecondArray::from(vec![EVENT_US; n as usize]).with_timezone("UTC");
     let mut columns: Vec<(String, ArrayRef)> = vec![
-        ("driver_id".into(), Arc::new(Int64Array::from_iter_values(0..n))),
+        (
+            "driver_id".into(),
+            Arc::new(Int64Array::from_iter_values(0..n)),
+        ),
         ("event_timestamp".into(), Arc::new(ts)),
     ];
     for f in 0..FEATURES {
@@ -121,7 +124,8 @@ fn rows(n: i64) -> Vec<(Vec<u8>, Vec<Vec<u8>>)> {
 
 fn bare_sqlite(path: &Path, rows: &[(Vec<u8>, Vec<Vec<u8>>)]) -> f64 {
     let mut conn = rusqlite::Connection::open(path).expect("open");
-    conn.pragma_update(None, "journal_mode", "WAL").expect("wal");
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .expect("wal");
     sqlite::create_table(&conn, "bench_stats").expect("table");
     let names: Vec<String> = (0..FEATURES).map(|f| format!("f{f}")).collect();
     let t = Instant::now();
@@ -210,7 +214,9 @@ fn main() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let rows_total = (n as f64) * FEATURES as f64;
     println!("machine: {}", machine());
-    println!("{n} entities x {FEATURES} features ({rows_total} stored rows), one Parquet row per entity\n");
+    println!(
+        "{n} entities x {FEATURES} features ({rows_total} stored rows), one Parquet row per entity\n"
+    );
     let report = |what: &str, secs: f64, base: f64| {
         println!(
             "{what:<40} {secs:>8.2} s  {:>10.0} source rows/s  {:>10.0} stored rows/s  {:>5.2}x bare",

@@ -262,7 +262,8 @@ pub async fn run(
             .map(|f| f.name.clone())
             .collect();
         let layout = StorageLayout::new(&config.project, &target.view, stored_version, features);
-        let written = write(&config, &layout, &latest).await?;
+        let (rows_read, rows_in_window) = (latest.rows_read, latest.rows_in_window);
+        let written = write(&config, &layout, latest).await?;
         progress.finish();
         let _ = writeln!(
             out,
@@ -271,8 +272,8 @@ pub async fn run(
             target.version,
             shown(start),
             shown(end_us),
-            latest.rows_read,
-            latest.rows_in_window,
+            rows_read,
+            rows_in_window,
             written,
             match &config.online_store {
                 OnlineStoreConfig::Sqlite { .. } => layout.sqlite_table.clone(),
@@ -298,7 +299,7 @@ pub async fn run(
 async fn write(
     config: &RepoConfig,
     layout: &StorageLayout,
-    latest: &Latest,
+    latest: Latest,
 ) -> Result<usize, Error> {
     match &config.online_store {
         OnlineStoreConfig::Sqlite { path } => {
