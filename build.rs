@@ -9,8 +9,9 @@
 //!   with a codec that hands undecodable requests to the handler;
 //! - `client/feast.serving.ServingService.rs`: a client of Feast's ServingService with
 //!   Feast's own message types (for `tern get`, tests and benches);
-//! - `reflection.bin`: the descriptor set served by gRPC reflection (Feast's
-//!   packages only; the internal `tern.wire` file is left out).
+//! - `tern.v1.OnlineWriter.rs` and its client: Tern's own write API;
+//! - `reflection.bin`: the descriptor set served by gRPC reflection (Feast's packages
+//!   and `tern.v1`; the internal `tern.wire` file is left out).
 
 use std::path::PathBuf;
 
@@ -33,6 +34,7 @@ const PROTO_FILES: &[&str] = &[
     "feast/core/LabelView.proto",
     "feast/core/Project.proto",
     "tern/wire/serving.proto",
+    "tern/v1/write.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -45,7 +47,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds = protox::compile(PROTO_FILES, ["proto"])?;
 
     let mut reflection = fds.clone();
-    reflection.file.retain(|f| !f.name().starts_with("tern/"));
+    reflection
+        .file
+        .retain(|f| !f.name().starts_with("tern/wire/"));
     std::fs::write(
         out_dir.join("reflection.bin"),
         prost::Message::encode_to_vec(&reflection),
@@ -122,10 +126,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ))
         .method(get_online_features())
         .build();
+    let write_features = || {
+        method(
+            "write_features",
+            "WriteFeatures",
+            "crate::proto::tern::v1::WriteFeaturesRequest".to_owned(),
+            "crate::proto::tern::v1::WriteFeaturesResponse".to_owned(),
+            prost,
+        )
+    };
+    let writer = || {
+        tonic_build::manual::Service::builder()
+            .name("OnlineWriter")
+            .package("tern.v1")
+            .method(write_features())
+            .build()
+    };
     tonic_build::manual::Builder::new()
         .build_client(false)
         .build_server(true)
-        .compile(&[serving, feature_server]);
+        .compile(&[serving, feature_server, writer()]);
 
     let client = tonic_build::manual::Service::builder()
         .name("ServingService")
@@ -145,6 +165,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         .build_server(false)
         .out_dir(&client_dir)
-        .compile(&[client]);
+        .compile(&[client, writer()]);
     Ok(())
 }

@@ -37,3 +37,5 @@ pub mod store;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod times;
+pub mod writes;

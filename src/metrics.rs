@@ -9,6 +9,10 @@
 pub const GRPC_REQUESTS: &str = "tern_grpc_requests_total";
 /// Histogram: RPC latency in seconds, by `service`, `method` and `code`.
 pub const GRPC_DURATION: &str = "tern_grpc_request_duration_seconds";
+/// Counter: rows stored by online writes, by view.
+pub const ONLINE_WRITE_ROWS: &str = "tern_online_write_rows_total";
+/// Counter: pushed rows not stored because the store held a newer event, by view.
+pub const ONLINE_WRITE_SKIPPED: &str = "tern_online_write_rows_skipped_total";
 /// Gauge: GetOnlineFeatures requests being answered.
 pub const IN_FLIGHT: &str = "tern_requests_in_flight";
 /// Counter: entity rows answered by GetOnlineFeatures.
@@ -50,6 +54,11 @@ pub fn describe() {
         GRPC_DURATION,
         Unit::Seconds,
         "gRPC request latency, by service, method and status code"
+    );
+    describe_counter!(ONLINE_WRITE_ROWS, "Rows stored by online writes, by view");
+    describe_counter!(
+        ONLINE_WRITE_SKIPPED,
+        "Rows of online writes not stored: the store held a newer event for the entity, by view"
     );
     describe_gauge!(IN_FLIGHT, "GetOnlineFeatures requests being answered");
     describe_counter!(ENTITY_ROWS, "Entity rows answered by GetOnlineFeatures");

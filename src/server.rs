@@ -21,8 +21,8 @@ use tonic_health::ServingStatus;
 
 use crate::config::{OnlineStoreConfig, RepoConfig};
 use crate::grpc::{
-    FEATURE_SERVER_NAME, FeatureService, GrpcFeatureServerServer, SERVING_SERVICE_NAME,
-    ServingServiceServer,
+    FEATURE_SERVER_NAME, FeatureService, GrpcFeatureServerServer, ONLINE_WRITER_NAME,
+    OnlineWriterServer, SERVING_SERVICE_NAME, ServingServiceServer,
 };
 use crate::metrics as m;
 use crate::registry::{RegistryError, ReloadHandle, Reloader};
@@ -204,7 +204,10 @@ pub async fn run(
     let serving_service = ServingServiceServer::new(service.clone())
         .max_decoding_message_size(settings.max_request_bytes)
         .max_encoding_message_size(settings.max_response_bytes);
-    let feature_server = GrpcFeatureServerServer::new(service)
+    let feature_server = GrpcFeatureServerServer::new(service.clone())
+        .max_decoding_message_size(settings.max_request_bytes)
+        .max_encoding_message_size(settings.max_response_bytes);
+    let writer = OnlineWriterServer::new(service)
         .max_decoding_message_size(settings.max_request_bytes)
         .max_encoding_message_size(settings.max_response_bytes);
 
@@ -213,6 +216,7 @@ pub async fn run(
         .add_service(reflection_alpha)
         .add_service(serving_service)
         .add_service(feature_server)
+        .add_service(writer)
         .prepare();
 
     let reporter = health.clone();
@@ -323,7 +327,12 @@ const STORE_CHECK_UP: Duration = Duration::from_secs(1);
 const STORE_CHECK_DOWN: Duration = Duration::from_millis(250);
 
 async fn set_all(health: &tonic_health::server::HealthReporter, status: ServingStatus) {
-    for name in ["", SERVING_SERVICE_NAME, FEATURE_SERVER_NAME] {
+    for name in [
+        "",
+        SERVING_SERVICE_NAME,
+        FEATURE_SERVER_NAME,
+        ONLINE_WRITER_NAME,
+    ] {
         health.set_service_status(name, status).await;
     }
 }

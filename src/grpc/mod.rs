@@ -26,6 +26,7 @@ use crate::proto::{
 };
 use crate::serving::{OnlineFeatures, Request as ServingRequest, Selection, Serving};
 use crate::telemetry::LogLimiter;
+use crate::writes::{self, Cells, Column as WriteColumn, Target, WriteError, WriteRequest, Writer};
 use codec::Decoded;
 pub use status::code_label;
 
@@ -33,6 +34,7 @@ pub use status::code_label;
 mod generated {
     include!(concat!(env!("OUT_DIR"), "/feast.serving.ServingService.rs"));
     include!(concat!(env!("OUT_DIR"), "/.GrpcFeatureServer.rs"));
+    include!(concat!(env!("OUT_DIR"), "/tern.v1.OnlineWriter.rs"));
 }
 
 #[allow(missing_docs, unreachable_pub, clippy::all)]
@@ -41,16 +43,21 @@ mod client {
         env!("OUT_DIR"),
         "/client/feast.serving.ServingService.rs"
     ));
+    include!(concat!(env!("OUT_DIR"), "/client/tern.v1.OnlineWriter.rs"));
 }
 
+pub use client::online_writer_client::OnlineWriterClient;
 pub use client::serving_service_client::ServingServiceClient;
 pub use generated::grpc_feature_server_server::{GrpcFeatureServer, GrpcFeatureServerServer};
+pub use generated::online_writer_server::{OnlineWriter, OnlineWriterServer};
 pub use generated::serving_service_server::{ServingService, ServingServiceServer};
 
 /// Full gRPC service names, as health checks and reflection know them.
 pub const SERVING_SERVICE_NAME: &str = "feast.serving.ServingService";
 /// `feast listen`'s package-less service.
 pub const FEATURE_SERVER_NAME: &str = "GrpcFeatureServer";
+/// Tern's write service.
+pub const ONLINE_WRITER_NAME: &str = "tern.v1.OnlineWriter";
 
 /// Version string GetFeastServingInfo answers with.
 pub const SERVING_INFO_VERSION: &str = concat!("tern-", env!("CARGO_PKG_VERSION"));
@@ -63,6 +70,7 @@ static FAILURE_LOG: LogLimiter = LogLimiter::new(5);
 #[derive(Debug, Clone)]
 pub struct FeatureService {
     serving: Arc<Serving>,
+    writer: Writer,
     /// Upper bound for one call; a client's shorter `grpc-timeout` wins.
     request_timeout: Duration,
 }
@@ -71,6 +79,7 @@ impl FeatureService {
     /// Handlers over `serving`; no call runs longer than `request_timeout`.
     pub fn new(serving: Arc<Serving>, request_timeout: Duration) -> Self {
         Self {
+            writer: Writer::new(serving.registry().clone(), serving.store().clone()),
             serving,
             request_timeout,
         }
@@ -232,6 +241,113 @@ fn record(service: &'static str, method: &'static str, code: Code, started: Inst
     metrics::histogram!(m::GRPC_DURATION, &labels).record(started.elapsed().as_secs_f64());
 }
 
+impl FeatureService {
+    /// One row from Feast's `features` (strings) or `typed_features` map.
+    async fn write_map(
+        &self,
+        target: Target<'_>,
+        features: &std::collections::BTreeMap<String, String>,
+        typed: &std::collections::BTreeMap<String, crate::proto::feast::types::Value>,
+    ) -> Result<writes::WriteSummary, WriteError> {
+        if !features.is_empty() && !typed.is_empty() {
+            return Err(WriteError::BothForms);
+        }
+        let columns = features
+            .iter()
+            .map(|(name, text)| WriteColumn {
+                name,
+                cells: Cells::Text(text),
+            })
+            .chain(typed.iter().map(|(name, value)| WriteColumn {
+                name,
+                cells: Cells::Typed(std::slice::from_ref(value)),
+            }))
+            .collect();
+        self.writer
+            .write(&WriteRequest {
+                target,
+                columns,
+                event_times: &[],
+                default_event_time: None,
+            })
+            .await
+    }
+
+    /// Records and logs a write's outcome; its status on failure.
+    fn finish(
+        &self,
+        service: &'static str,
+        method: &'static str,
+        started: Instant,
+        result: Result<writes::WriteSummary, WriteError>,
+    ) -> Result<writes::WriteSummary, Status> {
+        match result {
+            Ok(summary) => {
+                record(service, method, Code::Ok, started);
+                tracing::debug!(
+                    service,
+                    method,
+                    written = summary.written(),
+                    skipped = summary.skipped(),
+                    "write done"
+                );
+                Ok(summary)
+            }
+            Err(err) => {
+                let status = status::write_status(&err);
+                let code = status.code();
+                record(service, method, code, started);
+                if matches!(err, WriteError::Store(_)) {
+                    if let Some(suppressed) = FAILURE_LOG.admit() {
+                        tracing::warn!(service, method, code = code_label(code), error = %status.message(), suppressed, "write failed");
+                    }
+                } else {
+                    tracing::debug!(service, method, code = code_label(code), error = %status.message(), "write refused");
+                }
+                Err(status)
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl OnlineWriter for FeatureService {
+    async fn write_features(
+        &self,
+        request: Request<crate::proto::tern::v1::WriteFeaturesRequest>,
+    ) -> Result<Response<crate::proto::tern::v1::WriteFeaturesResponse>, Status> {
+        let started = Instant::now();
+        let req = request.into_inner();
+        let columns = req
+            .columns
+            .iter()
+            .map(|c| WriteColumn {
+                name: &c.name,
+                cells: Cells::Typed(&c.values),
+            })
+            .collect();
+        let result = self
+            .writer
+            .write(&WriteRequest {
+                target: Target::View {
+                    name: &req.feature_view,
+                    version: req.version,
+                },
+                columns,
+                event_times: &req.event_timestamps,
+                default_event_time: Some(self.serving.clock().now_timestamp()),
+            })
+            .await;
+        self.finish(ONLINE_WRITER_NAME, "WriteFeatures", started, result)
+            .map(|summary| {
+                Response::new(crate::proto::tern::v1::WriteFeaturesResponse {
+                    rows_written: summary.written() as u64,
+                    rows_skipped_older: summary.skipped() as u64,
+                })
+            })
+    }
+}
+
 #[tonic::async_trait]
 impl ServingService for FeatureService {
     async fn get_feast_serving_info(
@@ -259,31 +375,42 @@ impl ServingService for FeatureService {
 
 #[tonic::async_trait]
 impl GrpcFeatureServer for FeatureService {
-    async fn push(&self, _request: Request<PushRequest>) -> Result<Response<PushResponse>, Status> {
-        record(
-            FEATURE_SERVER_NAME,
-            "Push",
-            Code::Unimplemented,
-            Instant::now(),
-        );
-        Err(Status::unimplemented(
-            "Push is not served by this version of Tern; write features with `feast materialize` or Feast's push API",
-        ))
+    async fn push(&self, request: Request<PushRequest>) -> Result<Response<PushResponse>, Status> {
+        let started = Instant::now();
+        let req = request.into_inner();
+        let result = match writes::check_push_mode(&req.to) {
+            Ok(()) => {
+                self.write_map(
+                    Target::PushSource(&req.stream_feature_view),
+                    &req.features,
+                    &req.typed_features,
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        self.finish(FEATURE_SERVER_NAME, "Push", started, result)
+            .map(|_| Response::new(PushResponse { status: true }))
     }
 
     async fn write_to_online_store(
         &self,
-        _request: Request<WriteToOnlineStoreRequest>,
+        request: Request<WriteToOnlineStoreRequest>,
     ) -> Result<Response<WriteToOnlineStoreResponse>, Status> {
-        record(
-            FEATURE_SERVER_NAME,
-            "WriteToOnlineStore",
-            Code::Unimplemented,
-            Instant::now(),
-        );
-        Err(Status::unimplemented(
-            "WriteToOnlineStore is not served by this version of Tern; write features with `feast materialize`",
-        ))
+        let started = Instant::now();
+        let req = request.into_inner();
+        let result = self
+            .write_map(
+                Target::View {
+                    name: &req.feature_view_name,
+                    version: None,
+                },
+                &req.features,
+                &req.typed_features,
+            )
+            .await;
+        self.finish(FEATURE_SERVER_NAME, "WriteToOnlineStore", started, result)
+            .map(|_| Response::new(WriteToOnlineStoreResponse { status: true }))
     }
 
     async fn get_online_features(

@@ -28,6 +28,11 @@ pub fn status(err: &Error) -> Status {
     Status::new(code(err.kind()), cap_message(err.to_string()))
 }
 
+/// A write error as a gRPC status.
+pub fn write_status(err: &crate::writes::WriteError) -> Status {
+    Status::new(code(err.kind()), cap_message(err.to_string()))
+}
+
 /// Metric label for a gRPC code (a closed set).
 pub fn code_label(code: Code) -> &'static str {
     match code {

@@ -85,6 +85,21 @@ pub(crate) fn python_float(x: f64) -> String {
     }
 }
 
+/// A value as stored, with the `value_text` Feast's SQLite store keeps beside it:
+/// `str()` of a scalar, nothing for bytes, times, lists and nulls.
+pub(crate) fn stored_value(val: Option<Val>) -> Stored {
+    let text = match &val {
+        Some(Val::Int32Val(v)) => Some(v.to_string()),
+        Some(Val::Int64Val(v)) => Some(v.to_string()),
+        Some(Val::FloatVal(v)) => Some(python_float(f64::from(*v))),
+        Some(Val::DoubleVal(v)) => Some(python_float(*v)),
+        Some(Val::StringVal(v)) => Some(v.clone()),
+        Some(Val::BoolVal(v)) => Some(if *v { "True" } else { "False" }.to_owned()),
+        _ => None,
+    };
+    stored(val, text)
+}
+
 fn stored(val: Option<Val>, text: Option<String>) -> Stored {
     match val {
         // Feast stores a null as an empty Value: no bytes at all.

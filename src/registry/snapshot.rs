@@ -69,6 +69,8 @@ pub struct Snapshot {
     /// Entity name -> join key, where they differ (Feast still accepts entity names
     /// as request columns, with a deprecation warning).
     entity_names: HashMap<String, String>,
+    /// Push source name -> the views it feeds (by their active definitions), sorted.
+    push_sources: HashMap<String, Vec<String>>,
 }
 
 /// Kinds of view Feast serves from the online store.
@@ -131,6 +133,25 @@ pub struct ViewVersion {
     /// Why the view cannot be served, if the registry is inconsistent (an entity
     /// that does not exist).
     pub problem: Option<String>,
+    /// What online writes to this version need to know.
+    pub write: WriteSpec,
+}
+
+/// The parts of a view version that online writes (push) use: feature types and the
+/// source's column names.
+#[derive(Debug, Clone, Default)]
+pub struct WriteSpec {
+    /// Declared type per feature, aligned with `layout.features`.
+    pub feature_types: Vec<ValueType>,
+    /// The batch source's event-time column (empty when the view has no batch source).
+    pub timestamp_field: String,
+    /// The batch source's created-time column, if any.
+    pub created_column: Option<String>,
+    /// Source column -> feature or join key name (`field_mapping`), applied to pushed
+    /// columns as Feast applies it.
+    pub field_mapping: Vec<(String, String)>,
+    /// Name of the push source feeding the view (`stream_source` of type PUSH_SOURCE).
+    pub push_source: Option<String>,
 }
 
 impl ViewVersion {
@@ -283,6 +304,19 @@ impl Snapshot {
             }
         }
 
+        let mut push_sources: HashMap<String, Vec<String>> = HashMap::new();
+        for (name, entry) in &views {
+            if let Some(source) = &entry.active.write.push_source {
+                push_sources
+                    .entry(source.clone())
+                    .or_default()
+                    .push(name.clone());
+            }
+        }
+        for names in push_sources.values_mut() {
+            names.sort();
+        }
+
         let services = registry
             .feature_services
             .iter()
@@ -301,7 +335,13 @@ impl Snapshot {
             services,
             entity_join_keys,
             entity_names,
+            push_sources,
         })
+    }
+
+    /// The views a push source feeds, sorted by name; `None` for an unknown source.
+    pub fn push_source_views(&self, source: &str) -> Option<&[String]> {
+        self.push_sources.get(source).map(Vec::as_slice)
     }
 
     /// The view named `name` in this project.
@@ -397,6 +437,9 @@ struct ViewDef<'a> {
     entities: &'a [String],
     features: Vec<String>,
     entity_columns: &'a [pb::FeatureSpecV2],
+    feature_types: Vec<ValueType>,
+    batch_source: Option<&'a pb::DataSource>,
+    stream_source: Option<&'a pb::DataSource>,
     ttl: Option<&'a prost_types::Duration>,
     disabled: bool,
     state: i32,
@@ -414,6 +457,9 @@ impl<'a> ViewDef<'a> {
             entities: &spec.entities,
             features: spec.features.iter().map(|f| f.name.clone()).collect(),
             entity_columns: &spec.entity_columns,
+            feature_types: feature_types(&spec.features),
+            batch_source: spec.batch_source.as_ref(),
+            stream_source: spec.stream_source.as_ref(),
             ttl: spec.ttl.as_ref(),
             disabled: spec.disabled,
             state: meta.map_or(0, |m| m.state),
@@ -431,6 +477,9 @@ impl<'a> ViewDef<'a> {
             entities: &spec.entities,
             features: spec.features.iter().map(|f| f.name.clone()).collect(),
             entity_columns: &spec.entity_columns,
+            feature_types: feature_types(&spec.features),
+            batch_source: spec.batch_source.as_ref(),
+            stream_source: spec.stream_source.as_ref(),
             ttl: spec.ttl.as_ref(),
             disabled: spec.disabled,
             state: meta.map_or(0, |m| m.state),
@@ -450,6 +499,9 @@ impl<'a> ViewDef<'a> {
             entities: &spec.entities,
             features: spec.features.iter().map(|f| f.name.clone()).collect(),
             entity_columns: &spec.entity_columns,
+            feature_types: feature_types(&spec.features),
+            batch_source: None,
+            stream_source: None,
             ttl: None,
             disabled: spec.disabled,
             state: meta.map_or(0, |m| m.state),
@@ -464,10 +516,48 @@ impl<'a> ViewDef<'a> {
             entities: &spec.entities,
             features: spec.features.iter().map(|f| f.name.clone()).collect(),
             entity_columns: &spec.entity_columns,
+            feature_types: feature_types(&spec.features),
+            batch_source: None,
+            stream_source: spec.source.as_ref(),
             ttl: spec.ttl.as_ref(),
             disabled: false,
             state: 0,
             current_version: 0,
+        }
+    }
+}
+
+fn feature_types(features: &[pb::FeatureSpecV2]) -> Vec<ValueType> {
+    features.iter().map(|f| value_type(f.value_type)).collect()
+}
+
+impl WriteSpec {
+    fn of(def: &ViewDef<'_>) -> Self {
+        let batch = def
+            .batch_source
+            .or_else(|| def.stream_source.and_then(|s| s.batch_source.as_deref()));
+        let push_source = def
+            .stream_source
+            .filter(|s| s.r#type == pb::data_source::SourceType::PushSource as i32)
+            .map(|s| s.name.clone());
+        Self {
+            feature_types: def.feature_types.clone(),
+            timestamp_field: batch.map(|b| b.timestamp_field.clone()).unwrap_or_default(),
+            created_column: batch
+                .map(|b| b.created_timestamp_column.clone())
+                .filter(|c| !c.is_empty()),
+            field_mapping: batch
+                .map(|b| {
+                    let mut m: Vec<_> = b
+                        .field_mapping
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect();
+                    m.sort();
+                    m
+                })
+                .unwrap_or_default(),
+            push_source,
         }
     }
 }
@@ -529,6 +619,7 @@ impl Builder<'_> {
             state: pb::FeatureViewState::try_from(def.state).unwrap_or_default(),
             layout: Arc::new(layout),
             problem,
+            write: WriteSpec::of(def),
         }
     }
 }

@@ -50,6 +50,23 @@ impl Clock {
             Clock::Fixed(s) => s,
         }
     }
+
+    /// Now, as a protobuf timestamp (with nanoseconds from the system clock).
+    pub fn now_timestamp(self) -> Timestamp {
+        match self {
+            Clock::System => SystemTime::now().duration_since(UNIX_EPOCH).map_or_else(
+                |_| Timestamp::default(),
+                |d| Timestamp {
+                    seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+                    nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
+                },
+            ),
+            Clock::Fixed(s) => Timestamp {
+                seconds: s,
+                nanos: 0,
+            },
+        }
+    }
 }
 
 /// A GetOnlineFeatures request, borrowed from the decoded message.
@@ -183,6 +200,11 @@ impl Serving {
     /// The registry handle.
     pub fn registry(&self) -> &Arc<Registry> {
         &self.registry
+    }
+
+    /// The clock ttl checks (and writes without event times) use.
+    pub fn clock(&self) -> Clock {
+        self.clock
     }
 
     /// The online store.

@@ -24,7 +24,7 @@ use prost_types::Timestamp;
 use crate::error::ErrorKind;
 
 pub use key::{EntityValue, KeyBatch};
-pub use redis::{RedisSettings, RedisStore};
+pub use redis::{RedisSettings, RedisStore, Written};
 pub use sqlite::SqliteStore;
 
 /// How one view version is laid out in the online stores. Built once per snapshot.
@@ -155,6 +155,22 @@ impl ValueArena {
             }
         }
     }
+}
+
+/// One entity's new values for one view version, as an online write hands them to a
+/// store.
+#[derive(Debug, Clone)]
+pub struct EntityWrite {
+    /// Serialized entity key (no project suffix).
+    pub entity_key: Vec<u8>,
+    /// Serialized `feast.types.Value` per feature, in the layout's order; empty is null.
+    pub values: Vec<Vec<u8>>,
+    /// SQLite `value_text` per feature, as Feast fills it.
+    pub texts: Vec<Option<String>>,
+    /// The row's event time.
+    pub event_time: Timestamp,
+    /// The row's created time, if the source has the column.
+    pub created_time: Option<Timestamp>,
 }
 
 /// A failed store read; [`StoreError::kind`] says how a caller treats it.
@@ -345,6 +361,43 @@ pub enum Store {
     Sqlite(SqliteStore),
     /// Feast's Redis layout.
     Redis(RedisStore),
+}
+
+impl Store {
+    /// Writes rows of one view version, never replacing an entity's newer event (see
+    /// each backend's `write`). Counts rows written and skipped in metrics.
+    pub async fn write(
+        &self,
+        layout: &Arc<StorageLayout>,
+        rows: Vec<EntityWrite>,
+    ) -> Result<Written, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.write(layout.clone(), rows).await,
+            Store::Redis(s) => {
+                let values: Vec<Vec<(&str, &[u8])>> = rows
+                    .iter()
+                    .map(|r| {
+                        layout
+                            .features
+                            .iter()
+                            .map(String::as_str)
+                            .zip(r.values.iter().map(Vec::as_slice))
+                            .collect()
+                    })
+                    .collect();
+                let batch: Vec<redis::WriteRow<'_>> = rows
+                    .iter()
+                    .zip(&values)
+                    .map(|(r, v)| redis::WriteRow {
+                        entity_key: &r.entity_key,
+                        values: v,
+                        event_time: r.event_time,
+                    })
+                    .collect();
+                s.write_batch(layout, &batch).await
+            }
+        }
+    }
 }
 
 impl OnlineStore for Store {

@@ -31,7 +31,10 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 use tokio::sync::oneshot;
 
-use super::{OnlineStore, StoreError, StoreKind, ValueArena, ViewRead, ViewRows, key_hex};
+use super::{
+    EntityWrite, OnlineStore, StorageLayout, StoreError, StoreKind, ValueArena, ViewRead, ViewRows,
+    Written, key_hex,
+};
 
 /// Reads waiting for a connection before new ones are refused.
 const QUEUE_CAPACITY: usize = 4096;
@@ -71,6 +74,10 @@ pub struct SqliteStore {
 struct Inner {
     db: Arc<Db>,
     jobs: Sender<Job>,
+    /// The one read-write connection, opened by the first online write. SQLite allows
+    /// one writer at a time anyway; a mutex (taken only on blocking threads) queues
+    /// writes in this process instead of making them spin on the file lock.
+    writer: Arc<std::sync::Mutex<Option<Connection>>>,
 }
 
 /// What the readers and their errors need to know about the database.
@@ -131,13 +138,51 @@ impl SqliteStore {
                 .map_err(StoreError::Thread)?;
         }
         Ok(Self {
-            inner: Arc::new(Inner { db, jobs: tx }),
+            inner: Arc::new(Inner {
+                db,
+                jobs: tx,
+                writer: Arc::default(),
+            }),
         })
     }
 
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.inner.db.path
+    }
+
+    /// Writes online rows of one view version (creating its table if missing): a row
+    /// older than what the store holds for its entity is skipped, every other row
+    /// replaces the entity's values. One transaction per call: all rows or none.
+    /// Runs on a blocking thread within the store timeout.
+    pub async fn write(
+        &self,
+        layout: Arc<StorageLayout>,
+        rows: Vec<EntityWrite>,
+    ) -> Result<Written, StoreError> {
+        let db = self.inner.db.clone();
+        let writer = self.inner.writer.clone();
+        let deadline = db.deadline();
+        let job = tokio::task::spawn_blocking(move || {
+            // A panic while holding the lock cannot leave a half transaction behind
+            // (SQLite rolls back an unfinished one), so the connection stays usable.
+            let mut guard = writer
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            with_deadline(deadline, || {
+                if guard.is_none() {
+                    *guard = Some(open_writer(&db)?);
+                }
+                let conn = guard.as_mut().ok_or(StoreError::Closed)?;
+                write_if_newer(conn, &layout, &rows)
+                    .map_err(|e| classify_error(&db, &layout.sqlite_table, e))
+            })
+        });
+        match tokio::time::timeout_at(deadline.into(), job).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(StoreError::Closed),
+            Err(_) => Err(self.inner.db.timeout_error()),
+        }
     }
 
     /// Reads dropped unrun because their caller had given up (deadline passed or
@@ -246,6 +291,80 @@ fn open_reader(db: &Db) -> Result<Connection, StoreError> {
     })
     .map_err(err)?;
     Ok(conn)
+}
+
+/// The read-write connection for online writes. It never creates the file: a missing
+/// database is a configuration error, as for reads.
+fn open_writer(db: &Db) -> Result<Connection, StoreError> {
+    let err = |source| StoreError::Sqlite {
+        path: db.path.clone(),
+        cause: source,
+    };
+    let conn = Connection::open_with_flags(
+        &db.path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(err)?;
+    conn.busy_handler(Some(wait_for_lock)).map_err(err)?;
+    conn.progress_handler(PROGRESS_STEPS, Some(past_deadline))
+        .map_err(err)?;
+    Ok(conn)
+}
+
+/// The write transaction: per row, the entity's newest stored `event_ts` decides
+/// (stored times are whole seconds, so an equal second overwrites: a correction
+/// within the same second must not be lost); rows of one call are applied in order.
+fn write_if_newer(
+    conn: &mut Connection,
+    layout: &StorageLayout,
+    rows: &[EntityWrite],
+) -> rusqlite::Result<Written> {
+    let table = quote_identifier(&layout.sqlite_table);
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    create_table(&tx, &layout.sqlite_table)?;
+    let mut summary = Written::default();
+    {
+        let mut newest = tx.prepare(&format!(
+            "SELECT max(event_ts) FROM {table} WHERE entity_key = ?1"
+        ))?;
+        let mut upsert = tx.prepare(&format!(
+            "INSERT INTO {table} (entity_key, feature_name, value, value_text, event_ts, created_ts) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(entity_key, feature_name) DO UPDATE SET \
+             value = excluded.value, value_text = excluded.value_text, event_ts = excluded.event_ts, \
+             created_ts = excluded.created_ts"
+        ))?;
+        for row in rows {
+            let event = row.event_time.seconds;
+            let stored = newest.query_row([&row.entity_key], |r| {
+                Ok(match r.get_ref(0)? {
+                    ValueRef::Integer(i) => Some(i),
+                    // Feast's own rows are integers; anything else cannot be compared.
+                    #[expect(clippy::cast_possible_truncation, reason = "floor of seconds")]
+                    ValueRef::Real(f) => Some(f.floor() as i64),
+                    _ => None,
+                })
+            })?;
+            if stored.is_some_and(|s| s > event) {
+                summary.skipped += 1;
+                continue;
+            }
+            let created = row.created_time.map(|t| t.seconds);
+            for ((feature, value), text) in layout.features.iter().zip(&row.values).zip(&row.texts)
+            {
+                upsert.execute(rusqlite::params![
+                    row.entity_key,
+                    feature,
+                    value,
+                    text,
+                    event,
+                    created
+                ])?;
+            }
+            summary.written += 1;
+        }
+    }
+    tx.commit()?;
+    Ok(summary)
 }
 
 fn worker(conn: Connection, db: &Db, jobs: Receiver<Job>) {

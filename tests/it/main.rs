@@ -25,3 +25,4 @@ mod serving;
 mod sql_registry;
 mod sql_registry_write;
 mod sqlite_store;
+mod writes;
