@@ -166,6 +166,33 @@ async fn tern_serve_binary_health_metrics_get_and_sigterm() {
     assert_eq!(column(&r, "f1").0, [double(synthetic_value(2, 1))]);
     assert_eq!(column(&r, "f1").1, [FieldStatus::Present]);
 
+    // A write through the daemon, and one it refuses: both counted below.
+    let mut writer = tern::grpc::OnlineWriterClient::new(ch.clone());
+    let col = |name: &str, v: tern::proto::feast::types::Value| tern::proto::tern::v1::Column {
+        name: name.into(),
+        values: vec![v],
+    };
+    let write = tern::proto::tern::v1::WriteFeaturesRequest {
+        feature_view: "bench".into(),
+        version: None,
+        columns: vec![
+            col("driver_id", int64(99)),
+            col("f0", double(9.5)),
+            col("f1", double(9.75)),
+        ],
+        event_timestamps: vec![],
+    };
+    let written = writer
+        .write_features(write.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(written.rows_written, 1);
+    let mut bad = write;
+    bad.columns[1].values[0] = string("fast");
+    let refused = writer.write_features(bad).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+
     // `tern get`, as a person would try the server.
     let out = Command::new(env!("CARGO_BIN_EXE_tern"))
         .args([
@@ -210,6 +237,9 @@ async fn tern_serve_binary_health_metrics_get_and_sigterm() {
     for expected in [
         r#"tern_grpc_requests_total{service="GrpcFeatureServer",method="GetOnlineFeatures",code="OK"} 1"#,
         r#"tern_grpc_requests_total{service="feast.serving.ServingService",method="GetOnlineFeatures",code="OK"} 1"#,
+        r#"tern_grpc_requests_total{service="tern.v1.OnlineWriter",method="WriteFeatures",code="OK"} 1"#,
+        r#"tern_grpc_requests_total{service="tern.v1.OnlineWriter",method="WriteFeatures",code="INVALID_ARGUMENT"} 1"#,
+        r#"tern_online_write_rows_total{view="bench"} 1"#,
         "tern_registry_generation 1",
         "tern_registry_load_duration_seconds_count 1",
         "tern_requests_in_flight 0",
