@@ -59,12 +59,14 @@ fn add_push_source(repo: &Repo) {
     std::fs::write(&path, registry.encode_to_vec()).unwrap();
 }
 
-async fn repo_with_server(store: Option<&RedisServer>) -> (Repo, TestServer, Channel) {
-    let repo = match store {
+/// A repo (file registry, and SQLite or the `online_store` YAML given) with
+/// `driver_stats` at v1, served.
+async fn repo_with_server(online_store: Option<String>) -> (Repo, TestServer, Channel) {
+    let repo = match online_store {
         None => Repo::file(),
-        Some(redis) => Repo::with_store(
+        Some(store) => Repo::with_store(
             "  path: data/registry.db\n  cache_ttl_seconds: 1\n  enable_online_feature_view_versioning: true",
-            &format!("  type: redis\n  connection_string: {}", redis.addr()),
+            &store,
         ),
     };
     repo.apply(&defs(None)).await;
@@ -527,8 +529,8 @@ async fn rejected_writes_name_the_culprit_and_write_nothing() {
 
 /// Feast's rule on both stores: a write whose event is older than the stored one is
 /// skipped; a newer one replaces it.
-async fn older_events_never_overwrite_newer(redis: Option<&RedisServer>) {
-    let (_repo, server, ch) = repo_with_server(redis).await;
+async fn older_events_never_overwrite_newer(online_store: Option<String>) {
+    let (_repo, server, ch) = repo_with_server(online_store).await;
     let write = |conv: f64, ts: i64| WriteFeaturesRequest {
         feature_view: "driver_stats".into(),
         version: None,
@@ -586,5 +588,68 @@ async fn older_events_never_overwrite_newer_in_sqlite() {
 #[tokio::test(flavor = "multi_thread")]
 async fn older_events_never_overwrite_newer_in_redis() {
     let redis = RedisServer::start(&[]).unwrap();
-    older_events_never_overwrite_newer(Some(&redis)).await;
+    older_events_never_overwrite_newer(Some(format!(
+        "  type: redis\n  connection_string: {}",
+        redis.addr()
+    )))
+    .await;
+}
+
+/// On a cluster each round trip is one pipeline per node: entities hashed to every
+/// node are written and read back.
+#[tokio::test(flavor = "multi_thread")]
+async fn writes_reach_every_node_of_a_redis_cluster() {
+    let cluster = crate::redis_support::RedisCluster::start().await;
+    let (_repo, server, ch) = repo_with_server(Some(cluster.online_store())).await;
+    let ids: Vec<i64> = (1..=50).collect();
+    let col = |name: &str, values: Vec<Value>| WriteColumn {
+        name: name.into(),
+        values,
+    };
+    let n = ids.len();
+    let req = WriteFeaturesRequest {
+        feature_view: "driver_stats".into(),
+        version: None,
+        columns: vec![
+            col("driver_id", ids.iter().map(|i| int64(*i)).collect()),
+            col(
+                "conv_rate",
+                ids.iter().map(|i| double(*i as f64 / 100.0)).collect(),
+            ),
+            col("trips", vec![int64(1); n]),
+            col("city", vec![string("x"); n]),
+            col("vip", vec![Value::default(); n]),
+            col("tags", vec![Value::default(); n]),
+            col("surge", vec![double(1.0); n]),
+        ],
+        event_timestamps: vec![prost_types::Timestamp {
+            seconds: 1_735_776_000,
+            nanos: 0,
+        }],
+    };
+    let r = write_features(&ch, req).await.unwrap();
+    assert_eq!(r.rows_written, 50);
+    let got = read(&ch, &["driver_stats:conv_rate"], &ids).await;
+    let expected: Vec<_> = ids
+        .iter()
+        .map(|i| {
+            (
+                Some(Val::DoubleVal(*i as f64 / 100.0)),
+                FieldStatus::Present,
+            )
+        })
+        .collect();
+    assert_eq!(got[0], expected);
+    // The keys really are spread: every node holds some.
+    let mut per_node = Vec::new();
+    for node in &cluster.nodes {
+        let mut conn = crate::redis_support::connect(&node.addr()).await;
+        let keys: i64 = redis::cmd("DBSIZE").query_async(&mut conn).await.unwrap();
+        per_node.push(keys);
+    }
+    assert!(
+        per_node.iter().filter(|k| **k > 0).count() >= 2,
+        "{per_node:?}"
+    );
+    server.stop().await.unwrap();
 }
