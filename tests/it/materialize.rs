@@ -456,3 +456,134 @@ async fn serving_continues_during_a_materialization() {
     );
     server.stop().await.unwrap();
 }
+
+/// `tern materialize --views driver_stats` of this repo, as a child process.
+fn materialize_command(config: &Path) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tern"));
+    command
+        .args([
+            "materialize",
+            START,
+            END,
+            "--views",
+            "driver_stats",
+            "--config",
+        ])
+        .arg(config)
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    command
+}
+
+/// Rows committed so far in the SQLite file at `path` (0 before the file or table exists).
+fn committed_rows(path: &Path) -> i64 {
+    if !path.exists() {
+        return 0;
+    }
+    let Ok(conn) =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+    else {
+        return 0;
+    };
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .unwrap_or_default();
+    tables
+        .iter()
+        .map(|t| {
+            conn.query_row(&format!("SELECT count(*) FROM \"{t}\""), [], |r| r.get(0))
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
+/// A materialization killed (SIGKILL) while it writes leaves only whole entities (each
+/// chunk is one transaction), records no interval, and a re-run of the same window
+/// gives exactly the tables of an uninterrupted run.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_materialization_leaves_whole_entities_and_a_rerun_completes_it() {
+    use std::os::unix::process::ExitStatusExt;
+
+    const DRIVERS: i64 = 50_000;
+    let killed = tempfile::tempdir().unwrap();
+    let whole = tempfile::tempdir().unwrap();
+    let mut configs = Vec::new();
+    for dir in [&killed, &whole] {
+        configs.push(repo(dir.path(), "  type: sqlite\n  path: data/online.db"));
+    }
+    big_driver_stats(&killed.path().join("data/driver_stats_b.parquet"), DRIVERS);
+    std::fs::copy(
+        killed.path().join("data/driver_stats_b.parquet"),
+        whole.path().join("data/driver_stats_b.parquet"),
+    )
+    .unwrap();
+    let online = killed.path().join("data/online.db");
+
+    let mut child = materialize_command(&configs[0]).spawn().unwrap();
+    // Kill it as soon as a first chunk is committed (the poll is the sync, the
+    // pause only spares the CPU the child needs).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("tern finished ({status}) before a chunk was seen; use a bigger file");
+        }
+        if committed_rows(&online) > 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no row committed");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.signal(), Some(9), "{status}");
+
+    // Every entity present is whole: all of the view's features, one event time.
+    let tables = sqlite_tables(&online);
+    let table = tables
+        .iter()
+        .find(|(_, rows)| !rows.is_empty())
+        .map(|(t, _)| t.clone())
+        .unwrap();
+    // Entity key → (feature, (event_ts, created_ts)) per stored row.
+    type Stored<'a> = Vec<(&'a str, (i64, Option<i64>))>;
+    let mut entities: BTreeMap<&[u8], Stored> = BTreeMap::new();
+    for (key, feature, _, _, event_ts, created_ts) in &tables[&table] {
+        entities
+            .entry(key)
+            .or_default()
+            .push((feature, (*event_ts, *created_ts)));
+    }
+    let features = [
+        "acc_rate",
+        "active",
+        "avg_daily_trips",
+        "conv_rate",
+        "name",
+        "ratings",
+    ];
+    assert!(!entities.is_empty());
+    assert!(
+        (entities.len() as i64) < DRIVERS,
+        "the kill came after the last chunk; use a bigger file"
+    );
+    for (key, rows) in &entities {
+        let names: Vec<&str> = rows.iter().map(|r| r.0).collect();
+        assert_eq!(names, features, "{key:?}");
+        assert!(rows.iter().all(|r| r.1 == rows[0].1), "{rows:?}");
+    }
+    eprintln!(
+        "killed after {} of {DRIVERS} entities were committed",
+        entities.len()
+    );
+
+    for config in &configs {
+        let status = materialize_command(config).status().unwrap();
+        assert!(status.success(), "{status}");
+    }
+    let rerun = sqlite_tables(&online);
+    assert_eq!(rerun, sqlite_tables(&whole.path().join("data/online.db")));
+    assert_eq!(rerun[&table].len(), DRIVERS as usize * features.len());
+}
