@@ -310,11 +310,7 @@ async fn write(
             let path = path.clone();
             let table = layout.sqlite_table.clone();
             let features = layout.features.clone();
-            let rows: Vec<(Vec<u8>, materialize::LatestRow)> = latest
-                .rows
-                .iter()
-                .map(|(k, r)| (k.clone(), r.clone()))
-                .collect();
+            let rows: Vec<(Vec<u8>, materialize::LatestRow)> = latest.rows.into_iter().collect();
             tokio::task::spawn_blocking(move || -> rusqlite::Result<usize> {
                 let mut conn = rusqlite::Connection::open(&path)?;
                 conn.busy_timeout(REGISTRY_TIMEOUT)?;
