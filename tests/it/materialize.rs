@@ -587,3 +587,94 @@ async fn a_killed_materialization_leaves_whole_entities_and_a_rerun_completes_it
     assert_eq!(rerun, sqlite_tables(&whole.path().join("data/online.db")));
     assert_eq!(rerun[&table].len(), DRIVERS as usize * features.len());
 }
+
+/// A Parquet file with driver_stats v1's columns, one row per `(driver, event
+/// second, created second, name)`, in that order.
+fn driver_stats_rows(path: &Path, rows: &[(i64, i64, i64, &str)]) {
+    use std::sync::Arc;
+
+    use arrow::array::{
+        ArrayRef, BooleanArray, Float32Array, Float64Array, Float64Builder, Int64Array,
+        ListBuilder, RecordBatch, StringArray, TimestampMicrosecondArray,
+    };
+    let n = rows.len();
+    let times = |f: fn(&(i64, i64, i64, &str)) -> i64| {
+        TimestampMicrosecondArray::from_iter_values(rows.iter().map(|r| f(r) * 1_000_000))
+            .with_timezone("UTC")
+    };
+    let mut ratings = ListBuilder::new(Float64Builder::new());
+    for _ in rows {
+        ratings.append(true);
+    }
+    let columns: Vec<(&str, ArrayRef)> = vec![
+        (
+            "driver_id",
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))),
+        ),
+        ("event_timestamp", Arc::new(times(|r| r.1))),
+        ("created", Arc::new(times(|r| r.2))),
+        ("conv_rate", Arc::new(Float32Array::from(vec![0.5; n]))),
+        ("acc_rate", Arc::new(Float64Array::from(vec![0.5; n]))),
+        ("avg_daily_trips", Arc::new(Int64Array::from(vec![1; n]))),
+        (
+            "name",
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.3))),
+        ),
+        ("active", Arc::new(BooleanArray::from(vec![true; n]))),
+        ("ratings", Arc::new(ratings.finish())),
+    ];
+    let batch = RecordBatch::try_from_iter(columns).unwrap();
+    let file = std::fs::File::create(path).unwrap();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+}
+
+/// Rows of one entity with the same event time: the one created last wins, wherever
+/// it is in the file; a later event time wins over a later created time.
+#[tokio::test]
+async fn event_time_ties_are_broken_by_the_created_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = repo(dir.path(), "  type: sqlite\n  path: data/online.db");
+    // 2025-01-09T22:00:00Z, inside the window.
+    let t = 1_736_460_000;
+    driver_stats_rows(
+        &dir.path().join("data/driver_stats_b.parquet"),
+        &[
+            // Created last, first in the file.
+            (1, t, t + 20, "won"),
+            (1, t, t + 10, "lost"),
+            // Created last, last in the file.
+            (2, t, t + 10, "lost"),
+            (2, t, t + 20, "won"),
+            // The later event wins though created earlier.
+            (3, t, t + 20, "lost"),
+            (3, t + 1, t + 10, "won"),
+        ],
+    );
+    let out = run(&config, &["driver_stats"], None).await.unwrap();
+    assert!(
+        out.contains("6 rows read, 6 in the window, 3 entities written"),
+        "{out}"
+    );
+
+    let conn = rusqlite::Connection::open(dir.path().join("data/online.db")).unwrap();
+    let stored: Vec<(String, i64, i64)> = conn
+        .prepare(
+            "SELECT value_text, event_ts, created_ts FROM tern_demo_driver_stats_v1 \
+             WHERE feature_name = 'name' ORDER BY entity_key",
+        )
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        stored,
+        [
+            ("won".to_owned(), t, t + 20),
+            ("won".to_owned(), t, t + 20),
+            ("won".to_owned(), t + 1, t + 10),
+        ]
+    );
+}
