@@ -116,31 +116,38 @@ fn peak_rss(entities: i64, rows_per_entity: i64) -> (u64, u64) {
     )
     .unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_tern"))
-        .args([
-            "materialize",
-            START,
-            END,
-            "--views",
-            "driver_stats",
-            "--config",
-        ])
+        .args(["--log-format", "json", "materialize", START, END])
+        .args(["--views", "driver_stats", "--config"])
         .arg(&config)
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut stdout = child.stdout.take().unwrap();
+    // A few lines each: they fit in the pipes until tern has exited.
+    let (mut stdout, mut stderr) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
     let usage = child.wait4().unwrap();
-    let mut out = String::new();
+    let (mut out, mut log) = (String::new(), String::new());
     std::io::Read::read_to_string(&mut stdout, &mut out).unwrap();
+    std::io::Read::read_to_string(&mut stderr, &mut log).unwrap();
     assert!(usage.status.success(), "{}: {out}", usage.status);
     assert!(
         out.contains(&format!(
             "{rows} rows read, {rows} in the window, {entities} entities written"
         )),
         "{out}"
+    );
+    // Without a terminal, a progress line at least every million rows.
+    let progress: Vec<u64> = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|l| l["message"] == "materializing")
+        .map(|l| l["rows_read"].as_u64().unwrap())
+        .collect();
+    assert!(
+        progress.len() as i64 >= rows / 1_000_000,
+        "{progress:?}\n{log}"
     );
     let file = std::fs::metadata(data.join("driver_stats_b.parquet"))
         .unwrap()

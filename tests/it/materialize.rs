@@ -678,3 +678,42 @@ async fn event_time_ties_are_broken_by_the_created_column() {
         ]
     );
 }
+
+/// With stderr not a terminal (a log file, a CI job), progress is plain log lines and
+/// each view version ends with a summary line.
+#[test]
+fn without_a_terminal_each_view_ends_with_a_summary_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = repo(dir.path(), "  type: sqlite\n  path: data/online.db");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args([
+            "--log-format",
+            "json",
+            "materialize",
+            START,
+            END,
+            "--config",
+        ])
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stderr)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let summary = lines
+        .iter()
+        .find(|l| l["message"] == "materialized" && l["view"] == "driver_stats v1")
+        .unwrap_or_else(|| panic!("no summary line: {lines:?}"));
+    assert_eq!(summary["rows_read"], 6);
+    assert_eq!(summary["rows_in_window"], 6);
+    assert_eq!(summary["entities_written"], 5);
+    assert!(summary["seconds"].is_f64(), "{summary}");
+    // One per view version.
+    let views = lines.iter().filter(|l| l["message"] == "materialized");
+    assert_eq!(views.count(), 5, "{lines:?}");
+}
