@@ -4,7 +4,9 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::time::{Instant, SystemTime};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::{Error, Outcome, REGISTRY_TIMEOUT};
 use crate::config::{OnlineStoreConfig, RepoConfig};
@@ -20,7 +22,7 @@ use crate::store::{StorageLayout, sqlite};
 /// Entities per SQLite transaction and per Redis pipeline.
 const CHUNK: usize = 10_000;
 /// Bound on each Redis round trip of a materialization.
-const REDIS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+const REDIS_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What `tern materialize` was asked.
 #[derive(Debug, Clone, Default)]
@@ -197,8 +199,9 @@ pub async fn run(
             .collect();
         let layout = StorageLayout::new(&config.project, &target.view, stored_version, features);
         let (rows_read, rows_in_window) = (latest.rows_read, latest.rows_in_window);
+        progress.writing(latest.rows.len());
         let written = write(&config, &layout, latest).await?;
-        progress.finish();
+        progress.finish(rows_in_window, written);
         let _ = writeln!(
             out,
             "{} v{} [{}, {}): {} rows read, {} in the window, {} entities written to {} in {:.1}s",
@@ -244,11 +247,7 @@ async fn write(
             let path = path.clone();
             let table = layout.sqlite_table.clone();
             let features = layout.features.clone();
-            let rows: Vec<(Vec<u8>, materialize::LatestRow)> = latest
-                .rows
-                .iter()
-                .map(|(k, r)| (k.clone(), r.clone()))
-                .collect();
+            let rows: Vec<(Vec<u8>, materialize::LatestRow)> = latest.rows.into_iter().collect();
             tokio::task::spawn_blocking(move || -> rusqlite::Result<usize> {
                 let mut conn = rusqlite::Connection::open(&path)?;
                 conn.busy_timeout(REGISTRY_TIMEOUT)?;
@@ -384,10 +383,18 @@ async fn record_intervals(
     Ok(())
 }
 
-/// Rows read, on a terminal as a progress bar, otherwise as plain lines.
+/// Plain progress lines (stderr not a terminal): one every this many rows read...
+const LINE_EVERY_ROWS: u64 = 1_000_000;
+/// ...or after this long, whichever comes first.
+const LINE_EVERY: Duration = Duration::from_secs(10);
+
+/// Rows read, on a terminal as a progress bar, otherwise as log lines (a log file or
+/// a CI job shows that a long run is alive), plus a summary line per view version.
 #[derive(Clone)]
 struct Progress {
     bar: indicatif::ProgressBar,
+    /// When the last plain line was logged, in ms since the bar started.
+    last_line_ms: Arc<AtomicU64>,
 }
 
 impl Progress {
@@ -405,19 +412,51 @@ impl Progress {
             indicatif::ProgressBar::hidden()
         };
         bar.set_prefix(format!("{view} v{version}"));
-        Self { bar }
+        Self {
+            bar,
+            last_line_ms: Arc::new(AtomicU64::new(0)),
+        }
     }
 
     fn rows(&self, n: u64) {
         self.bar.inc(n);
-        if self.bar.is_hidden()
-            && self.bar.position() / 1_000_000 != (self.bar.position() - n) / 1_000_000
-        {
-            tracing::info!(prefix = %self.bar.prefix(), rows = self.bar.position(), "materializing");
+        if !self.bar.is_hidden() {
+            return;
+        }
+        let rows = self.bar.position();
+        let elapsed = self.bar.elapsed();
+        let ms = elapsed.as_millis() as u64;
+        let crossed = rows / LINE_EVERY_ROWS != rows.saturating_sub(n) / LINE_EVERY_ROWS;
+        let waited = ms.saturating_sub(self.last_line_ms.load(Ordering::Relaxed));
+        if crossed || waited >= LINE_EVERY.as_millis() as u64 {
+            self.last_line_ms.store(ms, Ordering::Relaxed);
+            tracing::info!(
+                view = %self.bar.prefix(),
+                rows_read = rows,
+                rows_per_s = (rows as f64 / elapsed.as_secs_f64().max(1e-3)) as u64,
+                "materializing"
+            );
         }
     }
 
-    fn finish(&self) {
+    /// Reading is done; the window's entities are being written.
+    fn writing(&self, entities: usize) {
+        if self.bar.is_hidden() {
+            tracing::info!(view = %self.bar.prefix(), rows_read = self.bar.position(), entities, "writing");
+        }
+    }
+
+    fn finish(&self, rows_in_window: u64, entities_written: usize) {
+        if self.bar.is_hidden() {
+            tracing::info!(
+                view = %self.bar.prefix(),
+                rows_read = self.bar.position(),
+                rows_in_window,
+                entities_written,
+                seconds = (self.bar.elapsed().as_secs_f64() * 10.0).round() / 10.0,
+                "materialized"
+            );
+        }
         self.bar.finish_and_clear();
     }
 }

@@ -456,3 +456,264 @@ async fn serving_continues_during_a_materialization() {
     );
     server.stop().await.unwrap();
 }
+
+/// `tern materialize --views driver_stats` of this repo, as a child process.
+fn materialize_command(config: &Path) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tern"));
+    command
+        .args([
+            "materialize",
+            START,
+            END,
+            "--views",
+            "driver_stats",
+            "--config",
+        ])
+        .arg(config)
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    command
+}
+
+/// Rows committed so far in the SQLite file at `path` (0 before the file or table exists).
+fn committed_rows(path: &Path) -> i64 {
+    if !path.exists() {
+        return 0;
+    }
+    let Ok(conn) =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+    else {
+        return 0;
+    };
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .unwrap_or_default();
+    tables
+        .iter()
+        .map(|t| {
+            conn.query_row(&format!("SELECT count(*) FROM \"{t}\""), [], |r| r.get(0))
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
+/// A materialization killed (SIGKILL) while it writes leaves only whole entities (each
+/// chunk is one transaction), records no interval, and a re-run of the same window
+/// gives exactly the tables of an uninterrupted run.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_materialization_leaves_whole_entities_and_a_rerun_completes_it() {
+    use std::os::unix::process::ExitStatusExt;
+
+    const DRIVERS: i64 = 50_000;
+    let killed = tempfile::tempdir().unwrap();
+    let whole = tempfile::tempdir().unwrap();
+    let mut configs = Vec::new();
+    for dir in [&killed, &whole] {
+        configs.push(repo(dir.path(), "  type: sqlite\n  path: data/online.db"));
+    }
+    big_driver_stats(&killed.path().join("data/driver_stats_b.parquet"), DRIVERS);
+    std::fs::copy(
+        killed.path().join("data/driver_stats_b.parquet"),
+        whole.path().join("data/driver_stats_b.parquet"),
+    )
+    .unwrap();
+    let online = killed.path().join("data/online.db");
+
+    let mut child = materialize_command(&configs[0]).spawn().unwrap();
+    // Kill it as soon as a first chunk is committed (the poll is the sync, the
+    // pause only spares the CPU the child needs).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("tern finished ({status}) before a chunk was seen; use a bigger file");
+        }
+        if committed_rows(&online) > 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no row committed");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.signal(), Some(9), "{status}");
+
+    // Every entity present is whole: all of the view's features, one event time.
+    let tables = sqlite_tables(&online);
+    let table = tables
+        .iter()
+        .find(|(_, rows)| !rows.is_empty())
+        .map(|(t, _)| t.clone())
+        .unwrap();
+    // Entity key → (feature, (event_ts, created_ts)) per stored row.
+    type Stored<'a> = Vec<(&'a str, (i64, Option<i64>))>;
+    let mut entities: BTreeMap<&[u8], Stored> = BTreeMap::new();
+    for (key, feature, _, _, event_ts, created_ts) in &tables[&table] {
+        entities
+            .entry(key)
+            .or_default()
+            .push((feature, (*event_ts, *created_ts)));
+    }
+    let features = [
+        "acc_rate",
+        "active",
+        "avg_daily_trips",
+        "conv_rate",
+        "name",
+        "ratings",
+    ];
+    assert!(!entities.is_empty());
+    assert!(
+        (entities.len() as i64) < DRIVERS,
+        "the kill came after the last chunk; use a bigger file"
+    );
+    for (key, rows) in &entities {
+        let names: Vec<&str> = rows.iter().map(|r| r.0).collect();
+        assert_eq!(names, features, "{key:?}");
+        assert!(rows.iter().all(|r| r.1 == rows[0].1), "{rows:?}");
+    }
+    eprintln!(
+        "killed after {} of {DRIVERS} entities were committed",
+        entities.len()
+    );
+
+    for config in &configs {
+        let status = materialize_command(config).status().unwrap();
+        assert!(status.success(), "{status}");
+    }
+    let rerun = sqlite_tables(&online);
+    assert_eq!(rerun, sqlite_tables(&whole.path().join("data/online.db")));
+    assert_eq!(rerun[&table].len(), DRIVERS as usize * features.len());
+}
+
+/// A Parquet file with driver_stats v1's columns, one row per `(driver, event
+/// second, created second, name)`, in that order.
+fn driver_stats_rows(path: &Path, rows: &[(i64, i64, i64, &str)]) {
+    use std::sync::Arc;
+
+    use arrow::array::{
+        ArrayRef, BooleanArray, Float32Array, Float64Array, Float64Builder, Int64Array,
+        ListBuilder, RecordBatch, StringArray, TimestampMicrosecondArray,
+    };
+    let n = rows.len();
+    let times = |f: fn(&(i64, i64, i64, &str)) -> i64| {
+        TimestampMicrosecondArray::from_iter_values(rows.iter().map(|r| f(r) * 1_000_000))
+            .with_timezone("UTC")
+    };
+    let mut ratings = ListBuilder::new(Float64Builder::new());
+    for _ in rows {
+        ratings.append(true);
+    }
+    let columns: Vec<(&str, ArrayRef)> = vec![
+        (
+            "driver_id",
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))),
+        ),
+        ("event_timestamp", Arc::new(times(|r| r.1))),
+        ("created", Arc::new(times(|r| r.2))),
+        ("conv_rate", Arc::new(Float32Array::from(vec![0.5; n]))),
+        ("acc_rate", Arc::new(Float64Array::from(vec![0.5; n]))),
+        ("avg_daily_trips", Arc::new(Int64Array::from(vec![1; n]))),
+        (
+            "name",
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.3))),
+        ),
+        ("active", Arc::new(BooleanArray::from(vec![true; n]))),
+        ("ratings", Arc::new(ratings.finish())),
+    ];
+    let batch = RecordBatch::try_from_iter(columns).unwrap();
+    let file = std::fs::File::create(path).unwrap();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+}
+
+/// Rows of one entity with the same event time: the one created last wins, wherever
+/// it is in the file; a later event time wins over a later created time.
+#[tokio::test]
+async fn event_time_ties_are_broken_by_the_created_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = repo(dir.path(), "  type: sqlite\n  path: data/online.db");
+    // 2025-01-09T22:00:00Z, inside the window.
+    let t = 1_736_460_000;
+    driver_stats_rows(
+        &dir.path().join("data/driver_stats_b.parquet"),
+        &[
+            // Created last, first in the file.
+            (1, t, t + 20, "won"),
+            (1, t, t + 10, "lost"),
+            // Created last, last in the file.
+            (2, t, t + 10, "lost"),
+            (2, t, t + 20, "won"),
+            // The later event wins though created earlier.
+            (3, t, t + 20, "lost"),
+            (3, t + 1, t + 10, "won"),
+        ],
+    );
+    let out = run(&config, &["driver_stats"], None).await.unwrap();
+    assert!(
+        out.contains("6 rows read, 6 in the window, 3 entities written"),
+        "{out}"
+    );
+
+    let conn = rusqlite::Connection::open(dir.path().join("data/online.db")).unwrap();
+    let stored: Vec<(String, i64, i64)> = conn
+        .prepare(
+            "SELECT value_text, event_ts, created_ts FROM tern_demo_driver_stats_v1 \
+             WHERE feature_name = 'name' ORDER BY entity_key",
+        )
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        stored,
+        [
+            ("won".to_owned(), t, t + 20),
+            ("won".to_owned(), t, t + 20),
+            ("won".to_owned(), t + 1, t + 10),
+        ]
+    );
+}
+
+/// With stderr not a terminal (a log file, a CI job), progress is plain log lines and
+/// each view version ends with a summary line.
+#[test]
+fn without_a_terminal_each_view_ends_with_a_summary_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = repo(dir.path(), "  type: sqlite\n  path: data/online.db");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args([
+            "--log-format",
+            "json",
+            "materialize",
+            START,
+            END,
+            "--config",
+        ])
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stderr)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let summary = lines
+        .iter()
+        .find(|l| l["message"] == "materialized" && l["view"] == "driver_stats v1")
+        .unwrap_or_else(|| panic!("no summary line: {lines:?}"));
+    assert_eq!(summary["rows_read"], 6);
+    assert_eq!(summary["rows_in_window"], 6);
+    assert_eq!(summary["entities_written"], 5);
+    assert!(summary["seconds"].is_f64(), "{summary}");
+    // One per view version.
+    let views = lines.iter().filter(|l| l["message"] == "materialized");
+    assert_eq!(views.count(), 5, "{lines:?}");
+}
