@@ -252,7 +252,8 @@ fn integral(f: f64) -> Option<i64> {
         .then_some(f as i64)
 }
 
-fn describe(val: &Val) -> String {
+/// A request value for messages (`string "abc"`, `int64 3`).
+pub(crate) fn describe(val: &Val) -> String {
     match val {
         Val::StringVal(s) => format!("string {:?}", clip(s)),
         Val::Int32Val(v) => format!("int32 {v}"),

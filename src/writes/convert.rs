@@ -2,6 +2,7 @@
 //! checked against it. Never a silent coercion: a value that does not fit is an error
 //! that says what was expected and what came.
 
+use crate::error::clip;
 use crate::proto::feast::types::value::Val;
 use crate::proto::feast::types::value_type::Enum as ValueType;
 use crate::proto::feast::types::{
@@ -173,17 +174,9 @@ pub(crate) fn typed_time(value: &Value) -> Result<i64, String> {
     }
 }
 
+/// A value for messages: the scalar forms as reads describe them, lists by item type.
 fn describe(val: &Val) -> String {
     match val {
-        Val::StringVal(s) => format!("string {:?}", clip(s)),
-        Val::Int32Val(v) => format!("int32 {v}"),
-        Val::Int64Val(v) => format!("int64 {v}"),
-        Val::DoubleVal(v) => format!("double {v}"),
-        Val::FloatVal(v) => format!("float {v}"),
-        Val::BoolVal(v) => format!("bool {v}"),
-        Val::BytesVal(b) => format!("bytes of length {}", b.len()),
-        Val::UnixTimestampVal(v) => format!("unix_timestamp {v}"),
-        Val::NullVal(_) => "a null".into(),
         Val::Int32ListVal(_) => "an int32 list".into(),
         Val::Int64ListVal(_) => "an int64 list".into(),
         Val::FloatListVal(_) => "a float list".into(),
@@ -192,15 +185,7 @@ fn describe(val: &Val) -> String {
         Val::BytesListVal(_) => "a bytes list".into(),
         Val::BoolListVal(_) => "a bool list".into(),
         Val::UnixTimestampListVal(_) => "a unix_timestamp list".into(),
-        _ => "a set, map or other composite value".into(),
-    }
-}
-
-/// At most 40 characters of a value, for messages.
-pub(crate) fn clip(s: &str) -> String {
-    match s.char_indices().nth(40) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s.to_owned(),
+        other => crate::serving::entities::describe(other),
     }
 }
 

@@ -608,7 +608,7 @@ fn time_cell(column: &Column<'_>, row: usize) -> Result<i64, String> {
         Cells::Text(s) => convert::time_text(s.trim()).map_err(|_| {
             format!(
                 "expected a time (ISO 8601, naive is UTC, or epoch seconds), got {:?}",
-                convert::clip(s)
+                crate::error::clip(s)
             )
         }),
         Cells::Typed(values) => convert::typed_time(&values[row]),
