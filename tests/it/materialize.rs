@@ -352,7 +352,7 @@ fn big_driver_stats(path: &Path, n: i64) {
 
     use arrow::array::{
         ArrayRef, BooleanArray, Float32Array, Float64Array, Float64Builder, Int64Array,
-        ListBuilder, RecordBatch, StringArray, TimestampMicrosecondArray,
+        ListBuilder, StringArray, TimestampMicrosecondArray,
     };
     let ids: Vec<i64> = (0..n).map(|i| 1_000_000 + i).collect();
     let ts = TimestampMicrosecondArray::from(vec![1_736_460_000_000_000; n as usize])
@@ -387,7 +387,12 @@ fn big_driver_stats(path: &Path, n: i64) {
         ),
         ("ratings", Arc::new(ratings.finish())),
     ];
-    let batch = RecordBatch::try_from_iter(columns).unwrap();
+    write_parquet(path, columns);
+}
+
+/// Writes `columns` as one record batch to a Parquet file at `path`.
+fn write_parquet(path: &Path, columns: Vec<(&str, arrow::array::ArrayRef)>) {
+    let batch = arrow::array::RecordBatch::try_from_iter(columns).unwrap();
     let file = std::fs::File::create(path).unwrap();
     let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
     writer.write(&batch).unwrap();
@@ -595,7 +600,7 @@ fn driver_stats_rows(path: &Path, rows: &[(i64, i64, i64, &str)]) {
 
     use arrow::array::{
         ArrayRef, BooleanArray, Float32Array, Float64Array, Float64Builder, Int64Array,
-        ListBuilder, RecordBatch, StringArray, TimestampMicrosecondArray,
+        ListBuilder, StringArray, TimestampMicrosecondArray,
     };
     let n = rows.len();
     let times = |f: fn(&(i64, i64, i64, &str)) -> i64| {
@@ -623,11 +628,7 @@ fn driver_stats_rows(path: &Path, rows: &[(i64, i64, i64, &str)]) {
         ("active", Arc::new(BooleanArray::from(vec![true; n]))),
         ("ratings", Arc::new(ratings.finish())),
     ];
-    let batch = RecordBatch::try_from_iter(columns).unwrap();
-    let file = std::fs::File::create(path).unwrap();
-    let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
-    writer.write(&batch).unwrap();
-    writer.close().unwrap();
+    write_parquet(path, columns);
 }
 
 /// Rows of one entity with the same event time: the one created last wins, wherever
