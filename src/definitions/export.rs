@@ -13,7 +13,7 @@ use crate::definitions::VersionPin;
 use crate::proto::feast::core as pb;
 use crate::proto::feast::types::value_type::Enum as ValueType;
 use crate::registry::RegistryModel;
-use crate::registry::data_source::{FileSource, SourceKind};
+use crate::registry::data_source::{FileSource, PushSource, SourceKind};
 use crate::registry::snapshot::DUMMY_ENTITY_NAME;
 
 /// One exported file: its name (relative to the output folder) and its YAML.
@@ -111,7 +111,12 @@ pub fn export(model: &RegistryModel, project: &str, repo_dir: &Path, out_dir: &P
 
     // File sources: the registered ones, then those only embedded in views.
     let mut sources: Vec<FileSource> = Vec::new();
+    let mut pushes: Vec<PushSource> = Vec::new();
     for s in model.data_sources.iter().filter(|s| in_project(&s.project)) {
+        if let Some(p) = PushSource::from_proto(&s.object) {
+            pushes.push(p);
+            continue;
+        }
         match FileSource::from_proto(&s.object) {
             Some(f) => sources.push(f),
             None => skipped.push(format!(
@@ -128,14 +133,24 @@ pub fn export(model: &RegistryModel, project: &str, repo_dir: &Path, out_dir: &P
         .map(|v| &v.object)
         .collect();
     for v in &views {
-        if let Some(f) = v
+        if let Some(p) = v
             .spec
             .as_ref()
-            .and_then(|s| s.batch_source.as_ref())
-            .and_then(FileSource::from_proto)
-            && !f.name.is_empty()
-            && !sources.iter().any(|s| s.name == f.name)
+            .and_then(|s| s.stream_source.as_ref())
+            .and_then(PushSource::from_proto)
+            && !p.name.is_empty()
+            && !pushes.iter().any(|q| q.name == p.name)
         {
+            pushes.push(p);
+        }
+    }
+    let embedded = views
+        .iter()
+        .filter_map(|v| v.spec.as_ref()?.batch_source.as_ref())
+        .filter_map(FileSource::from_proto)
+        .chain(pushes.iter().map(|p| p.batch_source.clone()));
+    for f in embedded {
+        if !f.name.is_empty() && !sources.iter().any(|s| s.name == f.name) {
             sources.push(f);
         }
     }
@@ -161,6 +176,12 @@ pub fn export(model: &RegistryModel, project: &str, repo_dir: &Path, out_dir: &P
             let _ = writeln!(y, "    date_partition_column: {}", scalar(c));
         }
         metadata(&mut y, "    ", &s.description, &s.owner, &s.tags);
+    }
+    for p in &pushes {
+        let _ = writeln!(y, "  - name: {}", scalar(&p.name));
+        let _ = writeln!(y, "    type: push");
+        let _ = writeln!(y, "    batch_source: {}", scalar(&p.batch_source.name));
+        metadata(&mut y, "    ", &p.description, &p.owner, &p.tags);
     }
 
     // Feature views.
@@ -215,9 +236,16 @@ fn view(
     entity_types: &BTreeMap<String, (String, i32)>,
     sources: &[FileSource],
 ) -> Result<String, String> {
-    if spec.stream_source.is_some() {
-        return Err("it has a stream source".to_owned());
-    }
+    let push = match &spec.stream_source {
+        None => None,
+        Some(s) => Some(
+            PushSource::from_proto(s)
+                .filter(|p| !p.name.is_empty())
+                .ok_or_else(|| {
+                    "its stream source is not a push source over a file source".to_owned()
+                })?,
+        ),
+    };
     if !spec.source_views.is_empty() || spec.feature_transformation.is_some() {
         return Err("it is derived from other views".to_owned());
     }
@@ -236,7 +264,11 @@ fn view(
         let names: Vec<String> = spec.entities.iter().map(|e| scalar(e)).collect();
         let _ = writeln!(y, "    entities: [{}]", names.join(", "));
     }
-    let _ = writeln!(y, "    source: {}", scalar(&source.name));
+    let _ = writeln!(
+        y,
+        "    source: {}",
+        scalar(push.as_ref().map_or(&source.name, |p| &p.name))
+    );
     let _ = writeln!(
         y,
         "    ttl: {}",

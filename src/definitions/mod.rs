@@ -43,8 +43,10 @@ pub struct Definitions {
     pub project: Option<(String, Origin)>,
     /// Entities, in file order.
     pub entities: Vec<EntityDef>,
-    /// Data sources.
+    /// File sources.
     pub sources: Vec<SourceDef>,
+    /// Push sources (`type: push`), each over a file source.
+    pub push_sources: Vec<PushSourceDef>,
     /// Feature views.
     pub feature_views: Vec<ViewDef>,
     /// Feature services.
@@ -70,7 +72,25 @@ pub struct EntityDef {
     pub tags: BTreeMap<String, String>,
 }
 
-/// A data source. Only file sources exist so far.
+/// A push source: where online writes (Feast's `Push`) address the views it feeds. A
+/// view whose `source` names it reads its batch source for materialization.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PushSourceDef {
+    /// Where it is declared.
+    pub origin: Origin,
+    /// Name.
+    pub name: String,
+    /// The file source behind it (`batch_source`).
+    pub batch_source: String,
+    /// Description.
+    pub description: String,
+    /// Owner.
+    pub owner: String,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+}
+
+/// A file data source.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SourceDef {
     /// Where it is declared.

@@ -9,7 +9,7 @@ use yaml_rust2::scanner::{Marker, TScalarStyle};
 
 use super::{
     DefinitionError, DefinitionErrors, Definitions, EntityDef, FieldDef, Origin,
-    PREVENT_DESTROY_TAG, ProjectionDef, ServiceDef, SourceDef, VersionPin, ViewDef,
+    PREVENT_DESTROY_TAG, ProjectionDef, PushSourceDef, ServiceDef, SourceDef, VersionPin, ViewDef,
 };
 use crate::proto::feast::types::value_type::Enum as ValueType;
 
@@ -528,6 +528,7 @@ struct Parsed {
     project: Option<(String, Origin)>,
     entities: Vec<EntityDef>,
     sources: Vec<SourceDef>,
+    push_sources: Vec<PushSourceDef>,
     views: Vec<(ViewDef, Vec<FieldDef>)>,
     services: Vec<ServiceDef>,
     /// Projection features with the line they are written on, for the checks.
@@ -602,8 +603,10 @@ fn parse_file(
         }
     }
     for (i, node) in list(&mut cx, "sources").iter().enumerate() {
-        if let Some(s) = source(&mut cx, node, i, repo_dir) {
-            parsed.sources.push(s);
+        match source(&mut cx, node, i, repo_dir) {
+            Some(Source::File(s)) => parsed.sources.push(s),
+            Some(Source::Push(s)) => parsed.push_sources.push(s),
+            None => {}
         }
     }
     for (i, node) in list(&mut cx, "feature_views").iter().enumerate() {
@@ -703,8 +706,17 @@ fn entity(cx: &mut Ctx<'_>, node: &Node, i: usize) -> Option<EntityDef> {
     })
 }
 
-fn source(cx: &mut Ctx<'_>, node: &Node, i: usize, repo_dir: &Path) -> Option<SourceDef> {
+/// One entry of `sources:`.
+enum Source {
+    File(SourceDef),
+    Push(PushSourceDef),
+}
+
+fn source(cx: &mut Ctx<'_>, node: &Node, i: usize, repo_dir: &Path) -> Option<Source> {
     let path = object_path("sources", node, i);
+    if mapping_type(node).as_deref() == Some("push") {
+        return push_source(cx, node, &path).map(Source::Push);
+    }
     let f = cx.mapping(
         node,
         &path,
@@ -731,7 +743,7 @@ fn source(cx: &mut Ctx<'_>, node: &Node, i: usize, repo_dir: &Path) -> Option<So
         cx.error(
             f.get("type").map_or(f.line, Node::line),
             &join(&path, "type"),
-            format!("unknown source type '{t}' (expected: file)"),
+            format!("unknown source type '{t}' (expected: file or push)"),
         );
     }
     let written = cx.required(&f, "path");
@@ -744,7 +756,7 @@ fn source(cx: &mut Ctx<'_>, node: &Node, i: usize, repo_dir: &Path) -> Option<So
     let description = cx.string(&f, "description").unwrap_or_default();
     let owner = cx.string(&f, "owner").unwrap_or_default();
     let tags = cx.string_map(&f, "tags");
-    Some(SourceDef {
+    Some(Source::File(SourceDef {
         origin: cx.origin(f.line),
         name: name?,
         path: source_path(&written?, cx.file, repo_dir),
@@ -752,6 +764,48 @@ fn source(cx: &mut Ctx<'_>, node: &Node, i: usize, repo_dir: &Path) -> Option<So
         created_timestamp_column,
         field_mapping,
         date_partition_column,
+        description,
+        owner,
+        tags,
+    }))
+}
+
+/// The `type:` of a mapping, when it is a plain scalar.
+fn mapping_type(node: &Node) -> Option<String> {
+    let Node::Map { entries, .. } = node else {
+        return None;
+    };
+    entries.iter().find_map(|(key, _, value)| match value {
+        Node::Scalar { text, .. } if key == "type" => Some(text.clone()),
+        _ => None,
+    })
+}
+
+fn push_source(cx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<PushSourceDef> {
+    let f = cx.mapping(
+        node,
+        path,
+        &[
+            "name",
+            "type",
+            "batch_source",
+            "description",
+            "owner",
+            "tags",
+        ],
+    )?;
+    let name = cx.required(&f, "name");
+    if let Some(n) = &name {
+        cx.name(f.line, &join(path, "name"), "Data source", n);
+    }
+    let batch_source = cx.required(&f, "batch_source");
+    let description = cx.string(&f, "description").unwrap_or_default();
+    let owner = cx.string(&f, "owner").unwrap_or_default();
+    let tags = cx.string_map(&f, "tags");
+    Some(PushSourceDef {
+        origin: cx.origin(f.line),
+        name: name?,
+        batch_source: batch_source?,
         description,
         owner,
         tags,
@@ -1153,6 +1207,7 @@ fn combine(all: Vec<(PathBuf, Parsed)>, errors: &mut Vec<DefinitionError>) -> De
         }
         defs.entities.extend(parsed.entities);
         defs.sources.extend(parsed.sources);
+        defs.push_sources.extend(parsed.push_sources);
         views.extend(parsed.views);
         defs.feature_services.extend(parsed.services);
         lines.extend(parsed.projection_lines);
@@ -1187,7 +1242,14 @@ fn combine(all: Vec<(PathBuf, Parsed)>, errors: &mut Vec<DefinitionError>) -> De
         errors,
     );
     duplicates(
-        defs.sources.iter().map(|e| (e.name.as_str(), &e.origin)),
+        defs.sources
+            .iter()
+            .map(|e| (e.name.as_str(), &e.origin))
+            .chain(
+                defs.push_sources
+                    .iter()
+                    .map(|e| (e.name.as_str(), &e.origin)),
+            ),
         "sources",
         errors,
     );
@@ -1206,7 +1268,26 @@ fn combine(all: Vec<(PathBuf, Parsed)>, errors: &mut Vec<DefinitionError>) -> De
 
     let entities: HashMap<&str, &EntityDef> =
         defs.entities.iter().map(|e| (e.name.as_str(), e)).collect();
-    let sources: Vec<&str> = defs.sources.iter().map(|s| s.name.as_str()).collect();
+    let file_sources: Vec<&str> = defs.sources.iter().map(|s| s.name.as_str()).collect();
+    for push in &defs.push_sources {
+        if !file_sources.contains(&push.batch_source.as_str()) {
+            err(
+                errors,
+                &push.origin,
+                format!("sources[{}].batch_source", push.name),
+                format!(
+                    "unknown file source '{}' (file sources: {})",
+                    push.batch_source,
+                    list(&file_sources)
+                ),
+            );
+        }
+    }
+    let sources: Vec<&str> = file_sources
+        .iter()
+        .copied()
+        .chain(defs.push_sources.iter().map(|s| s.name.as_str()))
+        .collect();
     for (view, schema) in &mut views {
         let path = format!("feature_views[{}]", view.name);
         if !sources.contains(&view.source.as_str()) {
@@ -1360,6 +1441,51 @@ feature_services:
       - {view: stats, alias: s, features: [ratings], join_key_map: {driver_id: other}}
       - {view: stats, version: V02, features: [anything]}
 ";
+
+    #[test]
+    fn push_sources_name_a_file_source() {
+        let good = GOOD.replace(
+            "    source: src\n",
+            "    source: pushed\n",
+        )
+        .replace(
+            "timestamp_field: ts}\n",
+            "timestamp_field: ts}\n  - {name: pushed, type: push, batch_source: src, owner: a@b}\n",
+        );
+        let d = parse(&good).unwrap();
+        assert_eq!(d.push_sources.len(), 1);
+        assert_eq!(
+            (
+                d.push_sources[0].name.as_str(),
+                d.push_sources[0].batch_source.as_str()
+            ),
+            ("pushed", "src")
+        );
+        assert_eq!(d.feature_views[0].source, "pushed");
+
+        let bad = good.replace("batch_source: src,", "batch_source: nope, path: x,");
+        let e = parse(&bad).unwrap_err();
+        let text: Vec<String> =
+            e.0.iter()
+                .map(|e| format!("{}: {}", e.field, e.message))
+                .collect();
+        assert!(
+            text.iter()
+                .any(|l| l.contains("sources[pushed].path: unknown key 'path'")),
+            "{text:#?}"
+        );
+        let bad = good.replace("batch_source: src,", "batch_source: nope,");
+        let e = parse(&bad).unwrap_err();
+        let text: Vec<String> =
+            e.0.iter()
+                .map(|e| format!("{}: {}", e.field, e.message))
+                .collect();
+        assert!(
+            text.iter().any(|l| l
+                == "sources[pushed].batch_source: unknown file source 'nope' (file sources: src)"),
+            "{text:#?}"
+        );
+    }
 
     #[test]
     fn a_good_file_reads_whole() {

@@ -5,11 +5,11 @@ use std::collections::HashMap;
 use prost_types::{Duration, Timestamp};
 
 use crate::definitions::{
-    Definitions, EntityDef, FieldDef, PREVENT_DESTROY_TAG, SourceDef, ViewDef,
+    Definitions, EntityDef, FieldDef, PREVENT_DESTROY_TAG, PushSourceDef, SourceDef, ViewDef,
 };
 use crate::proto::feast::core as pb;
 use crate::proto::feast::types::value_type::Enum as ValueType;
-use crate::registry::data_source::{FileFormat, FileSource};
+use crate::registry::data_source::{FileFormat, FileSource, PushSource};
 use crate::registry::snapshot::{DUMMY_ENTITY_ID, DUMMY_ENTITY_NAME};
 
 /// Feast's type string for feature views in version records.
@@ -122,7 +122,29 @@ pub(crate) fn view_spec(
     }
     let sources: HashMap<&str, &SourceDef> =
         defs.sources.iter().map(|s| (s.name.as_str(), s)).collect();
-    if let Some(source) = sources.get(def.source.as_str()) {
+    // A push source is the view's stream source; its file source is the batch source.
+    let push = defs.push_sources.iter().find(|p| p.name == def.source);
+    let batch = push.map_or(def.source.as_str(), |p| p.batch_source.as_str());
+    match push.and_then(|p| {
+        Some(push_source(
+            p,
+            sources.get(p.batch_source.as_str())?,
+            project,
+        ))
+    }) {
+        Some(typed) => {
+            let same = spec
+                .stream_source
+                .as_ref()
+                .and_then(PushSource::from_proto)
+                .is_some_and(|old| same_push_source(&old, &typed));
+            if !same {
+                spec.stream_source = Some(typed.to_proto());
+            }
+        }
+        None => spec.stream_source = None,
+    }
+    if let Some(source) = sources.get(batch) {
         let typed = file_source(source, project);
         // Keep the registered source's bookkeeping (meta) when it is the same source.
         let same = spec
@@ -135,6 +157,26 @@ pub(crate) fn view_spec(
         }
     }
     spec
+}
+
+pub(crate) fn push_source(def: &PushSourceDef, batch: &SourceDef, project: &str) -> PushSource {
+    PushSource {
+        name: def.name.clone(),
+        project: project.to_owned(),
+        batch_source: file_source(batch, project),
+        description: def.description.clone(),
+        tags: def.tags.clone(),
+        owner: def.owner.clone(),
+    }
+}
+
+/// Equal for what a definition can say (not project or bookkeeping).
+pub(crate) fn same_push_source(a: &PushSource, b: &PushSource) -> bool {
+    a.name == b.name
+        && same_file_source(&a.batch_source, &b.batch_source)
+        && a.description == b.description
+        && a.tags == b.tags
+        && a.owner == b.owner
 }
 
 /// Equal for what a definition can say (not project or bookkeeping).

@@ -134,6 +134,21 @@ pub(crate) fn diff_view_metadata(
     } else if old.batch_source != new.batch_source {
         out.push(format!("source '{}' changed", src(new)));
     }
+    let stream = |s: &pb::FeatureViewSpec| {
+        s.stream_source
+            .as_ref()
+            .map(|b| b.name.clone())
+            .unwrap_or_default()
+    };
+    if stream(old) != stream(new) {
+        out.push(format!(
+            "push source: '{}' -> '{}'",
+            stream(old),
+            stream(new)
+        ));
+    } else if old.stream_source != new.stream_source {
+        out.push(format!("push source '{}' changed", stream(new)));
+    }
     // Descriptions and tags of single features are metadata too.
     let fmeta = |s: &pb::FeatureViewSpec| -> Vec<(String, String, BTreeMap<String, String>)> {
         s.features

@@ -24,7 +24,7 @@ use crate::definitions::{
 };
 use crate::error::ErrorKind;
 use crate::proto::feast::core as pb;
-use crate::registry::data_source::{FileSource, SourceKind};
+use crate::registry::data_source::{FileSource, PushSource, SourceKind};
 use crate::registry::model::{RegistryModel, Stored};
 use crate::registry::snapshot::DUMMY_ENTITY_NAME;
 use crate::store::StorageLayout;
@@ -509,56 +509,59 @@ impl Planner<'_> {
     fn sources(&mut self) {
         for def in &self.defs.sources {
             let typed = build::file_source(def, self.project);
-            match position(&self.model.data_sources, self.project, &def.name) {
-                Some(i) => {
-                    let stored = &mut self.model.data_sources[i];
-                    match FileSource::from_proto(&stored.object) {
-                        Some(old) if build::same_file_source(&old, &typed) => continue,
-                        Some(old) => {
-                            let details = diff_source(&old, &typed);
-                            let meta = stored.object.meta.take();
-                            stored.object = typed.to_proto();
-                            stored.object.meta = meta;
-                            if let Some(m) = stored.object.meta.as_mut() {
-                                m.last_updated_timestamp = Some(self.ts);
-                            }
-                            self.change(ObjectKind::DataSource, &def.name, Action::Update, details);
-                        }
-                        None => self.errors.push(DefinitionError {
-                            origin: def.origin.clone(),
-                            field: format!("sources[{}]", def.name),
-                            message: format!(
-                                "the registry holds a {} source of this name; Tern manages file sources only: rename it",
-                                SourceKind::of(&stored.object).as_str()
-                            ),
-                        }),
-                    }
-                }
-                None => {
-                    let mut proto = typed.to_proto();
-                    proto.meta = Some(pb::data_source::SourceMeta {
-                        created_timestamp: Some(self.ts),
-                        last_updated_timestamp: Some(self.ts),
-                        ..Default::default()
-                    });
-                    self.model.data_sources.push(Stored {
-                        project: self.project.to_owned(),
-                        name: def.name.clone(),
-                        row: None,
-                        object: proto,
-                    });
-                    self.change(
-                        ObjectKind::DataSource,
-                        &def.name,
-                        Action::Create,
-                        Vec::new(),
-                    );
-                }
-            }
+            self.upsert_source(&def.name, &def.origin, typed.to_proto(), |old| {
+                let old = FileSource::from_proto(old)?;
+                Some(if build::same_file_source(&old, &typed) {
+                    None
+                } else {
+                    Some(diff_source(&old, &typed))
+                })
+            });
         }
-        let declared: BTreeSet<&str> = self.defs.sources.iter().map(|s| s.name.as_str()).collect();
+        for def in &self.defs.push_sources {
+            // An unknown batch source is a definition error already reported.
+            let Some(batch) = self
+                .defs
+                .sources
+                .iter()
+                .find(|s| s.name == def.batch_source)
+            else {
+                continue;
+            };
+            let typed = build::push_source(def, batch, self.project);
+            self.upsert_source(&def.name, &def.origin, typed.to_proto(), |old| {
+                let old = PushSource::from_proto(old)?;
+                Some(if build::same_push_source(&old, &typed) {
+                    None
+                } else {
+                    let mut details = diff_source(&old.batch_source, &typed.batch_source);
+                    if old.batch_source.name != typed.batch_source.name {
+                        details.insert(
+                            0,
+                            format!(
+                                "batch_source: '{}' -> '{}'",
+                                old.batch_source.name, typed.batch_source.name
+                            ),
+                        );
+                    }
+                    Some(details)
+                })
+            });
+        }
+        let declared: BTreeSet<&str> = self
+            .defs
+            .sources
+            .iter()
+            .map(|s| s.name.as_str())
+            .chain(self.defs.push_sources.iter().map(|s| s.name.as_str()))
+            .collect();
         let gone: Vec<String> = in_project(&self.model.data_sources, self.project)
-            .filter(|s| SourceKind::of(&s.object) == SourceKind::File)
+            .filter(|s| {
+                matches!(
+                    SourceKind::of(&s.object),
+                    SourceKind::File | SourceKind::Push
+                )
+            })
             .map(|s| s.name.clone())
             .filter(|n| !declared.contains(n.as_str()))
             .collect();
@@ -567,6 +570,59 @@ impl Planner<'_> {
                 .data_sources
                 .retain(|s| !(s.project == self.project && s.name == name));
             self.change(ObjectKind::DataSource, &name, Action::Delete, Vec::new());
+        }
+    }
+
+    /// Creates or updates one registered source. `compare` reads the registered proto
+    /// as the same kind: `None` when it is another kind (an error: Tern does not
+    /// replace sources it cannot express), `Some(None)` when unchanged, else the
+    /// change's details.
+    fn upsert_source(
+        &mut self,
+        name: &str,
+        origin: &crate::definitions::Origin,
+        proto: pb::DataSource,
+        compare: impl Fn(&pb::DataSource) -> Option<Option<Vec<String>>>,
+    ) {
+        match position(&self.model.data_sources, self.project, name) {
+            Some(i) => {
+                let stored = &mut self.model.data_sources[i];
+                match compare(&stored.object) {
+                    Some(None) => {}
+                    Some(Some(details)) => {
+                        let meta = stored.object.meta.take();
+                        stored.object = proto;
+                        stored.object.meta = meta;
+                        if let Some(m) = stored.object.meta.as_mut() {
+                            m.last_updated_timestamp = Some(self.ts);
+                        }
+                        self.change(ObjectKind::DataSource, name, Action::Update, details);
+                    }
+                    None => self.errors.push(DefinitionError {
+                        origin: origin.clone(),
+                        field: format!("sources[{name}]"),
+                        message: format!(
+                            "the registry holds a {} source of this name; Tern manages file and push sources only: rename it",
+                            SourceKind::of(&stored.object).as_str()
+                        ),
+                    }),
+                }
+            }
+            None => {
+                let mut proto = proto;
+                proto.meta = Some(pb::data_source::SourceMeta {
+                    created_timestamp: Some(self.ts),
+                    last_updated_timestamp: Some(self.ts),
+                    ..Default::default()
+                });
+                self.model.data_sources.push(Stored {
+                    project: self.project.to_owned(),
+                    name: name.to_owned(),
+                    row: None,
+                    object: proto,
+                });
+                self.change(ObjectKind::DataSource, name, Action::Create, Vec::new());
+            }
         }
     }
 
@@ -1283,7 +1339,7 @@ impl fmt::Display for Action {
 }
 
 /// The fields a definition may change without a new version (Feast's metadata
-/// update): description, tags, owner, ttl, online, offline, the source, the pin.
+/// update): description, tags, owner, ttl, online, offline, the sources, the pin.
 fn copy_metadata(from: &pb::FeatureViewSpec, to: &mut pb::FeatureViewSpec) {
     to.description = from.description.clone();
     to.tags = from.tags.clone();
@@ -1292,6 +1348,7 @@ fn copy_metadata(from: &pb::FeatureViewSpec, to: &mut pb::FeatureViewSpec) {
     to.online = from.online;
     to.offline = from.offline;
     to.batch_source = from.batch_source.clone();
+    to.stream_source = from.stream_source.clone();
     to.version = from.version.clone();
 }
 

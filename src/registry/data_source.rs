@@ -12,6 +12,9 @@ use pb::data_source::SourceType;
 /// Feast's Python class for file sources, written into `data_source_class_type`.
 pub const FILE_SOURCE_CLASS: &str = "feast.infra.offline_stores.file_source.FileSource";
 
+/// Feast's Python class for push sources.
+pub const PUSH_SOURCE_CLASS: &str = "feast.data_source.PushSource";
+
 /// Which kind of source a `DataSource` is, from the options it carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SourceKind {
@@ -63,7 +66,8 @@ impl SourceKind {
             SourceKind::Request
         } else if s.snowflake_options.is_some() {
             SourceKind::Snowflake
-        } else if s.push_options.is_some() {
+        } else if s.push_options.is_some() || s.r#type == SourceType::PushSource as i32 {
+            // Feast 0.67's PushSource sets no options, only its type.
             SourceKind::Push
         } else if s.spark_options.is_some() {
             SourceKind::Spark
@@ -203,6 +207,61 @@ impl FileSource {
     }
 }
 
+/// A push source over a file source, as Feast's `PushSource` registers it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PushSource {
+    /// Name.
+    pub name: String,
+    /// Project.
+    pub project: String,
+    /// The file source behind it.
+    pub batch_source: FileSource,
+    /// Description.
+    pub description: String,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+    /// Owner.
+    pub owner: String,
+}
+
+impl PushSource {
+    /// `source` as a push source over a file source; `None` otherwise.
+    pub fn from_proto(source: &pb::DataSource) -> Option<Self> {
+        if SourceKind::of(source) != SourceKind::Push {
+            return None;
+        }
+        Some(Self {
+            name: source.name.clone(),
+            project: source.project.clone(),
+            batch_source: FileSource::from_proto(source.batch_source.as_deref()?)?,
+            description: source.description.clone(),
+            tags: source.tags.clone(),
+            owner: source.owner.clone(),
+        })
+    }
+
+    /// The proto Feast writes: its own name and type, the batch source's time columns
+    /// and field mapping copied up, the batch source nested.
+    pub fn to_proto(&self) -> pb::DataSource {
+        let batch = &self.batch_source;
+        pb::DataSource {
+            name: self.name.clone(),
+            project: self.project.clone(),
+            description: self.description.clone(),
+            tags: self.tags.clone(),
+            owner: self.owner.clone(),
+            r#type: SourceType::PushSource as i32,
+            field_mapping: batch.field_mapping.clone(),
+            timestamp_field: batch.timestamp_field.clone(),
+            date_partition_column: batch.date_partition_column.clone().unwrap_or_default(),
+            created_timestamp_column: batch.created_timestamp_column.clone().unwrap_or_default(),
+            data_source_class_type: PUSH_SOURCE_CLASS.to_owned(),
+            batch_source: Some(Box::new(batch.to_proto())),
+            ..Default::default()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,7 +285,7 @@ mod tests {
         let proto = source.to_proto();
         assert_eq!(SourceKind::of(&proto), SourceKind::File);
         assert_eq!(proto.r#type, SourceType::BatchFile as i32);
-        assert_eq!(FileSource::from_proto(&proto), Some(source));
+        assert_eq!(FileSource::from_proto(&proto), Some(source.clone()));
 
         let push = pb::DataSource {
             push_options: Some(Vec::new()),
@@ -234,5 +293,20 @@ mod tests {
         };
         assert_eq!(SourceKind::of(&push), SourceKind::Push);
         assert_eq!(FileSource::from_proto(&push), None);
+
+        let push = PushSource {
+            name: "driver_push".into(),
+            project: "demo".into(),
+            batch_source: source.clone(),
+            description: String::new(),
+            tags: BTreeMap::new(),
+            owner: String::new(),
+        };
+        let proto = push.to_proto();
+        assert_eq!(SourceKind::of(&proto), SourceKind::Push);
+        assert_eq!(proto.timestamp_field, "event_timestamp");
+        assert_eq!(PushSource::from_proto(&proto), Some(push));
+        assert_eq!(FileSource::from_proto(&proto), None);
+        assert_eq!(PushSource::from_proto(&source.to_proto()), None);
     }
 }

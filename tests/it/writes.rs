@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use prost::Message;
+
 use tern::proto::feast::core as pb;
 use tern::proto::feast::serving::FieldStatus;
 use tern::proto::feast::types::value::Val;
@@ -30,33 +31,19 @@ const FEATURES: &[(&str, &str)] = &[
     ("tags", "Array(String)"),
 ];
 
-/// `driver_stats` (the features above) fed by the push source `driver_push`.
+/// `driver_stats` (the features above) fed by the push source `driver_push`, declared
+/// in the definitions over the view's file source.
 fn defs(extra_feature: Option<(&str, &str)>) -> String {
     let mut features = FEATURES.to_vec();
     features.extend(extra_feature);
-    crate::apply::defs(&features, "", "")
-}
-
-/// Makes `driver_push` (a PushSource over the view's file source) the stream source
-/// of `driver_stats`, as Feast registers `FeatureView(source=PushSource(...))`.
-fn add_push_source(repo: &Repo) {
-    let path = repo.registry_file();
-    let mut registry = pb::Registry::decode(std::fs::read(&path).unwrap().as_slice()).unwrap();
-    for view in &mut registry.feature_views {
-        let spec = view.spec.as_mut().unwrap();
-        if spec.name == "driver_stats" {
-            let batch = spec.batch_source.clone().map(Box::new);
-            spec.stream_source = Some(pb::DataSource {
-                name: "driver_push".into(),
-                project: PROJECT.into(),
-                r#type: pb::data_source::SourceType::PushSource as i32,
-                batch_source: batch,
-                ..Default::default()
-            });
-        }
-    }
-    registry.version_id = "with-push-source".into();
-    std::fs::write(&path, registry.encode_to_vec()).unwrap();
+    let file = "  - {name: driver_src, type: file, path: data/driver_stats.parquet, timestamp_field: event_timestamp}\n";
+    let yaml = crate::apply::defs(&features, "", "");
+    assert!(yaml.contains(file) && yaml.contains("    source: driver_src\n"));
+    yaml.replace(
+        file,
+        &format!("{file}  - {{name: driver_push, type: push, batch_source: driver_src}}\n"),
+    )
+    .replace("    source: driver_src\n", "    source: driver_push\n")
 }
 
 /// A repo (file registry, and SQLite or the `online_store` YAML given) with
@@ -71,7 +58,6 @@ async fn repo_with_server(online_store: Option<String>) -> (Repo, TestServer, Ch
     };
     repo.apply(&defs(None)).await;
     repo.apply(&defs(Some(("surge", "Float64")))).await; // v1: a schema change
-    add_push_source(&repo);
     let server = TestServer::start(&repo.config, Clock::Fixed(1_735_800_000))
         .await
         .unwrap();
@@ -187,6 +173,70 @@ fn count_rows(repo: &Repo, table: &str) -> i64 {
         r.get(0)
     })
     .unwrap_or(0)
+}
+
+/// `type: push` sources: registered as Feast registers a PushSource (and as the view's
+/// stream source over its file batch source); re-applying, and exporting then
+/// planning, change nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn push_sources_are_applied_as_feast_registers_them() {
+    let (repo, server, _ch) = repo_with_server(None).await;
+    let model = repo.model().await;
+    let registered = model
+        .data_sources
+        .iter()
+        .find(|s| s.name == "driver_push")
+        .expect("push source registered");
+    assert_eq!(
+        registered.object.r#type,
+        pb::data_source::SourceType::PushSource as i32
+    );
+    assert_eq!(registered.object.timestamp_field, "event_timestamp");
+    assert_eq!(
+        registered.object.batch_source.as_ref().unwrap().name,
+        "driver_src"
+    );
+    let spec = crate::apply::view(&model, "driver_stats")
+        .spec
+        .as_ref()
+        .unwrap();
+    let stream = spec.stream_source.as_ref().expect("stream source");
+    assert_eq!(
+        (stream.name.as_str(), stream.r#type),
+        (
+            "driver_push",
+            pb::data_source::SourceType::PushSource as i32
+        )
+    );
+    assert_eq!(spec.batch_source.as_ref().unwrap().name, "driver_src");
+
+    let again = repo.apply(&defs(Some(("surge", "Float64")))).await;
+    assert!(again.contains("No changes"), "{again}");
+
+    let out = tempfile::tempdir().unwrap();
+    let exported = out.path().join("defs");
+    let mut printed = Vec::new();
+    tern::commands::export::run(&repo.config, &exported, &mut printed)
+        .await
+        .unwrap();
+    let yaml = std::fs::read_to_string(exported.join("definitions.yaml")).unwrap();
+    assert!(
+        yaml.contains("type: push") && yaml.contains("source: driver_push"),
+        "{yaml}"
+    );
+    let options = tern::commands::apply::ApplyOptions {
+        config: repo.config.clone(),
+        files: vec![exported],
+        json: true,
+        ..Default::default()
+    };
+    let mut printed = Vec::new();
+    tern::commands::apply::run(&options, &mut printed)
+        .await
+        .unwrap();
+    let plan: serde_json::Value = serde_json::from_slice(&printed).unwrap();
+    assert_eq!(plan["changes"], serde_json::json!([]), "{plan:#}");
+    server.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
