@@ -172,6 +172,7 @@ pub async fn run(
         let spec = target.spec.clone();
         let repo_dir = config.repo_dir.clone();
         let serialization = config.entity_key_serialization;
+        let with_text = matches!(config.online_store, OnlineStoreConfig::Sqlite { .. });
         let progress = Progress::new(&target.view, target.version);
         let bar = progress.clone();
         let latest = tokio::task::spawn_blocking(move || {
@@ -181,6 +182,7 @@ pub async fn run(
                 serialization,
                 (start, end_us),
                 shard,
+                with_text,
                 |n| bar.rows(n),
             )
         })

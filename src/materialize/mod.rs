@@ -194,13 +194,15 @@ impl Shard {
 }
 
 /// Reads `spec`'s source and keeps, per entity of `shard`, the newest row with an
-/// event time in `[start_us, end_us)`.
+/// event time in `[start_us, end_us)`. `with_text`: also compute each value's
+/// `value_text` (SQLite stores it; Redis does not).
 pub fn read_latest(
     spec: &pb::FeatureViewSpec,
     repo_dir: &Path,
     serialization: KeySerialization,
     window: (i64, i64),
     shard: Shard,
+    with_text: bool,
     mut progress: impl FnMut(u64),
 ) -> Result<Latest, MaterializeError> {
     let (start_us, end_us) = window;
@@ -325,7 +327,7 @@ pub fn read_latest(
                 if newer {
                     let values = cols
                         .iter()
-                        .map(|(c, t)| values::value(c, row, *t))
+                        .map(|(c, t)| values::value(c, row, *t, with_text))
                         .collect();
                     latest.rows.insert(
                         k,

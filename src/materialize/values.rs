@@ -120,8 +120,9 @@ fn seconds(micros: i64) -> i64 {
     micros.div_euclid(1_000_000)
 }
 
-/// Value `row` of `column`, already cast to [`arrow_type`] of `t`.
-pub(crate) fn value(column: &ArrayRef, row: usize, t: ValueType) -> Stored {
+/// Value `row` of `column`, already cast to [`arrow_type`] of `t`; with its
+/// `value_text` when `text` (only SQLite stores it).
+pub(crate) fn value(column: &ArrayRef, row: usize, t: ValueType, text: bool) -> Stored {
     if column.is_null(row) {
         // pandas turns a missing timestamp into NaT, which Feast writes as i64::MIN.
         if t == ValueType::UnixTimestamp {
@@ -134,29 +135,32 @@ pub(crate) fn value(column: &ArrayRef, row: usize, t: ValueType) -> Stored {
             let v = column
                 .as_primitive::<arrow::datatypes::Int32Type>()
                 .value(row);
-            stored(Some(Val::Int32Val(v)), Some(v.to_string()))
+            stored(Some(Val::Int32Val(v)), text.then(|| v.to_string()))
         }
         ValueType::Int64 => {
             let v = column
                 .as_primitive::<arrow::datatypes::Int64Type>()
                 .value(row);
-            stored(Some(Val::Int64Val(v)), Some(v.to_string()))
+            stored(Some(Val::Int64Val(v)), text.then(|| v.to_string()))
         }
         ValueType::Float => {
             let v = column
                 .as_primitive::<arrow::datatypes::Float32Type>()
                 .value(row);
-            stored(Some(Val::FloatVal(v)), Some(python_float(f64::from(v))))
+            stored(
+                Some(Val::FloatVal(v)),
+                text.then(|| python_float(f64::from(v))),
+            )
         }
         ValueType::Double => {
             let v = column
                 .as_primitive::<arrow::datatypes::Float64Type>()
                 .value(row);
-            stored(Some(Val::DoubleVal(v)), Some(python_float(v)))
+            stored(Some(Val::DoubleVal(v)), text.then(|| python_float(v)))
         }
         ValueType::String => {
             let v = column.as_string::<i32>().value(row).to_owned();
-            stored(Some(Val::StringVal(v.clone())), Some(v))
+            stored(Some(Val::StringVal(v.clone())), text.then_some(v))
         }
         ValueType::Bytes => {
             let v = column.as_binary::<i32>().value(row).to_vec();
@@ -166,7 +170,7 @@ pub(crate) fn value(column: &ArrayRef, row: usize, t: ValueType) -> Stored {
             let v = column.as_boolean().value(row);
             stored(
                 Some(Val::BoolVal(v)),
-                Some(if v { "True" } else { "False" }.to_owned()),
+                text.then(|| if v { "True" } else { "False" }.to_owned()),
             )
         }
         ValueType::UnixTimestamp => {
