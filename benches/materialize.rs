@@ -5,7 +5,8 @@
 //! when `FEAST_VENV` names a Feast 0.67 virtualenv, `feast materialize` of the same
 //! repo in the same run.
 //!
-//! `cargo bench --bench materialize` (env: MAT_ENTITIES=100000, FEAST_VENV=/path).
+//! `cargo bench --bench materialize` (env: MAT_ENTITIES=100000, FEAST_VENV=/path,
+//! MAT_STORES=sqlite,redis).
 
 use std::path::Path;
 use std::process::Command;
@@ -19,6 +20,7 @@ use tern::commands::materialize::{self, MaterializeOptions};
 use tern::config::KeySerialization;
 use tern::proto::feast::types::Value;
 use tern::proto::feast::types::value::Val;
+use tern::store::redis as redis_store;
 use tern::store::{EntityValue, StorageLayout, key, sqlite};
 use tern::testing::RedisServer;
 
@@ -103,9 +105,21 @@ async fn tern_materialize(dir: &Path) -> f64 {
     t.elapsed().as_secs_f64()
 }
 
+/// CPU seconds the Redis server has used so far (user + system).
+fn redis_cpu(conn: &mut redis::Connection) -> f64 {
+    let info: String = redis::cmd("INFO").arg("cpu").query(conn).expect("info");
+    info.lines()
+        .filter(|l| l.starts_with("used_cpu_sys:") || l.starts_with("used_cpu_user:"))
+        .filter_map(|l| {
+            l.split_once(':')
+                .and_then(|(_, v)| v.trim().parse::<f64>().ok())
+        })
+        .sum()
+}
+
 /// Time of materialization's read phase alone (no store): the part of `tern
 /// materialize` that no bare statement or pipeline pays.
-fn read_phase(dir: &Path) -> f64 {
+fn read_phase(dir: &Path, with_text: bool) -> f64 {
     let registry = tern::proto::feast::core::Registry::decode(
         std::fs::read(dir.join("data/registry.db"))
             .expect("registry")
@@ -129,7 +143,7 @@ fn read_phase(dir: &Path) -> f64 {
         KeySerialization::V3,
         window,
         tern::materialize::Shard::ALL,
-        true,
+        with_text,
         |_| {},
     )
     .expect("read");
@@ -161,10 +175,15 @@ fn bare_sqlite(path: &Path, rows: &[(Vec<u8>, Vec<Vec<u8>>)]) -> f64 {
     let mut conn = rusqlite::Connection::open(path).expect("open");
     conn.pragma_update(None, "journal_mode", "WAL")
         .expect("wal");
+    // Tern's writer settings: the same page cache, rows in key order.
+    conn.pragma_update(None, "cache_size", -sqlite::MATERIALIZE_CACHE_KIB)
+        .expect("cache");
+    let mut sorted: Vec<&(Vec<u8>, Vec<Vec<u8>>)> = rows.iter().collect();
+    sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     sqlite::create_table(&conn, "bench_stats").expect("table");
     let names: Vec<String> = (0..FEATURES).map(|f| format!("f{f}")).collect();
     let t = Instant::now();
-    for chunk in rows.chunks(10_000) {
+    for chunk in sorted.chunks(10_000) {
         let items = chunk.iter().flat_map(|(k, values)| {
             names
                 .iter()
@@ -214,6 +233,53 @@ fn bare_redis(addr: &str, rows: &[(Vec<u8>, Vec<Vec<u8>>)]) -> f64 {
     t.elapsed().as_secs_f64()
 }
 
+/// The same rows through Tern's write script (Feast's event-time rule checked on the
+/// server), sent as `write_batch` sends them on a single server, with no Parquet and
+/// no Tern around them.
+fn bare_redis_script(addr: &str, rows: &[(Vec<u8>, Vec<Vec<u8>>)]) -> f64 {
+    let layout = StorageLayout::new(
+        "bench",
+        "stats",
+        0,
+        (0..FEATURES).map(|f| format!("f{f}")).collect(),
+    );
+    let ts = prost_types::Timestamp {
+        seconds: EVENT_US / 1_000_000,
+        nanos: 0,
+    };
+    let stamp = ts.encode_to_vec();
+    let client = redis::Client::open(format!("redis://{addr}/")).expect("client");
+    let mut conn = client.get_connection().expect("connect");
+    let t = Instant::now();
+    for chunk in rows.chunks(10_000) {
+        let mut pipe = redis::pipe();
+        for group in chunk.chunks(redis_store::KEYS_PER_SCRIPT) {
+            let cmd = pipe
+                .cmd("EVAL")
+                .arg(redis_store::WRITE_SCRIPT)
+                .arg(group.len());
+            for (k, _) in group {
+                let mut key = k.clone();
+                key.extend_from_slice(b"bench");
+                cmd.arg(key);
+            }
+            cmd.arg(&layout.redis_ts_field).arg(0);
+            for (_, values) in group {
+                cmd.arg(ts.seconds)
+                    .arg(ts.nanos)
+                    .arg(&stamp)
+                    .arg(values.len());
+                for (field, v) in layout.redis_fields.iter().zip(values) {
+                    cmd.arg(&field[..]).arg(v);
+                }
+            }
+            cmd.ignore();
+        }
+        let () = pipe.query(&mut conn).expect("pipeline");
+    }
+    t.elapsed().as_secs_f64()
+}
+
 fn feast_materialize(venv: &str, dir: &Path) -> Option<f64> {
     let t = Instant::now();
     let status = Command::new(format!("{venv}/bin/feast"))
@@ -246,6 +312,7 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(100_000);
     let venv = std::env::var("FEAST_VENV").ok();
+    let stores = std::env::var("MAT_STORES").unwrap_or_else(|_| "sqlite,redis".into());
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let rows_total = (n as f64) * FEATURES as f64;
     println!("machine: {}", machine());
@@ -262,19 +329,33 @@ fn main() {
     };
     let rows = rows(n);
 
-    // SQLite
+    if stores.contains("sqlite") {
+        sqlite_runs(&rt, n, venv.as_deref(), &rows, &report);
+    }
+    if stores.contains("redis") {
+        redis_runs(&rt, n, venv.as_deref(), &rows, &report);
+    }
+}
+
+fn sqlite_runs(
+    rt: &tokio::runtime::Runtime,
+    n: i64,
+    venv: Option<&str>,
+    rows: &[(Vec<u8>, Vec<Vec<u8>>)],
+    report: &dyn Fn(&str, f64, f64),
+) {
     let dir = tempfile::tempdir().expect("tempdir");
     repo(dir.path(), "  type: sqlite\n  path: data/online.db");
     write_parquet(&dir.path().join("data/stats.parquet"), n);
-    let bare = bare_sqlite(&dir.path().join("bare.db"), &rows);
+    let bare = bare_sqlite(&dir.path().join("bare.db"), rows);
     let tern = rt.block_on(tern_materialize(dir.path()));
-    let read = read_phase(dir.path());
+    let read = read_phase(dir.path(), true);
     report("SQLite: bare statement", bare, bare);
     report("SQLite: tern materialize", tern, bare);
     println!(
         "  of which reading the Parquet window (newest row per entity, values encoded): {read:.2} s"
     );
-    if let Some(venv) = &venv {
+    if let Some(venv) = venv {
         // Same table (apply created it), emptied: Feast writes into it.
         rusqlite::Connection::open(dir.path().join("data/online.db"))
             .and_then(|c| c.execute_batch("DELETE FROM bench_stats"))
@@ -284,8 +365,15 @@ fn main() {
             None => println!("SQLite: feast materialize failed"),
         }
     }
+}
 
-    // Redis
+fn redis_runs(
+    rt: &tokio::runtime::Runtime,
+    n: i64,
+    venv: Option<&str>,
+    rows: &[(Vec<u8>, Vec<Vec<u8>>)],
+    report: &dyn Fn(&str, f64, f64),
+) {
     let server = RedisServer::start(&[]).expect("redis-server");
     let dir = tempfile::tempdir().expect("tempdir");
     repo(
@@ -293,15 +381,37 @@ fn main() {
         &format!("  type: redis\n  connection_string: \"{}\"", server.addr()),
     );
     write_parquet(&dir.path().join("data/stats.parquet"), n);
-    let bare = bare_redis(&server.addr(), &rows);
     let mut conn = redis::Client::open(format!("redis://{}/", server.addr()))
         .and_then(|c| c.get_connection())
         .expect("connect");
+    let cpu0 = redis_cpu(&mut conn);
+    let bare = bare_redis(&server.addr(), rows);
+    let cpu1 = redis_cpu(&mut conn);
     let () = redis::cmd("FLUSHALL").query(&mut conn).expect("flush");
+    let script = bare_redis_script(&server.addr(), rows);
+    let cpu2 = redis_cpu(&mut conn);
+    let () = redis::cmd("FLUSHALL").query(&mut conn).expect("flush");
+    let cpu3 = redis_cpu(&mut conn);
     let tern = rt.block_on(tern_materialize(dir.path()));
+    let cpu4 = redis_cpu(&mut conn);
+    println!(
+        "redis-server CPU: {:.2} s for the bare HSETs, {:.2} s for the bare script, {:.2} s for tern materialize",
+        cpu1 - cpu0,
+        cpu2 - cpu1,
+        cpu4 - cpu3
+    );
+    let read = read_phase(dir.path(), false);
     report("Redis: bare HSET pipelines", bare, bare);
+    report("Redis: bare write-script pipelines", script, bare);
     report("Redis: tern materialize", tern, bare);
-    if let Some(venv) = &venv {
+    println!(
+        "  tern materialize vs the bare write script: {:.2}x",
+        tern / script
+    );
+    println!(
+        "  of which reading the Parquet window (newest row per entity, values encoded): {read:.2} s"
+    );
+    if let Some(venv) = venv {
         let () = redis::cmd("FLUSHALL").query(&mut conn).expect("flush");
         match feast_materialize(venv, dir.path()) {
             Some(s) => report("Redis: feast materialize (0.67)", s, bare),

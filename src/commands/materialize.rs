@@ -16,11 +16,14 @@ use crate::plan::versions as history;
 use crate::proto::feast::core as pb;
 use crate::registry::RegistrySource;
 use crate::registry::model::RegistryModel;
-use crate::store::redis::WriteRow;
-use crate::store::{StorageLayout, sqlite};
+use crate::store::redis::{WriteRow, Written};
+use crate::store::{RedisStore, StorageLayout, StoreError, sqlite};
+use futures_util::StreamExt;
 
 /// Entities per SQLite transaction and per Redis pipeline.
 const CHUNK: usize = 10_000;
+/// Redis chunks written concurrently (pipelined on one connection).
+const CHUNKS_IN_FLIGHT: usize = 3;
 /// Bound on each Redis round trip of a materialization.
 const REDIS_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -249,13 +252,19 @@ async fn write(
             let path = path.clone();
             let table = layout.sqlite_table.clone();
             let features = layout.features.clone();
-            let rows: Vec<(Vec<u8>, materialize::LatestRow)> = latest.rows.into_iter().collect();
+            let mut rows: Vec<(Vec<u8>, materialize::LatestRow)> =
+                latest.rows.into_iter().collect();
+            // In key order, inserts walk the primary-key index from left to right
+            // instead of touching a random page each (about twice as fast on a table
+            // larger than the page cache).
+            rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
             tokio::task::spawn_blocking(move || -> rusqlite::Result<usize> {
                 let mut conn = rusqlite::Connection::open(&path)?;
                 conn.busy_timeout(REGISTRY_TIMEOUT)?;
                 // WAL: `tern serve` keeps reading the last committed state while
                 // chunks are written (readers never wait for this writer).
                 conn.pragma_update(None, "journal_mode", "WAL")?;
+                conn.pragma_update(None, "cache_size", -sqlite::MATERIALIZE_CACHE_KIB)?;
                 sqlite::create_table(&conn, &table)?;
                 for chunk in rows.chunks(CHUNK) {
                     let items = chunk.iter().flat_map(|(k, r)| {
@@ -288,40 +297,51 @@ async fn write(
             };
             let store = super::open_redis(config, redis, REDIS_TIMEOUT)?;
             let rows: Vec<(&Vec<u8>, &materialize::LatestRow)> = latest.rows.iter().collect();
+            let features: Vec<&str> = layout.features.iter().map(String::as_str).collect();
+            // A few chunks in flight on the one connection: Tern builds the next
+            // pipeline while Redis runs the previous one (each chunk's keys are
+            // distinct, so their order does not matter).
+            let mut chunks = rows.chunks(CHUNK);
+            let mut in_flight = futures_util::stream::FuturesOrdered::new();
             let mut written = 0;
-            for chunk in rows.chunks(CHUNK) {
-                let values: Vec<Vec<(&str, &[u8])>> = chunk
-                    .iter()
-                    .map(|(_, r)| {
-                        layout
-                            .features
-                            .iter()
-                            .map(String::as_str)
-                            .zip(r.value_bytes())
-                            .collect()
-                    })
-                    .collect();
-                let batch: Vec<WriteRow<'_>> = chunk
-                    .iter()
-                    .zip(&values)
-                    .map(|((k, r), v)| WriteRow {
-                        entity_key: k,
-                        values: v,
-                        event_time: prost_types::Timestamp {
-                            seconds: r.event_us.div_euclid(1_000_000),
-                            nanos: (r.event_us.rem_euclid(1_000_000) * 1000) as i32,
-                        },
-                    })
-                    .collect();
-                let w = store
-                    .write_batch(layout, &batch)
-                    .await
-                    .map_err(|e| failed(e.to_string()))?;
-                written += w.written;
+            loop {
+                while in_flight.len() < CHUNKS_IN_FLIGHT {
+                    let Some(chunk) = chunks.next() else { break };
+                    in_flight.push_back(write_redis_chunk(&store, layout, &features, chunk));
+                }
+                match in_flight.next().await {
+                    Some(w) => written += w.map_err(|e| failed(e.to_string()))?.written,
+                    None => break,
+                }
             }
             Ok(written)
         }
     }
+}
+
+async fn write_redis_chunk(
+    store: &RedisStore,
+    layout: &StorageLayout,
+    features: &[&str],
+    chunk: &[(&Vec<u8>, &materialize::LatestRow)],
+) -> Result<Written, StoreError> {
+    let values: Vec<Vec<(&str, &[u8])>> = chunk
+        .iter()
+        .map(|(_, r)| features.iter().copied().zip(r.value_bytes()).collect())
+        .collect();
+    let batch: Vec<WriteRow<'_>> = chunk
+        .iter()
+        .zip(&values)
+        .map(|((k, r), v)| WriteRow {
+            entity_key: k,
+            values: v,
+            event_time: prost_types::Timestamp {
+                seconds: r.event_us.div_euclid(1_000_000),
+                nanos: (r.event_us.rem_euclid(1_000_000) * 1000) as i32,
+            },
+        })
+        .collect();
+    store.write_batch(layout, &batch).await
 }
 
 fn shown(us: i64) -> String {

@@ -44,8 +44,10 @@ pub(crate) struct Stored {
     pub(crate) text: Option<String>,
 }
 
-/// Python's `repr` of a float (what `str()` gives Feast's `value_text`).
+/// Python's `repr` of a float (what `str()` gives Feast's `value_text`). One
+/// allocation: SQLite materialization calls it for every float it stores.
 pub(crate) fn python_float(x: f64) -> String {
+    use std::io::Write as _;
     if x.is_nan() {
         return "nan".to_owned();
     }
@@ -55,34 +57,68 @@ pub(crate) fn python_float(x: f64) -> String {
     if x == 0.0 {
         return if x.is_sign_negative() { "-0.0" } else { "0.0" }.to_owned();
     }
-    // Shortest round-trip digits and the decimal exponent, as `d.ddde±x`.
-    let sci = format!("{x:e}");
-    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
-    let exp: i32 = exp.parse().unwrap_or(0);
-    let negative = mantissa.starts_with('-');
-    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
-    let sign = if negative { "-" } else { "" };
+    // Shortest round-trip digits and the decimal exponent, from `d.ddde±x`
+    // (at most 17 digits, a sign, a point and a 4-character exponent).
+    let mut sci = [0u8; 32];
+    let len = {
+        let mut cursor = std::io::Cursor::new(&mut sci[..]);
+        if write!(cursor, "{:e}", x.abs()).is_err() {
+            return format!("{x}");
+        }
+        cursor.position() as usize
+    };
+    let sci = &sci[..len];
+    let e = sci.iter().position(|&b| b == b'e').unwrap_or(len);
+    let exp: i32 = std::str::from_utf8(&sci[(e + 1).min(len)..])
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0);
+    let mut digits = [0u8; 32];
+    let mut n = 0;
+    for &b in sci[..e].iter().filter(|b| b.is_ascii_digit()) {
+        digits[n] = b;
+        n += 1;
+    }
+    let digits = &digits[..n];
+    let mut out = String::with_capacity(n + 8);
+    if x < 0.0 {
+        out.push('-');
+    }
+    let push = |out: &mut String, bytes: &[u8]| {
+        out.extend(bytes.iter().map(|&b| char::from(b)));
+    };
     if (-4..16).contains(&exp) {
         let point = exp + 1;
-        let s = if point <= 0 {
-            format!("0.{}{digits}", "0".repeat(point.unsigned_abs() as usize))
+        if point <= 0 {
+            out.push_str("0.");
+            out.extend(std::iter::repeat_n('0', point.unsigned_abs() as usize));
+            push(&mut out, digits);
         } else if point as usize >= digits.len() {
-            format!("{digits}{}.0", "0".repeat(point as usize - digits.len()))
+            push(&mut out, digits);
+            out.extend(std::iter::repeat_n('0', point as usize - digits.len()));
+            out.push_str(".0");
         } else {
             let (a, b) = digits.split_at(point as usize);
-            format!("{a}.{b}")
-        };
-        format!("{sign}{s}")
+            push(&mut out, a);
+            out.push('.');
+            push(&mut out, b);
+        }
     } else {
-        let (first, rest) = digits.split_at(1);
-        let frac = if rest.is_empty() {
-            String::new()
-        } else {
-            format!(".{rest}")
-        };
-        let e_sign = if exp < 0 { '-' } else { '+' };
-        format!("{sign}{first}{frac}e{e_sign}{:02}", exp.unsigned_abs())
+        let (first, rest) = digits.split_at(1.min(digits.len()));
+        push(&mut out, first);
+        if !rest.is_empty() {
+            out.push('.');
+            push(&mut out, rest);
+        }
+        out.push('e');
+        out.push(if exp < 0 { '-' } else { '+' });
+        let magnitude = exp.unsigned_abs();
+        if magnitude < 10 {
+            out.push('0');
+        }
+        out.push_str(&magnitude.to_string());
     }
+    out
 }
 
 /// A value as stored, with the `value_text` Feast's SQLite store keeps beside it:
@@ -263,6 +299,16 @@ mod tests {
             (-2.5, "-2.5"),
             (3.0, "3.0"),
             (1.5e300, "1.5e+300"),
+            (-1.5e-300, "-1.5e-300"),
+            (-0.00012, "-0.00012"),
+            (1e22, "1e+22"),
+            (f64::MAX, "1.7976931348623157e+308"),
+            (f64::MIN_POSITIVE, "2.2250738585072014e-308"),
+            (5e-324, "5e-324"),
+            (-0.0, "-0.0"),
+            (0.1 + 0.2, "0.30000000000000004"),
+            (1e15, "1000000000000000.0"),
+            (9_999_999_999_999_998.0, "9999999999999998.0"),
         ] {
             assert_eq!(python_float(x), want, "{x}");
         }

@@ -23,7 +23,6 @@
 //! field that is not a Timestamp, or a value that is not a `feast.types.Value` is a
 //! [`StoreError::DataFault`], never served and never retried.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -44,6 +43,14 @@ use super::{
     OnlineStore, StorageLayout, StoreError, StoreKind, ValueArena, ViewRead, ViewRows, key_hex,
 };
 use crate::config::{KeySerialization, RedisConfig, RedisTls, RedisType};
+
+/// The server script of [`RedisStore::write_batch`] (its arguments are described at
+/// its top).
+pub const WRITE_SCRIPT: &str = include_str!("redis_write.lua");
+
+/// Keys per write script call on a single server: Redis runs a script without
+/// serving anyone else, so a call stays well under a millisecond.
+pub const KEYS_PER_SCRIPT: usize = 100;
 
 /// The hash field of `feature` in the view stored as `storage_name`.
 pub fn field_name(storage_name: &str, feature: &str) -> [u8; 4] {
@@ -284,103 +291,104 @@ impl RedisStore {
     }
 
     /// Writes one view's rows as Feast 0.67's `online_write_batch` does (its default
-    /// path, `skip_dedup` off): one round trip reads every row's stored `_ts` field; a
-    /// row whose event time is not newer than the stored one, or than an earlier row of
-    /// the batch for the same entity, is skipped; the others are written in a second
-    /// round trip, each as one HSET of its `_ts` field (seconds and nanos) and its
-    /// features, followed by an EXPIRE of the key when `key_ttl_seconds` is set. On a
-    /// cluster each round trip is one pipeline per node. Not atomic, as in Feast: a
-    /// concurrent writer can interleave between the two round trips.
+    /// path, `skip_dedup` off): a row whose event time is not newer than the stored
+    /// `_ts` field (or than an earlier row of the batch for the same entity) is skipped;
+    /// the others are written as one HSET of the `_ts` field (seconds and nanos) and
+    /// the row's features, followed by an EXPIRE of the key when `key_ttl_seconds` is
+    /// set.
+    ///
+    /// Feast reads every `_ts` in one round trip and writes in a second; here a server
+    /// script checks and writes each key in one step (`redis_write.lua`), so the whole
+    /// batch is one round trip and no concurrent writer can slip in between the check
+    /// and the write. One script call carries up to [`KEYS_PER_SCRIPT`] keys on a single
+    /// server (bounding how long it holds Redis from readers) and one key on a cluster
+    /// (a script's keys must share a slot); on a cluster the calls go as one pipeline
+    /// per node.
     pub async fn write_batch(
         &self,
         layout: &StorageLayout,
         rows: &[WriteRow<'_>],
     ) -> Result<Written, StoreError> {
-        let keys: Vec<Vec<u8>> = rows.iter().map(|r| self.redis_key(r.entity_key)).collect();
-        let reads = keys
+        let per_call = match self.inner.backend {
+            Backend::Single(..) => KEYS_PER_SCRIPT,
+            Backend::Cluster(_) => 1,
+        };
+        let ttl = self.inner.key_ttl.unwrap_or(0).to_string();
+        let groups: Vec<&[WriteRow<'_>]> = rows.chunks(per_call).collect();
+        let calls = groups
             .iter()
-            .map(|key| {
-                let mut cmd = ::redis::cmd("HMGET");
-                cmd.arg(key).arg(&layout.redis_ts_field);
-                Command {
-                    key: key.clone(),
-                    cmd,
+            .map(|group| {
+                let mut cmd = ::redis::cmd("EVAL");
+                cmd.arg(WRITE_SCRIPT).arg(group.len());
+                let mut first = Vec::new();
+                for (i, row) in group.iter().enumerate() {
+                    let key = self.redis_key(row.entity_key);
+                    cmd.arg(&key);
+                    if i == 0 {
+                        first = key;
+                    }
                 }
+                cmd.arg(&layout.redis_ts_field).arg(&ttl);
+                for row in group.iter() {
+                    cmd.arg(row.event_time.seconds)
+                        .arg(row.event_time.nanos)
+                        .arg(row.event_time.encode_to_vec())
+                        .arg(row.values.len());
+                    for &(feature, value) in row.values {
+                        let field = layout
+                            .feature_index
+                            .get(feature)
+                            .and_then(|&i| layout.redis_fields.get(i as usize))
+                            .copied()
+                            // Feast writes whatever features a row has, known to the view or not.
+                            .unwrap_or_else(|| field_name(&layout.storage_name, feature));
+                        cmd.arg(&field[..]).arg(value);
+                    }
+                }
+                Command { key: first, cmd }
             })
             .collect();
-        let stored = self.send(reads).await?;
+        let replies = self.send(calls).await?;
 
         let mut summary = Written::default();
-        let mut writes = Vec::with_capacity(rows.len() * 2);
-        // Per write command, the row it writes (for errors).
-        let mut written_rows = Vec::with_capacity(rows.len() * 2);
-        // Newest event time queued so far per key: the reads above all happened before
-        // any write, so rows of one entity must also be compared with each other.
-        let mut queued: HashMap<&[u8], i128> = HashMap::new();
-        for (i, ((row, key), reply)) in rows.iter().zip(&keys).zip(stored).enumerate() {
-            let fault = |detail: String| self.fault(&layout.storage_name, row.entity_key, detail);
-            let previous = match reply {
-                Value::Array(fields) => match fields.first() {
-                    Some(Value::BulkString(raw)) => total_nanos(event_time(raw).map_err(|e| {
-                        fault(format!(
-                            "_ts:{} field is not a protobuf Timestamp ({e})",
-                            layout.storage_name
-                        ))
-                    })?),
-                    Some(Value::Nil) | None => 0,
-                    Some(other) => {
-                        return Err(self.protocol(format!("HMGET answered {other:?}")));
-                    }
-                },
+        for (group, reply) in groups.iter().zip(replies) {
+            let view = layout.storage_name.as_str();
+            let states = match reply {
+                Value::Array(states) if states.len() == group.len() => states,
                 Value::ServerError(e) => {
-                    return Err(self.reply_error(&e, &layout.storage_name, row.entity_key));
+                    return Err(self.reply_error(&e, view, group[0].entity_key));
                 }
-                other => return Err(self.protocol(format!("HMGET answered {other:?}"))),
+                other => {
+                    return Err(self.protocol(format!("the write script answered {other:?}")));
+                }
             };
-            let new = total_nanos(row.event_time);
-            let seen = previous.max(queued.get(key.as_slice()).copied().unwrap_or(0));
-            // Feast's rule: 0 means "nothing stored"; an equal time is not newer.
-            if seen != 0 && new <= seen {
-                summary.skipped += 1;
-                continue;
-            }
-            queued.insert(key, new);
-            let mut hset = ::redis::cmd("HSET");
-            hset.arg(key)
-                .arg(&layout.redis_ts_field)
-                .arg(row.event_time.encode_to_vec());
-            for &(feature, value) in row.values {
-                let field = layout
-                    .feature_index
-                    .get(feature)
-                    .and_then(|&i| layout.redis_fields.get(i as usize))
-                    .copied()
-                    // Feast writes whatever features a row has, known to the view or not.
-                    .unwrap_or_else(|| field_name(&layout.storage_name, feature));
-                hset.arg(&field[..]).arg(value);
-            }
-            writes.push(Command {
-                key: key.clone(),
-                cmd: hset,
-            });
-            written_rows.push(i);
-            if let Some(ttl) = self.inner.key_ttl {
-                let mut expire = ::redis::cmd("EXPIRE");
-                expire.arg(key).arg(ttl);
-                writes.push(Command {
-                    key: key.clone(),
-                    cmd: expire,
-                });
-                written_rows.push(i);
-            }
-            summary.written += 1;
-        }
-        if writes.is_empty() {
-            return Ok(summary);
-        }
-        for (reply, &i) in self.send(writes).await?.into_iter().zip(&written_rows) {
-            if let Value::ServerError(e) = reply {
-                return Err(self.reply_error(&e, &layout.storage_name, rows[i].entity_key));
+            for (row, state) in group.iter().zip(states) {
+                match state {
+                    Value::Int(1) => summary.written += 1,
+                    Value::Int(0) => summary.skipped += 1,
+                    Value::Int(-1) => {
+                        return Err(self.fault(
+                            view,
+                            row.entity_key,
+                            format!("_ts:{view} field is not a protobuf Timestamp"),
+                        ));
+                    }
+                    Value::BulkString(text) => {
+                        let text = String::from_utf8_lossy(&text);
+                        return Err(if text.starts_with("WRONGTYPE") {
+                            self.fault(
+                                view,
+                                row.entity_key,
+                                format!("the key is not a hash ({text})"),
+                            )
+                        } else {
+                            self.unavailable_because(text.into_owned())
+                        });
+                    }
+                    other => {
+                        return Err(self.protocol(format!("the write script answered {other:?}")));
+                    }
+                }
             }
         }
         Ok(summary)
@@ -894,11 +902,6 @@ fn event_time(raw: &[u8]) -> Result<Timestamp, String> {
         ));
     }
     Ok(ts)
-}
-
-/// An event time in nanoseconds, as Feast compares them.
-fn total_nanos(ts: Timestamp) -> i128 {
-    i128::from(ts.seconds) * 1_000_000_000 + i128::from(ts.nanos)
 }
 
 fn pick(connections: &[ConnectionManager], next: &AtomicUsize) -> ConnectionManager {

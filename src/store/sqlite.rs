@@ -621,6 +621,11 @@ pub struct MaterializedRow<'a> {
     pub created_ts: Option<i64>,
 }
 
+/// Page cache of a materialization's writer connection, in KiB (SQLite's default is
+/// 2 MiB): the index pages a run touches stay cached instead of being read again per
+/// chunk. A bound, not an allocation: a small table uses what it needs.
+pub const MATERIALIZE_CACHE_KIB: i64 = 64 * 1024;
+
 /// Upserts materialized rows in one transaction (Feast's materialization replaces
 /// whatever the row held).
 pub fn write_materialized<'a>(

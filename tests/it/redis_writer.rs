@@ -314,3 +314,125 @@ async fn key_ttl_seconds_sets_an_expiry_on_written_keys() {
         .unwrap();
     assert!((1..=3600).contains(&ttl), "TTL {ttl}");
 }
+
+/// The write script's own reading of stored event times: negative and extreme
+/// seconds compare exactly, a batch longer than one script call still compares rows of
+/// one entity across calls, a key that is not a hash or a `_ts` that is not a
+/// Timestamp is a data fault, and a view wider than one Lua `unpack` is written whole.
+#[tokio::test]
+async fn the_write_script_compares_every_valid_time_and_reports_faults() {
+    use tern::store::StoreError;
+    use tern::store::redis::KEYS_PER_SCRIPT;
+
+    let redis = RedisServer::start(&[]).expect("redis-server starts");
+    let store = open_redis_store(&single_store(&redis.addr(), ""));
+    let layout = Arc::new(StorageLayout::new("tern_demo", "v", 0, vec!["f".into()]));
+    let values: &'static [Vec<u8>] = Vec::leak((0..10).map(int64_value).collect());
+    let pairs: &'static [[(&str, &[u8]); 1]] =
+        Vec::leak(values.iter().map(|v| [("f", v.as_slice())]).collect());
+    let ts = |seconds, nanos| Timestamp { seconds, nanos };
+    let row = |key: &'static [u8], value: usize, event_time| WriteRow {
+        entity_key: key,
+        values: &pairs[value],
+        event_time,
+    };
+    let write = |rows: Vec<WriteRow<'static>>| {
+        let (store, layout) = (store.clone(), layout.clone());
+        async move { store.write_batch(&layout, &rows).await }
+    };
+    let summary = |written, skipped| Written { written, skipped };
+
+    // Before 1970 (a ten-byte varint on the wire) and at the ends of the range.
+    let min = -62_135_596_800;
+    let max = 253_402_300_799;
+    for (first, then, want) in [
+        (ts(-100, 5), ts(-101, 0), (1, 0)),
+        (ts(-100, 5), ts(-100, 5), (1, 0)),
+        (ts(-100, 5), ts(-100, 6), (1, 1)),
+        (ts(-100, 5), ts(-99, 0), (1, 1)),
+        (ts(min, 0), ts(min, 1), (1, 1)),
+        (ts(max, 999_999_999), ts(max, 999_999_998), (1, 0)),
+        (ts(1_700_000_000, 0), ts(-1, 999_999_999), (1, 0)),
+    ] {
+        let key: &'static [u8] = Vec::leak(format!("k{first:?}{then:?}").into_bytes());
+        write(vec![row(key, 1, first)]).await.unwrap();
+        let w = write(vec![row(key, 2, then)]).await.unwrap();
+        assert_eq!(
+            (w.written, w.skipped),
+            (want.1, 1 - want.1),
+            "{first:?} then {then:?}"
+        );
+        let kept = if want.1 == 1 { (2, then) } else { (1, first) };
+        assert_eq!(
+            stored(&redis.addr(), key).await,
+            kept,
+            "{first:?} then {then:?}"
+        );
+    }
+
+    // One entity at both ends of a batch longer than one script call.
+    let mut rows = vec![row(b"span", 5, ts(500, 0))];
+    rows.extend((0..KEYS_PER_SCRIPT + 10).map(|_| row(b"other", 3, ts(10, 0))));
+    rows.push(row(b"span", 6, ts(400, 0)));
+    assert_eq!(write(rows).await.unwrap(), summary(2, KEYS_PER_SCRIPT + 10));
+    assert_eq!(stored(&redis.addr(), b"span").await, (5, ts(500, 0)));
+
+    // Faults: a `_ts` that is not a Timestamp, a key that is not a hash.
+    let mut conn = connect(&redis.addr()).await;
+    redis::cmd("HSET")
+        .arg(b"badtstern_demo")
+        .arg("_ts:v")
+        .arg(b"\x0a\x05")
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    redis::cmd("SET")
+        .arg(b"stringtern_demo")
+        .arg("x")
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    for (key, want) in [
+        (&b"badts"[..], "_ts:v field is not a protobuf Timestamp"),
+        (&b"string"[..], "the key is not a hash (WRONGTYPE"),
+    ] {
+        match write(vec![row(key, 1, ts(100, 0))]).await {
+            Err(StoreError::DataFault { view, detail, .. }) => {
+                assert_eq!(view, "v");
+                assert!(detail.starts_with(want), "{detail}");
+            }
+            other => panic!("{key:?}: a data fault, got {other:?}"),
+        }
+    }
+    let bad: Vec<u8> = redis::cmd("HGET")
+        .arg(b"badtstern_demo")
+        .arg("_ts:v")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(bad, b"\x0a\x05", "nothing written over the fault");
+
+    // A view of 1,500 features: more than one HSET's worth of Lua arguments.
+    let wide: Vec<String> = (0..1500).map(|i| format!("f{i}")).collect();
+    let layout = StorageLayout::new("tern_demo", "wide", 0, wide.clone());
+    let value = int64_value(7);
+    let values: Vec<(&str, &[u8])> = wide
+        .iter()
+        .map(|f| (f.as_str(), value.as_slice()))
+        .collect();
+    let rows = [WriteRow {
+        entity_key: b"w",
+        values: &values,
+        event_time: ts(100, 0),
+    }];
+    assert_eq!(
+        store.write_batch(&layout, &rows).await.unwrap(),
+        summary(1, 0)
+    );
+    let fields: i64 = redis::cmd("HLEN")
+        .arg(b"wtern_demo")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(fields, 1501, "1,500 features and the _ts field");
+}
