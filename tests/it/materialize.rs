@@ -719,9 +719,10 @@ fn without_a_terminal_each_view_ends_with_a_summary_line() {
     assert_eq!(views.count(), 5, "{lines:?}");
 }
 
-/// README's "Rebuild the example from nothing": on the example's Parquet files alone,
-/// `tern apply -f definitions.yaml` then `tern materialize` give Feast's online rows
-/// (driver_stats' active v1 rows, in the table of a fresh v0), which `tern serve` reads.
+/// README's "Rebuild the example from nothing": `examples/feature_repo/rebuild.sh`, on the
+/// example's YAML and Parquet files alone, replays driver_stats' history and materializes
+/// every view and version: every online table equals the one Feast 0.67 built, and `tern
+/// serve` reads the active and the staged version from it.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_example_rebuilds_from_its_definitions_and_parquet_files() {
     use crate::support::*;
@@ -729,8 +730,17 @@ async fn the_example_rebuilds_from_its_definitions_and_parquet_files() {
     use tern::serving::Clock;
 
     let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("data")).unwrap();
-    for name in ["feature_store.yaml", "definitions.yaml"] {
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    std::fs::create_dir_all(dir.path().join("history")).unwrap();
+    for name in [
+        "feature_store.yaml",
+        "definitions.yaml",
+        "driver_stats.yaml",
+        "rebuild.sh",
+        "history/driver_stats_v0.yaml",
+        "history/driver_stats_v2.yaml",
+        "history/pinned_services.yaml",
+    ] {
         std::fs::copy(example().join(name), dir.path().join(name)).unwrap();
     }
     for entry in std::fs::read_dir(example().join("data")).unwrap() {
@@ -743,25 +753,20 @@ async fn the_example_rebuilds_from_its_definitions_and_parquet_files() {
             .unwrap();
         }
     }
-    let tern = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tern"))
-            .args(args)
-            .current_dir(dir.path())
-            .env_remove("RUST_LOG")
-            .env_remove("TERN_CONFIG")
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "tern {args:?}: {out:?}");
-    };
-    tern(&["apply", "-f", "definitions.yaml"]);
-    tern(&["materialize", START, END]);
+    let out = std::process::Command::new("bash")
+        .arg("rebuild.sh")
+        .current_dir(dir.path())
+        .env("TERN", env!("CARGO_BIN_EXE_tern"))
+        .env_remove("RUST_LOG")
+        .env_remove("TERN_CONFIG")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "rebuild.sh: {out:?}");
 
-    let mut feast = sqlite_tables(&example().join("data/online.db"));
-    feast.remove("tern_demo_driver_stats");
-    feast.remove("tern_demo_driver_stats_v2");
-    let v1 = feast.remove("tern_demo_driver_stats_v1").unwrap();
-    feast.insert("tern_demo_driver_stats".to_owned(), v1);
-    assert_eq!(sqlite_tables(&dir.path().join("data/online.db")), feast);
+    assert_eq!(
+        sqlite_tables(&dir.path().join("data/online.db")),
+        sqlite_tables(&example().join("data/online.db"))
+    );
 
     let config = dir.path().join("feature_store.yaml");
     let server = tern::testing::TestServer::start(&config, Clock::Fixed(1_736_470_800))
@@ -772,7 +777,11 @@ async fn the_example_rebuilds_from_its_definitions_and_parquet_files() {
         &ch,
         Route::Serving,
         refs_request(
-            &["driver_stats:conv_rate", "customer_profile:tier"],
+            &[
+                "driver_stats:conv_rate",
+                "driver_stats@v2:vip_level",
+                "customer_profile:tier",
+            ],
             vec![
                 ("driver_id", vec![int64(1001)]),
                 ("customer_id", vec![string("c1")]),
@@ -783,6 +792,7 @@ async fn the_example_rebuilds_from_its_definitions_and_parquet_files() {
     .unwrap();
     let value = |v: Val| vec![Value { val: Some(v) }];
     assert_eq!(column(&r, "conv_rate").0, value(Val::FloatVal(0.21)));
+    assert_eq!(column(&r, "vip_level").0, value(Val::Int32Val(3)));
     assert_eq!(column(&r, "tier").0, value(Val::StringVal("gold".into())));
     server.stop().await.unwrap();
 }
