@@ -325,13 +325,15 @@ async fn write_redis_chunk(
     features: &[&str],
     chunk: &[(&Vec<u8>, &materialize::LatestRow)],
 ) -> Result<Written, StoreError> {
-    let values: Vec<Vec<(&str, &[u8])>> = chunk
+    // Every row's (feature, value) pairs in one vector, sliced per row.
+    let values: Vec<(&str, &[u8])> = chunk
         .iter()
-        .map(|(_, r)| features.iter().copied().zip(r.value_bytes()).collect())
+        .flat_map(|(_, r)| features.iter().copied().zip(r.value_bytes()))
         .collect();
+    let per_row = features.len().max(1);
     let batch: Vec<WriteRow<'_>> = chunk
         .iter()
-        .zip(&values)
+        .zip(values.chunks(per_row).chain(std::iter::repeat(&[][..])))
         .map(|((k, r), v)| WriteRow {
             entity_key: k,
             values: v,

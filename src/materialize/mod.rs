@@ -70,19 +70,109 @@ pub struct LatestRow {
     pub event_us: i64,
     /// Created time, microseconds, when the source has the column.
     pub created_us: Option<i64>,
-    /// One stored value per feature, in the view's feature order.
-    pub(crate) values: Vec<values::Stored>,
+    /// Every value's serialized bytes, then every `value_text`, back to back (two
+    /// allocations per entity, not one or two per value).
+    data: Box<[u8]>,
+    /// Where each value ends in `data`, in feature order; then, when texts were
+    /// computed, where each text ends, with [`NO_TEXT`] set for a value without one.
+    ends: Box<[u32]>,
+    /// Features (values) in the row.
+    features: u32,
 }
+
+/// Marks a value without `value_text` in [`LatestRow::ends`].
+const NO_TEXT: u32 = 1 << 31;
 
 impl LatestRow {
     /// Serialized values, in feature order.
     pub fn value_bytes(&self) -> impl Iterator<Item = &[u8]> {
-        self.values.iter().map(|v| v.bytes.as_slice())
+        let n = self.features as usize;
+        let ends = self.ends.get(..n).unwrap_or_default();
+        ends.iter().scan(0usize, |start, &end| {
+            let end = end as usize;
+            let slice = self.data.get(*start..end).unwrap_or_default();
+            *start = end;
+            Some(slice)
+        })
     }
 
-    /// SQLite `value_text`s, in feature order.
+    /// SQLite `value_text`s, in feature order (all `None` when not computed).
     pub fn value_texts(&self) -> impl Iterator<Item = Option<&str>> {
-        self.values.iter().map(|v| v.text.as_deref())
+        let n = self.features as usize;
+        let first = match n {
+            0 => 0,
+            _ => self.ends.get(n - 1).map_or(0, |&e| e as usize),
+        };
+        let texts = self.ends.get(n..).unwrap_or_default();
+        let missing = n.saturating_sub(texts.len());
+        texts
+            .iter()
+            .scan(first, |start, &end| {
+                let stop = (end & !NO_TEXT) as usize;
+                let text = (end & NO_TEXT == 0)
+                    .then(|| self.data.get(*start..stop))
+                    .flatten()
+                    .and_then(|b| std::str::from_utf8(b).ok());
+                *start = stop;
+                Some(text)
+            })
+            .chain(std::iter::repeat_n(None, missing))
+    }
+}
+
+/// Scratch buffers reused for every row of a read.
+#[derive(Default)]
+struct RowBuffers {
+    bytes: Vec<u8>,
+    text: String,
+    ends: Vec<u32>,
+    text_ends: Vec<u32>,
+}
+
+impl RowBuffers {
+    /// The row of `cols` at `row` as a [`LatestRow`]; `None` past 2 GiB of values.
+    fn build(
+        &mut self,
+        cols: &[(ArrayRef, ValueType)],
+        row: usize,
+        with_text: bool,
+        (event_us, created_us): (i64, Option<i64>),
+    ) -> Option<LatestRow> {
+        self.bytes.clear();
+        self.text.clear();
+        self.ends.clear();
+        self.text_ends.clear();
+        for (c, t) in cols {
+            let text = with_text.then_some(&mut self.text);
+            let has_text = values::push_value(c, row, *t, &mut self.bytes, text);
+            self.ends.push(u32::try_from(self.bytes.len()).ok()?);
+            if with_text {
+                let end = u32::try_from(self.text.len()).ok()?;
+                self.text_ends
+                    .push(if has_text { end } else { end | NO_TEXT });
+            }
+        }
+        let base = u32::try_from(self.bytes.len()).ok()?;
+        if u64::from(base) + self.text.len() as u64 >= u64::from(NO_TEXT) {
+            return None;
+        }
+        let mut data = Vec::with_capacity(self.bytes.len() + self.text.len());
+        data.extend_from_slice(&self.bytes);
+        data.extend_from_slice(self.text.as_bytes());
+        let mut ends = Vec::with_capacity(self.ends.len() + self.text_ends.len());
+        ends.extend_from_slice(&self.ends);
+        ends.extend(
+            self.text_ends
+                .iter()
+                .map(|&e| ((e & !NO_TEXT) + base) | (e & NO_TEXT)),
+        );
+        Some(LatestRow {
+            event_us,
+            created_us,
+            data: data.into_boxed_slice(),
+            ends: ends.into_boxed_slice(),
+            features: u32::try_from(cols.len()).ok()?,
+        })
     }
 }
 
@@ -240,6 +330,7 @@ pub fn read_latest(
         })
         .collect();
     let mut latest = Latest::default();
+    let mut buffers = RowBuffers::default();
     for file in parquet_files(&path)? {
         let src_err = |detail: String| MaterializeError::Source {
             path: file.clone(),
@@ -325,18 +416,15 @@ pub fn read_latest(
                     Some(old) => (event, created_us) > (old.event_us, old.created_us),
                 };
                 if newer {
-                    let values = cols
-                        .iter()
-                        .map(|(c, t)| values::value(c, row, *t, with_text))
-                        .collect();
-                    latest.rows.insert(
-                        k,
-                        LatestRow {
-                            event_us: event,
-                            created_us,
-                            values,
-                        },
-                    );
+                    let latest_row = buffers
+                        .build(&cols, row, with_text, (event, created_us))
+                        .ok_or_else(|| {
+                            MaterializeError::View(format!(
+                                "feature view '{}': a row's values exceed 2 GiB",
+                                spec.name
+                            ))
+                        })?;
+                    latest.rows.insert(k, latest_row);
                 }
             }
             progress(batch.num_rows() as u64);

@@ -315,24 +315,27 @@ impl RedisStore {
         };
         let ttl = self.inner.key_ttl.unwrap_or(0).to_string();
         let groups: Vec<&[WriteRow<'_>]> = rows.chunks(per_call).collect();
+        // Reused for every key and stamp: `arg` copies its bytes into the command.
+        let (mut key, mut stamp) = (Vec::new(), Vec::new());
         let calls = groups
             .iter()
             .map(|group| {
                 let mut cmd = ::redis::cmd("EVAL");
                 cmd.arg(WRITE_SCRIPT).arg(group.len());
-                let mut first = Vec::new();
-                for (i, row) in group.iter().enumerate() {
-                    let key = self.redis_key(row.entity_key);
-                    cmd.arg(&key);
-                    if i == 0 {
-                        first = key;
-                    }
+                for row in group.iter() {
+                    key.clear();
+                    key.extend_from_slice(row.entity_key);
+                    key.extend_from_slice(&self.inner.project);
+                    cmd.arg(&key[..]);
                 }
                 cmd.arg(&layout.redis_ts_field).arg(&ttl);
                 for row in group.iter() {
+                    stamp.clear();
+                    // Encoding into a Vec cannot fail (it grows as needed).
+                    let _ = row.event_time.encode(&mut stamp);
                     cmd.arg(row.event_time.seconds)
                         .arg(row.event_time.nanos)
-                        .arg(row.event_time.encode_to_vec())
+                        .arg(&stamp[..])
                         .arg(row.values.len());
                     for &(feature, value) in row.values {
                         let field = layout
@@ -345,7 +348,12 @@ impl RedisStore {
                         cmd.arg(&field[..]).arg(value);
                     }
                 }
-                Command { key: first, cmd }
+                // Routes the call on a cluster (one key per call there).
+                let first = group.first().map(|r| self.redis_key(r.entity_key));
+                Command {
+                    key: first.unwrap_or_default(),
+                    cmd,
+                }
             })
             .collect();
         let replies = self.send(calls).await?;
