@@ -1,0 +1,310 @@
+//! Instructions per request on the in-process path, counted by valgrind (callgrind), a
+//! figure this VM's noise does not move. For each case the request runs N times in a
+//! child process under `valgrind --tool=callgrind`, once with N = 0 and once with N =
+//! `INSTR_REQUESTS`; the difference divided by N is one request's instructions in Tern's
+//! process (on Redis, the server's own work is not counted: valgrind does not follow
+//! it). Both runs first send `WARMUP` requests, so plan builds and statement caches are
+//! paid outside the difference.
+//!
+//! Cases: Tern's `get_online_features` plus the response encoding, as in
+//! `benches/serving.rs`, and beside it the bare store work for the same keys (the same
+//! SQLite statement on one connection; the same HMGET pipeline with the redis crate
+//! alone), for 1 and 100 entities x 10 features.
+//!
+//! `cargo bench --bench instructions` (env: INSTR_REQUESTS=2000, INSTR_CASES=sqlite,redis,
+//! INSTR_PROFILE=DIR to keep the profiles for `callgrind_annotate`). Needs `valgrind`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::rc::Rc;
+use std::time::Duration;
+
+use tern::config::KeySerialization;
+use tern::proto::feast::types::value::Val;
+use tern::proto::feast::types::{RepeatedValue, Value};
+use tern::proto::tern::wire::Column;
+use tern::server::{StoreSettings, open_serving};
+use tern::serving::{Clock, Request, Selection};
+use tern::store::redis::field_name;
+use tern::store::{EntityValue, key};
+use tern::testing::{RedisServer, SyntheticRepo};
+
+/// Requests sent before counting starts, in both runs of a case.
+const WARMUP: usize = 20;
+
+fn ids(n: i64) -> Vec<i64> {
+    // Spread over the table, as benches/serving.rs does.
+    (0..n).map(|i| 1 + (i * 7919) % 1000).collect()
+}
+
+fn entity_keys(n: i64) -> Vec<Vec<u8>> {
+    ids(n)
+        .into_iter()
+        .map(|id| {
+            let mut k = key::key_prefix(&["driver_id"], KeySerialization::V3);
+            key::push_value(&mut k, &EntityValue::Int64(id));
+            k
+        })
+        .collect()
+}
+
+/// What one child process runs.
+struct Case {
+    /// `tern` or `bare`.
+    path: String,
+    /// `sqlite` or `redis`.
+    store: String,
+    entities: i64,
+    /// The repo's feature_store.yaml.
+    yaml: PathBuf,
+    /// Redis address (Redis cases).
+    redis: Option<String>,
+}
+
+/// The child: WARMUP + `n` requests of `case`, then exit.
+fn child(case: &Case, n: usize) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let repo = SyntheticRepo::default();
+    let config = tern::config::load(&case.yaml, |_| None).expect("config");
+    match (case.path.as_str(), case.store.as_str()) {
+        ("tern", _) => {
+            let (serving, _reloader) = rt
+                .block_on(open_serving(
+                    &config,
+                    &StoreSettings::default(),
+                    Clock::Fixed(repo.event_ts),
+                ))
+                .expect("serving");
+            let refs = repo.refs();
+            let columns = vec![Column {
+                key: "driver_id".into(),
+                value: Some(RepeatedValue {
+                    val: ids(case.entities)
+                        .into_iter()
+                        .map(|id| Value {
+                            val: Some(Val::Int64Val(id)),
+                        })
+                        .collect(),
+                }),
+            }];
+            for _ in 0..WARMUP + n {
+                let req = Request {
+                    selection: Some(Selection::Refs(&refs)),
+                    entities: &columns,
+                    full_feature_names: false,
+                    include_metadata: false,
+                    deadline: Some(Duration::from_secs(5)),
+                };
+                let answer = rt
+                    .block_on(serving.get_online_features(req))
+                    .expect("answer");
+                std::hint::black_box(tern::grpc::encode_response(answer));
+            }
+        }
+        ("bare", "sqlite") => {
+            let db = case
+                .yaml
+                .parent()
+                .expect("repo folder")
+                .join("data/online.db");
+            let conn = rusqlite::Connection::open(db).expect("open");
+            rusqlite::vtab::array::load_module(&conn).expect("rarray");
+            let select = "SELECT k.rowid, t.feature_name, t.value, t.event_ts FROM rarray(?1) AS k JOIN synthetic_bench AS t ON t.entity_key = k.value";
+            let keys = entity_keys(case.entities);
+            for _ in 0..WARMUP + n {
+                let ids: Rc<Vec<rusqlite::types::Value>> = Rc::new(
+                    keys.iter()
+                        .map(|k| rusqlite::types::Value::Blob(k.clone()))
+                        .collect(),
+                );
+                let mut stmt = conn.prepare_cached(select).expect("prepare");
+                let mut rows = stmt.query([ids]).expect("query");
+                let mut bytes = 0usize;
+                while let Some(row) = rows.next().expect("row") {
+                    use rusqlite::types::ValueRef;
+                    if let (
+                        Ok(ValueRef::Integer(k)),
+                        Ok(ValueRef::Text(f)),
+                        Ok(ValueRef::Blob(v)),
+                        Ok(ValueRef::Integer(ts)),
+                    ) = (
+                        row.get_ref(0),
+                        row.get_ref(1),
+                        row.get_ref(2),
+                        row.get_ref(3),
+                    ) {
+                        bytes += v.len() + f.len() + (k + ts) as usize;
+                    }
+                }
+                std::hint::black_box(bytes);
+            }
+        }
+        ("bare", "redis") => {
+            let addr = case.redis.as_deref().expect("redis address");
+            let mut conn = rt
+                .block_on(async {
+                    redis::Client::open(format!("redis://{addr}"))?
+                        .get_multiplexed_async_connection()
+                        .await
+                })
+                .expect("redis connection");
+            let view = SyntheticRepo::VIEW;
+            let mut fields: Vec<Vec<u8>> = (0..repo.features)
+                .map(|f| field_name(view, &format!("f{f}")).to_vec())
+                .collect();
+            fields.push(format!("_ts:{view}").into_bytes());
+            let keys: Vec<Vec<u8>> = entity_keys(case.entities)
+                .into_iter()
+                .map(|mut k| {
+                    k.extend_from_slice(repo.project.as_bytes());
+                    k
+                })
+                .collect();
+            for _ in 0..WARMUP + n {
+                let mut pipe = redis::pipe();
+                for k in &keys {
+                    pipe.cmd("HMGET").arg(k).arg(&fields);
+                }
+                let replies: Vec<Vec<Option<Vec<u8>>>> =
+                    rt.block_on(pipe.query_async(&mut conn)).expect("pipeline");
+                std::hint::black_box(replies);
+            }
+        }
+        other => panic!("unknown case {other:?}"),
+    }
+}
+
+/// Instructions valgrind counted for one child run (its "Collected" line).
+fn count(exe: &Path, case: &Case, n: usize) -> u64 {
+    // INSTR_PROFILE=DIR keeps each run's profile for callgrind_annotate.
+    let out_file = match std::env::var("INSTR_PROFILE") {
+        Ok(dir) => format!(
+            "{dir}/callgrind.{}-{}-{}-n{n}.out",
+            case.path, case.store, case.entities
+        ),
+        _ => "/dev/null".to_owned(),
+    };
+    let out = Command::new("valgrind")
+        .args(["--tool=callgrind", "--trace-children=no"])
+        .arg(format!("--callgrind-out-file={out_file}"))
+        .arg(exe)
+        .env(
+            "INSTR_CHILD",
+            format!("{} {} {}", case.path, case.store, case.entities),
+        )
+        .env("INSTR_YAML", &case.yaml)
+        .env("INSTR_REDIS", case.redis.clone().unwrap_or_default())
+        .env("INSTR_N", n.to_string())
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run valgrind (is it installed?)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "child failed: {stderr}");
+    stderr
+        .lines()
+        .find_map(|l| l.split("Collected :").nth(1))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no 'Collected' line in: {stderr}"))
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{cpu}, {cores} cores")
+}
+
+fn main() {
+    if let Ok(spec) = std::env::var("INSTR_CHILD") {
+        let mut parts = spec.split(' ');
+        let case = Case {
+            path: parts.next().unwrap_or_default().to_owned(),
+            store: parts.next().unwrap_or_default().to_owned(),
+            entities: parts.next().and_then(|e| e.parse().ok()).unwrap_or(1),
+            yaml: std::env::var("INSTR_YAML").expect("INSTR_YAML").into(),
+            redis: std::env::var("INSTR_REDIS").ok().filter(|a| !a.is_empty()),
+        };
+        let n = std::env::var("INSTR_N")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        child(&case, n);
+        return;
+    }
+    // `cargo bench` passes `--bench`; nothing else is read from the command line.
+    let requests: usize = std::env::var("INSTR_REQUESTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(2000);
+    let stores = std::env::var("INSTR_CASES").unwrap_or_else(|_| "sqlite,redis".into());
+    let exe = std::env::current_exe().expect("own path");
+    println!("machine: {}", machine());
+    println!(
+        "instructions per request (callgrind; Tern's process only), {requests} requests per count\n"
+    );
+    println!(
+        "{:<8} {:>9} {:>12} {:>12} {:>7}",
+        "store", "entities", "tern", "bare", "ratio"
+    );
+
+    let repo = SyntheticRepo::default();
+    let sqlite_dir = tempfile::tempdir().expect("tempdir");
+    let redis_dir = tempfile::tempdir().expect("tempdir");
+    let mut redis_server = None;
+    for store in ["sqlite", "redis"]
+        .into_iter()
+        .filter(|s| stores.contains(s))
+    {
+        let (yaml, redis) = if store == "sqlite" {
+            (repo.write(sqlite_dir.path()).expect("sqlite repo"), None)
+        } else {
+            let server = RedisServer::start(&[]).expect("redis-server");
+            let rt = tokio::runtime::Runtime::new().expect("runtime");
+            let yaml = rt
+                .block_on(repo.write_redis(redis_dir.path(), &server.addr()))
+                .expect("redis repo");
+            let addr = server.addr();
+            redis_server = Some(server);
+            (yaml, Some(addr))
+        };
+        for entities in [1i64, 100] {
+            // 100-entity requests cost ~50x more: fewer of them give the same precision.
+            let n = if entities == 1 {
+                requests
+            } else {
+                requests / 10
+            }
+            .max(1);
+            let per_request = |path: &str| {
+                let case = Case {
+                    path: path.to_owned(),
+                    store: store.to_owned(),
+                    entities,
+                    yaml: yaml.clone(),
+                    redis: redis.clone(),
+                };
+                let base = count(&exe, &case, 0);
+                let full = count(&exe, &case, n);
+                full.saturating_sub(base) as f64 / n as f64
+            };
+            let tern = per_request("tern");
+            let bare = per_request("bare");
+            println!(
+                "{store:<8} {entities:>9} {tern:>12.0} {bare:>12.0} {:>6.2}x",
+                tern / bare
+            );
+        }
+    }
+    drop(redis_server);
+}
