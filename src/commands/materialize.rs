@@ -176,7 +176,8 @@ pub async fn run(
         let repo_dir = config.repo_dir.clone();
         let serialization = config.entity_key_serialization;
         let with_text = matches!(config.online_store, OnlineStoreConfig::Sqlite { .. });
-        let progress = Progress::new(&target.view, target.version);
+        let total = materialize::source_rows(&spec, &repo_dir).map_err(|e| bad(e.to_string()))?;
+        let progress = Progress::new(&target.view, target.version, total);
         let bar = progress.clone();
         let latest = tokio::task::spawn_blocking(move || {
             materialize::read_latest(
@@ -205,7 +206,7 @@ pub async fn run(
         let layout = StorageLayout::new(&config.project, &target.view, stored_version, features);
         let (rows_read, rows_in_window) = (latest.rows_read, latest.rows_in_window);
         progress.writing(latest.rows.len());
-        let written = write(&config, &layout, latest).await?;
+        let written = write(&config, &layout, latest, &progress).await?;
         progress.finish(rows_in_window, written);
         let _ = writeln!(
             out,
@@ -242,6 +243,7 @@ async fn write(
     config: &RepoConfig,
     layout: &StorageLayout,
     latest: Latest,
+    progress: &Progress,
 ) -> Result<usize, Error> {
     match &config.online_store {
         OnlineStoreConfig::Sqlite { path } => {
@@ -252,6 +254,7 @@ async fn write(
             let path = path.clone();
             let table = layout.sqlite_table.clone();
             let features = layout.features.clone();
+            let progress = progress.clone();
             let mut rows: Vec<(Vec<u8>, materialize::LatestRow)> =
                 latest.rows.into_iter().collect();
             // In key order, inserts walk the primary-key index from left to right
@@ -283,6 +286,7 @@ async fn write(
                             })
                     });
                     sqlite::write_materialized(&mut conn, &table, items)?;
+                    progress.wrote(chunk.len());
                 }
                 Ok(rows.len())
             })
@@ -310,7 +314,11 @@ async fn write(
                     in_flight.push_back(write_redis_chunk(&store, layout, &features, chunk));
                 }
                 match in_flight.next().await {
-                    Some(w) => written += w.map_err(|e| failed(e.to_string()))?.written,
+                    Some(w) => {
+                        let w = w.map_err(|e| failed(e.to_string()))?;
+                        written += w.written;
+                        progress.wrote(w.written + w.skipped);
+                    }
                     None => break,
                 }
             }
@@ -412,25 +420,26 @@ const LINE_EVERY_ROWS: u64 = 1_000_000;
 /// ...or after this long, whichever comes first.
 const LINE_EVERY: Duration = Duration::from_secs(10);
 
-/// Rows read, on a terminal as a progress bar, otherwise as log lines (a log file or
-/// a CI job shows that a long run is alive), plus a summary line per view version.
+/// Rows read, then entities written, on a terminal as a progress bar (count, rate,
+/// ETA), otherwise as log lines (a log file or a CI job shows that a long run is alive
+/// and how far it is), plus a summary line per view version.
 #[derive(Clone)]
 struct Progress {
     bar: indicatif::ProgressBar,
-    /// When the last plain line was logged, in ms since the bar started.
+    /// Rows in the source, from the Parquet footers.
+    total_rows: u64,
+    started: Instant,
+    /// Rows read, kept when the bar moves on to counting entities written.
+    rows_read: Arc<AtomicU64>,
+    /// When the last plain line was logged, in ms since `started`.
     last_line_ms: Arc<AtomicU64>,
 }
 
 impl Progress {
-    fn new(view: &str, version: u32) -> Self {
+    fn new(view: &str, version: u32, total_rows: u64) -> Self {
         let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-            let bar = indicatif::ProgressBar::new_spinner();
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{spinner} {prefix}: {human_pos} rows read ({per_sec}) {elapsed}",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
-            );
+            let bar = indicatif::ProgressBar::new(total_rows);
+            bar.set_style(Self::style("rows read"));
             bar
         } else {
             indicatif::ProgressBar::hidden()
@@ -438,8 +447,44 @@ impl Progress {
         bar.set_prefix(format!("{view} v{version}"));
         Self {
             bar,
+            total_rows,
+            started: Instant::now(),
+            rows_read: Arc::new(AtomicU64::new(0)),
             last_line_ms: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    fn style(what: &str) -> indicatif::ProgressStyle {
+        indicatif::ProgressStyle::with_template(&format!(
+            "{{prefix}} [{{wide_bar}}] {{human_pos}}/{{human_len}} {what} ({{rate}}/s, ETA {{eta}})"
+        ))
+        .map(|style| {
+            style.with_key(
+                "rate",
+                |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{}", indicatif::HumanCount(state.per_sec() as u64));
+                },
+            )
+        })
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+    }
+
+    /// Whether a plain line is due (every LINE_EVERY; `crossed` forces one).
+    fn line_due(&self, crossed: bool) -> bool {
+        let ms = self.started.elapsed().as_millis() as u64;
+        let waited = ms.saturating_sub(self.last_line_ms.load(Ordering::Relaxed));
+        if crossed || waited >= LINE_EVERY.as_millis() as u64 {
+            self.last_line_ms.store(ms, Ordering::Relaxed);
+            return true;
+        }
+        false
+    }
+
+    /// (per second, seconds left) after `done` of `total` since `since`.
+    fn rate(done: u64, total: u64, since: Duration) -> (u64, u64) {
+        let per_s = done as f64 / since.as_secs_f64().max(1e-3);
+        let left = total.saturating_sub(done) as f64 / per_s.max(1e-9);
+        (per_s as u64, left.min(1e9) as u64)
     }
 
     fn rows(&self, n: u64) {
@@ -448,16 +493,15 @@ impl Progress {
             return;
         }
         let rows = self.bar.position();
-        let elapsed = self.bar.elapsed();
-        let ms = elapsed.as_millis() as u64;
         let crossed = rows / LINE_EVERY_ROWS != rows.saturating_sub(n) / LINE_EVERY_ROWS;
-        let waited = ms.saturating_sub(self.last_line_ms.load(Ordering::Relaxed));
-        if crossed || waited >= LINE_EVERY.as_millis() as u64 {
-            self.last_line_ms.store(ms, Ordering::Relaxed);
+        if self.line_due(crossed) {
+            let (rows_per_s, eta_s) = Self::rate(rows, self.total_rows, self.started.elapsed());
             tracing::info!(
                 view = %self.bar.prefix(),
                 rows_read = rows,
-                rows_per_s = (rows as f64 / elapsed.as_secs_f64().max(1e-3)) as u64,
+                rows_total = self.total_rows,
+                rows_per_s,
+                eta_s,
                 "materializing"
             );
         }
@@ -465,8 +509,28 @@ impl Progress {
 
     /// Reading is done; the window's entities are being written.
     fn writing(&self, entities: usize) {
+        self.rows_read.store(self.bar.position(), Ordering::Relaxed);
         if self.bar.is_hidden() {
-            tracing::info!(view = %self.bar.prefix(), rows_read = self.bar.position(), entities, "writing");
+            tracing::info!(
+                view = %self.bar.prefix(),
+                rows_read = self.bar.position(),
+                rows_total = self.total_rows,
+                entities,
+                "writing"
+            );
+            self.bar.set_position(0);
+        } else {
+            self.bar.set_style(Self::style("entities written"));
+            self.bar.set_length(entities as u64);
+            self.bar.reset();
+        }
+    }
+
+    /// `n` more entities written (or skipped as not newer).
+    fn wrote(&self, n: usize) {
+        self.bar.inc(n as u64);
+        if self.bar.is_hidden() && self.line_due(false) {
+            tracing::info!(view = %self.bar.prefix(), entities_written = self.bar.position(), "writing");
         }
     }
 
@@ -474,10 +538,10 @@ impl Progress {
         if self.bar.is_hidden() {
             tracing::info!(
                 view = %self.bar.prefix(),
-                rows_read = self.bar.position(),
+                rows_read = self.rows_read.load(Ordering::Relaxed),
                 rows_in_window,
                 entities_written,
-                seconds = (self.bar.elapsed().as_secs_f64() * 10.0).round() / 10.0,
+                seconds = (self.started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
                 "materialized"
             );
         }

@@ -209,6 +209,23 @@ fn parquet_files(path: &Path) -> Result<Vec<PathBuf>, MaterializeError> {
     }
 }
 
+/// Rows in `spec`'s source, from the Parquet footers alone (for progress and ETA).
+pub fn source_rows(spec: &pb::FeatureViewSpec, repo_dir: &Path) -> Result<u64, MaterializeError> {
+    let (_, path) = source_of(spec, repo_dir)?;
+    let mut rows = 0u64;
+    for file in parquet_files(&path)? {
+        let err = |detail: String| MaterializeError::Source {
+            path: file.clone(),
+            detail,
+        };
+        let f = std::fs::File::open(&file).map_err(|e| err(e.to_string()))?;
+        let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+            .map_err(|e| err(e.to_string()))?;
+        rows += u64::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0);
+    }
+    Ok(rows)
+}
+
 /// A view's file source, resolved against the repo folder.
 pub fn source_of(
     spec: &pb::FeatureViewSpec,

@@ -714,6 +714,14 @@ fn without_a_terminal_each_view_ends_with_a_summary_line() {
     assert_eq!(summary["rows_in_window"], 6);
     assert_eq!(summary["entities_written"], 5);
     assert!(summary["seconds"].is_f64(), "{summary}");
+    // Before writing: how far reading got, against the rows the Parquet footers hold.
+    let writing = lines
+        .iter()
+        .find(|l| l["message"] == "writing" && l["view"] == "driver_stats v1")
+        .unwrap_or_else(|| panic!("no writing line: {lines:?}"));
+    assert_eq!(writing["rows_read"], 6);
+    assert_eq!(writing["rows_total"], 6);
+    assert_eq!(writing["entities"], 5);
     // One per view version.
     let views = lines.iter().filter(|l| l["message"] == "materialized");
     assert_eq!(views.count(), 5, "{lines:?}");
