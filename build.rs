@@ -87,7 +87,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "get_online_features",
             "GetOnlineFeatures",
             format!("crate::grpc::codec::Decoded<{wire}::GetOnlineFeaturesRequest>"),
-            format!("{wire}::GetOnlineFeaturesResponse"),
+            // Written from the domain answer; clients decode it as the wire message.
+            "crate::grpc::response::EncodedResponse".to_owned(),
             "crate::grpc::codec::LenientCodec",
         )
     };

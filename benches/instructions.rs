@@ -19,6 +19,7 @@ use std::process::Command;
 use std::rc::Rc;
 use std::time::Duration;
 
+use prost::Message;
 use tern::config::KeySerialization;
 use tern::proto::feast::types::value::Val;
 use tern::proto::feast::types::{RepeatedValue, Value};
@@ -102,7 +103,8 @@ fn child(case: &Case, n: usize) {
                 let answer = rt
                     .block_on(serving.get_online_features(req))
                     .expect("answer");
-                std::hint::black_box(tern::grpc::encode_response(answer));
+                // Serialized, as tonic does before sending.
+                std::hint::black_box(tern::grpc::encode_response(answer).encode_to_vec());
             }
         }
         ("bare", "sqlite") => {

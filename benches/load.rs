@@ -564,8 +564,8 @@ mod noop {
     use tonic::{Request, Response, Status};
 
     struct Noop {
-        one: wire::GetOnlineFeaturesResponse,
-        many: wire::GetOnlineFeaturesResponse,
+        one: bytes::Bytes,
+        many: bytes::Bytes,
     }
 
     #[tonic::async_trait]
@@ -580,25 +580,29 @@ mod noop {
         async fn get_online_features(
             &self,
             request: Request<tern::grpc::codec::Decoded<wire::GetOnlineFeaturesRequest>>,
-        ) -> Result<Response<wire::GetOnlineFeaturesResponse>, Status> {
+        ) -> Result<Response<tern::grpc::response::EncodedResponse>, Status> {
             let request = request.into_inner().into_message()?;
             let rows = request
                 .entities
                 .first()
                 .and_then(|c| c.value.as_ref())
                 .map_or(0, |v| v.val.len());
-            Ok(Response::new(if rows <= 1 {
-                self.one.clone()
-            } else {
-                self.many.clone()
-            }))
+            Ok(Response::new(
+                tern::grpc::response::EncodedResponse::pre_encoded(if rows <= 1 {
+                    self.one.clone()
+                } else {
+                    self.many.clone()
+                }),
+            ))
         }
     }
 
     pub(super) fn serve(bodies: &[String]) {
         let read = |p: &String| {
-            wire::GetOnlineFeaturesResponse::decode(std::fs::read(p).expect("body").as_slice())
-                .expect("decode body")
+            let body = std::fs::read(p).expect("body");
+            // Checked once: the file must hold a response.
+            wire::GetOnlineFeaturesResponse::decode(body.as_slice()).expect("decode body");
+            bytes::Bytes::from(body)
         };
         let noop = Noop {
             one: read(&bodies[0]),

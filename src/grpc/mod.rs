@@ -7,20 +7,18 @@
 //! codes come from [`status`], the one mapping.
 
 pub mod codec;
+pub mod response;
 pub mod status;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use prost_types::Timestamp;
 use tonic::{Code, Request, Response, Status};
 
 use crate::metrics as m;
-use crate::proto::feast::serving::{
-    FieldStatus, GetFeastServingInfoRequest, GetFeastServingInfoResponse,
-};
-use crate::proto::tern::wire::{self, FeatureVector, get_online_features_request::Kind};
+use crate::proto::feast::serving::{GetFeastServingInfoRequest, GetFeastServingInfoResponse};
+use crate::proto::tern::wire::{self, get_online_features_request::Kind};
 use crate::proto::{
     PushRequest, PushResponse, WriteToOnlineStoreRequest, WriteToOnlineStoreResponse,
 };
@@ -89,7 +87,7 @@ impl FeatureService {
         &self,
         service: &'static str,
         request: Request<Decoded<wire::GetOnlineFeaturesRequest>>,
-    ) -> Result<Response<wire::GetOnlineFeaturesResponse>, Status> {
+    ) -> Result<Response<response::EncodedResponse>, Status> {
         let started = Instant::now();
         let deadline = client_timeout(request.metadata())
             .map_or(self.request_timeout, |t| t.min(self.request_timeout));
@@ -159,9 +157,10 @@ fn client_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
     })
 }
 
-/// Feast's response message from the domain answer. Stored value bytes pass through
-/// untouched; the metadata is assembled from bytes the plan encoded once.
-pub fn encode_response(answer: OnlineFeatures) -> wire::GetOnlineFeaturesResponse {
+/// Feast's response from the domain answer, encoded by tonic straight into its output
+/// buffer ([`response::EncodedResponse`]). Stored value bytes pass through untouched;
+/// the metadata is assembled from bytes the plan encoded once.
+pub fn encode_response(answer: OnlineFeatures) -> response::EncodedResponse {
     let OnlineFeatures {
         plan,
         include_metadata,
@@ -178,26 +177,12 @@ pub fn encode_response(answer: OnlineFeatures) -> wire::GetOnlineFeaturesRespons
             &[]
         },
     );
-    let mut results = Vec::with_capacity(entities.len() + features.len());
-    for column in entities {
-        results.push(FeatureVector {
-            values: column.values,
-            statuses: vec![FieldStatus::Present as i32; rows],
-            event_timestamps: vec![Timestamp::default(); rows],
-        });
-    }
-    for column in features {
-        results.push(FeatureVector {
-            values: column.values,
-            // Same size and layout: collected in place, no new allocation.
-            statuses: column.statuses.into_iter().map(|s| s as i32).collect(),
-            event_timestamps: column.event_timestamps,
-        });
-    }
-    wire::GetOnlineFeaturesResponse {
+    response::EncodedResponse {
         metadata,
-        results,
-        status: false,
+        rows,
+        entities,
+        features,
+        encoded: None,
     }
 }
 
@@ -368,7 +353,7 @@ impl ServingService for FeatureService {
     async fn get_online_features(
         &self,
         request: Request<Decoded<wire::GetOnlineFeaturesRequest>>,
-    ) -> Result<Response<wire::GetOnlineFeaturesResponse>, Status> {
+    ) -> Result<Response<response::EncodedResponse>, Status> {
         FeatureService::get_online_features(self, SERVING_SERVICE_NAME, request).await
     }
 }
@@ -416,7 +401,7 @@ impl GrpcFeatureServer for FeatureService {
     async fn get_online_features(
         &self,
         request: Request<Decoded<wire::GetOnlineFeaturesRequest>>,
-    ) -> Result<Response<wire::GetOnlineFeaturesResponse>, Status> {
+    ) -> Result<Response<response::EncodedResponse>, Status> {
         FeatureService::get_online_features(self, FEATURE_SERVER_NAME, request).await
     }
 }

@@ -115,7 +115,7 @@ pub struct OnlineFeatures {
     /// Entity columns echoed back, in request order.
     pub entities: Vec<EchoedColumn>,
     /// Feature columns, in the plan's order.
-    pub features: Vec<FeatureColumn>,
+    pub features: FeatureColumns,
 }
 
 /// An entity column as echoed in the answer: values converted to the join key's type.
@@ -127,16 +127,78 @@ pub struct EchoedColumn {
     pub values: Vec<Bytes>,
 }
 
-/// One feature column.
+/// Every feature column of an answer in three flat vectors (column `c`, row `r` at
+/// `c * rows + r`): three allocations per answer, not three per column.
 #[derive(Debug, Default)]
-pub struct FeatureColumn {
+pub struct FeatureColumns {
+    columns: usize,
+    rows: usize,
+    values: Vec<Bytes>,
+    statuses: Vec<FieldStatus>,
+    event_timestamps: Vec<Timestamp>,
+}
+
+impl FeatureColumns {
+    fn with_capacity(columns: usize, rows: usize) -> Self {
+        let cells = columns * rows;
+        Self {
+            columns: 0,
+            rows,
+            values: Vec::with_capacity(cells),
+            statuses: Vec::with_capacity(cells),
+            event_timestamps: Vec::with_capacity(cells),
+        }
+    }
+
+    /// Columns given whole, for tests of the encoders.
+    #[cfg(test)]
+    pub(crate) fn from_columns(
+        rows: usize,
+        columns: Vec<(Vec<Bytes>, Vec<FieldStatus>, Vec<Timestamp>)>,
+    ) -> Self {
+        let mut out = Self::with_capacity(columns.len(), rows);
+        for (values, statuses, times) in columns {
+            out.values.extend(values);
+            out.statuses.extend(statuses);
+            out.event_timestamps.extend(times);
+            out.columns += 1;
+        }
+        out
+    }
+
+    /// Number of columns.
+    pub fn len(&self) -> usize {
+        self.columns
+    }
+
+    /// Whether there is no column.
+    pub fn is_empty(&self) -> bool {
+        self.columns == 0
+    }
+
+    /// The columns, in the plan's order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = FeatureColumn<'_>> + Clone {
+        (0..self.columns).map(|c| {
+            let cells = c * self.rows..(c + 1) * self.rows;
+            FeatureColumn {
+                values: self.values.get(cells.clone()).unwrap_or_default(),
+                statuses: self.statuses.get(cells.clone()).unwrap_or_default(),
+                event_timestamps: self.event_timestamps.get(cells).unwrap_or_default(),
+            }
+        })
+    }
+}
+
+/// One feature column.
+#[derive(Debug, Clone, Copy)]
+pub struct FeatureColumn<'a> {
     /// Per row, the serialized `feast.types.Value` exactly as the store holds it;
     /// empty when not found or null.
-    pub values: Vec<Bytes>,
+    pub values: &'a [Bytes],
     /// Per row, what the value is.
-    pub statuses: Vec<FieldStatus>,
+    pub statuses: &'a [FieldStatus],
     /// Per row, the entity's event time (zero when not found).
-    pub event_timestamps: Vec<Timestamp>,
+    pub event_timestamps: &'a [Timestamp],
 }
 
 /// The serving core: registry, store, clock and limits.
@@ -297,10 +359,11 @@ impl Serving {
             });
         }
 
-        let mut features = Vec::with_capacity(plan.columns.len());
+        let mut features = FeatureColumns::with_capacity(plan.columns.len(), rows.rows);
         for column in &plan.columns {
             let read = &plan.reads[column.read];
-            features.push(feature_column(
+            push_feature_column(
+                &mut features,
                 &found[column.read],
                 &keys[read.key_set].row_to_key,
                 read.slots.len(),
@@ -308,7 +371,7 @@ impl Serving {
                 read.ttl_seconds,
                 now,
                 &mut counts,
-            ));
+            );
         }
 
         metrics::counter!(m::ENTITY_ROWS).increment(rows.rows as u64);
@@ -327,8 +390,11 @@ impl Serving {
     }
 }
 
-/// One feature column: per request row, the value, status and event time of its entity.
-fn feature_column(
+/// Appends one feature column: per request row, the value, status and event time of
+/// its entity.
+#[allow(clippy::too_many_arguments)]
+fn push_feature_column(
+    out: &mut FeatureColumns,
     found: &ViewRows,
     row_to_key: &[u32],
     n_slots: usize,
@@ -336,12 +402,7 @@ fn feature_column(
     ttl_seconds: Option<i64>,
     now: i64,
     counts: &mut [u64; 5],
-) -> FeatureColumn {
-    let mut vector = FeatureColumn {
-        values: Vec::with_capacity(row_to_key.len()),
-        statuses: Vec::with_capacity(row_to_key.len()),
-        event_timestamps: Vec::with_capacity(row_to_key.len()),
-    };
+) {
     for &k in row_to_key {
         let k = k as usize;
         let stored = |k: usize| found.values.get(k * n_slots + slot).cloned().flatten();
@@ -366,11 +427,11 @@ fn feature_column(
             }
         };
         counts[status as usize] += 1;
-        vector.values.push(value);
-        vector.statuses.push(status);
-        vector.event_timestamps.push(ts);
+        out.values.push(value);
+        out.statuses.push(status);
+        out.event_timestamps.push(ts);
     }
-    vector
+    out.columns += 1;
 }
 
 /// A stored null: Feast writes an empty value; `Value{null_val: NULL}` means the same.
