@@ -7,7 +7,6 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
 use crate::error::{clip, clipped, clipped_list};
@@ -162,36 +161,55 @@ pub fn encode_keys(rows: &EntityRows<'_>, set: &KeySetSpec) -> Result<Keys, Enti
     }
 
     let approx = set.prefix.len() + 16 * columns.len();
-    let mut all = Vec::with_capacity(rows.rows * approx);
-    let mut ends = Vec::with_capacity(rows.rows);
+    // Every row's key, written in place; most requests repeat no entity, and then
+    // this is the batch that is read.
+    let mut candidates = KeyBatch::with_capacity(rows.rows, approx);
     for row in 0..rows.rows {
-        all.extend_from_slice(&set.prefix);
-        for (c, values) in &columns {
-            let value =
-                coerce(&values[row], c.value_type).map_err(|found| EntityError::Coercion {
-                    column: c.request_column.clone(),
-                    row,
-                    found,
-                    target: type_label(c.value_type),
-                })?;
-            key::push_value(&mut all, &value);
-        }
-        ends.push(all.len());
+        candidates.push_built(|buf| {
+            buf.extend_from_slice(&set.prefix);
+            for (c, values) in &columns {
+                let value =
+                    coerce(&values[row], c.value_type).map_err(|found| EntityError::Coercion {
+                        column: c.request_column.clone(),
+                        row,
+                        found,
+                        target: type_label(c.value_type),
+                    })?;
+                key::push_value(buf, &value);
+            }
+            Ok(())
+        })?;
+    }
+    if rows.rows <= 1 {
+        return Ok(Keys {
+            batch: Arc::new(candidates),
+            row_to_key: (0..rows.rows as u32).collect(),
+        });
     }
 
-    let mut batch = KeyBatch::with_capacity(rows.rows, approx);
-    let mut seen: HashMap<&[u8], u32> = HashMap::with_capacity(rows.rows);
+    // Each distinct key is read once: rows map to their key's first occurrence.
     let mut row_to_key = Vec::with_capacity(rows.rows);
-    let mut start = 0;
-    for end in ends {
-        let k = &all[start..end];
-        start = end;
-        let idx = match seen.entry(k) {
-            Entry::Occupied(e) => *e.get(),
-            Entry::Vacant(e) => *e.insert(u32::try_from(batch.push(k)).unwrap_or(u32::MAX)),
-        };
-        row_to_key.push(idx);
+    let mut distinct: Vec<u32> = Vec::new();
+    {
+        let mut seen: HashMap<&[u8], u32> = HashMap::with_capacity(rows.rows);
+        for i in 0..candidates.len() {
+            let next = u32::try_from(seen.len()).unwrap_or(u32::MAX);
+            let idx = *seen.entry(candidates.get(i)).or_insert_with(|| {
+                distinct.push(i as u32);
+                next
+            });
+            row_to_key.push(idx);
+        }
     }
+    let batch = if distinct.len() == candidates.len() {
+        candidates
+    } else {
+        let mut batch = KeyBatch::with_capacity(distinct.len(), approx);
+        for &i in &distinct {
+            batch.push(candidates.get(i as usize));
+        }
+        batch
+    };
     Ok(Keys {
         batch: Arc::new(batch),
         row_to_key,

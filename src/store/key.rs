@@ -101,6 +101,21 @@ impl KeyBatch {
         self.ends.len() - 1
     }
 
+    /// Appends a key that `build` writes in place and returns its index; when `build`
+    /// fails, the batch is left as it was.
+    pub fn push_built<E>(
+        &mut self,
+        build: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+    ) -> Result<usize, E> {
+        let start = self.buf.len();
+        if let Err(e) = build(&mut self.buf) {
+            self.buf.truncate(start);
+            return Err(e);
+        }
+        self.ends.push(self.buf.len());
+        Ok(self.ends.len() - 1)
+    }
+
     /// Number of keys.
     pub fn len(&self) -> usize {
         self.ends.len()
