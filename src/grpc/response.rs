@@ -6,7 +6,7 @@
 use bytes::{Buf, BufMut, Bytes};
 use prost::DecodeError;
 use prost::encoding::{
-    DecodeContext, WireType, encode_key, encode_varint, encoded_len_varint, key_len, skip_field,
+    DecodeContext, WireType, encode_key, encoded_len_varint, key_len, skip_field,
 };
 use prost_types::Timestamp;
 
@@ -33,6 +33,50 @@ struct Vector<'a> {
     /// `None`: every row the zero time (an echoed entity column).
     times: Option<&'a [Timestamp]>,
     rows: usize,
+}
+
+/// Writes `value` as a varint with one `put_slice` (tonic's buffer checks its capacity
+/// on every put; a 1.7e9-second time is five bytes).
+fn put_varint(value: u64, buf: &mut impl BufMut) {
+    if value < 0x80 {
+        buf.put_u8(value as u8);
+        return;
+    }
+    let mut bytes = [0u8; 10];
+    let n = varint_into(value, &mut bytes);
+    buf.put_slice(&bytes[..n]);
+}
+
+/// `value` as a varint at the start of `out` (at least 10 bytes long); its length.
+fn varint_into(mut value: u64, out: &mut [u8]) -> usize {
+    let mut n = 0;
+    while value >= 0x80 && n < out.len() {
+        out[n] = (value as u8 & 0x7f) | 0x80;
+        value >>= 7;
+        n += 1;
+    }
+    if let Some(last) = out.get_mut(n) {
+        *last = value as u8;
+    }
+    n + 1
+}
+
+/// One `event_timestamps` element (field 3), key and length included, in one write.
+fn put_timestamp(ts: &Timestamp, buf: &mut impl BufMut) {
+    // Key, length (under 128), then two keys and two varints of at most 10 bytes.
+    let mut out = [0u8; 24];
+    out[0] = 3 << 3 | WireType::LengthDelimited as u8;
+    let mut n = 2;
+    if ts.seconds != 0 {
+        out[n] = 1 << 3;
+        n += 1 + varint_into(ts.seconds as u64, &mut out[n + 1..]);
+    }
+    if ts.nanos != 0 {
+        out[n] = 2 << 3;
+        n += 1 + varint_into(i64::from(ts.nanos) as u64, &mut out[n + 1..]);
+    }
+    out[1] = (n - 2) as u8;
+    buf.put_slice(&out[..n]);
 }
 
 fn timestamp_body_len(ts: &Timestamp) -> usize {
@@ -83,44 +127,30 @@ impl Vector<'_> {
     fn encode(&self, buf: &mut impl BufMut) {
         let body = self.body_len();
         encode_key(2, WireType::LengthDelimited, buf);
-        encode_varint(body as u64, buf);
+        put_varint(body as u64, buf);
         for v in self.values {
-            encode_key(1, WireType::LengthDelimited, buf);
-            encode_varint(v.len() as u64, buf);
+            let mut head = [0u8; 11];
+            head[0] = 1 << 3 | WireType::LengthDelimited as u8;
+            let n = 1 + varint_into(v.len() as u64, &mut head[1..]);
+            buf.put_slice(&head[..n]);
             buf.put_slice(v);
         }
         let statuses = self.statuses_body_len();
         if statuses > 0 {
             encode_key(2, WireType::LengthDelimited, buf);
-            encode_varint(statuses as u64, buf);
+            put_varint(statuses as u64, buf);
             match self.statuses {
                 Some(s) => s
                     .iter()
-                    .for_each(|&s| encode_varint(i64::from(s as i32) as u64, buf)),
-                None => {
-                    (0..self.rows).for_each(|_| encode_varint(FieldStatus::Present as u64, buf))
-                }
+                    .for_each(|&s| put_varint(i64::from(s as i32) as u64, buf)),
+                None => (0..self.rows).for_each(|_| buf.put_u8(FieldStatus::Present as u8)),
             }
         }
         match self.times {
-            Some(times) => {
-                for t in times {
-                    encode_key(3, WireType::LengthDelimited, buf);
-                    encode_varint(timestamp_body_len(t) as u64, buf);
-                    if t.seconds != 0 {
-                        encode_key(1, WireType::Varint, buf);
-                        encode_varint(t.seconds as u64, buf);
-                    }
-                    if t.nanos != 0 {
-                        encode_key(2, WireType::Varint, buf);
-                        encode_varint(i64::from(t.nanos) as u64, buf);
-                    }
-                }
-            }
+            Some(times) => times.iter().for_each(|t| put_timestamp(t, buf)),
             None => {
                 for _ in 0..self.rows {
-                    encode_key(3, WireType::LengthDelimited, buf);
-                    encode_varint(0, buf);
+                    buf.put_slice(&[3 << 3 | WireType::LengthDelimited as u8, 0]);
                 }
             }
         }
@@ -162,7 +192,7 @@ impl prost::Message for EncodedResponse {
         }
         if !self.metadata.is_empty() {
             encode_key(1, WireType::LengthDelimited, buf);
-            encode_varint(self.metadata.len() as u64, buf);
+            put_varint(self.metadata.len() as u64, buf);
             buf.put_slice(&self.metadata);
         }
         for vector in self.vectors() {
