@@ -183,6 +183,7 @@ pub fn encode_response(answer: OnlineFeatures) -> response::EncodedResponse {
         entities,
         features,
         encoded: None,
+        lengths: Default::default(),
     }
 }
 

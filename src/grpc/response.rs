@@ -3,6 +3,8 @@
 //! for `tern.wire.GetOnlineFeaturesResponse` holding the same answer (tested against
 //! it below), which is Feast's `GetOnlineFeaturesResponse` on the wire.
 
+use std::sync::OnceLock;
+
 use bytes::{Buf, BufMut, Bytes};
 use prost::DecodeError;
 use prost::encoding::{
@@ -23,6 +25,9 @@ pub struct EncodedResponse {
     pub(super) features: FeatureColumns,
     /// A response encoded beforehand, written as it is (see [`Self::pre_encoded`]).
     pub(super) encoded: Option<Bytes>,
+    /// Each vector's body length: prost asks for the length, then encodes, and every
+    /// vector's length prefix needs it again.
+    pub(super) lengths: OnceLock<Vec<usize>>,
 }
 
 /// One `FeatureVector`'s three fields, borrowed.
@@ -91,14 +96,9 @@ fn timestamp_body_len(ts: &Timestamp) -> usize {
 }
 
 impl Vector<'_> {
+    /// Every FieldStatus (0 to 4) is a one-byte varint.
     fn statuses_body_len(&self) -> usize {
-        match self.statuses {
-            Some(s) => s
-                .iter()
-                .map(|&s| encoded_len_varint(i64::from(s as i32) as u64))
-                .sum(),
-            None => self.rows * encoded_len_varint(FieldStatus::Present as u64),
-        }
+        self.statuses.map_or(self.rows, <[FieldStatus]>::len)
     }
 
     fn body_len(&self) -> usize {
@@ -124,8 +124,8 @@ impl Vector<'_> {
         values + statuses + times
     }
 
-    fn encode(&self, buf: &mut impl BufMut) {
-        let body = self.body_len();
+    /// Writes the vector as field 2 of the response; `body` is its [`Self::body_len`].
+    fn encode(&self, body: usize, buf: &mut impl BufMut) {
         encode_key(2, WireType::LengthDelimited, buf);
         put_varint(body as u64, buf);
         for v in self.values {
@@ -140,9 +140,7 @@ impl Vector<'_> {
             encode_key(2, WireType::LengthDelimited, buf);
             put_varint(statuses as u64, buf);
             match self.statuses {
-                Some(s) => s
-                    .iter()
-                    .for_each(|&s| put_varint(i64::from(s as i32) as u64, buf)),
+                Some(s) => s.iter().for_each(|&s| buf.put_u8(s as u8)),
                 None => (0..self.rows).for_each(|_| buf.put_u8(FieldStatus::Present as u8)),
             }
         }
@@ -165,6 +163,11 @@ impl EncodedResponse {
             encoded: Some(bytes),
             ..Self::default()
         }
+    }
+
+    fn body_lengths(&self) -> &[usize] {
+        self.lengths
+            .get_or_init(|| self.vectors().map(|v| v.body_len()).collect())
     }
 
     fn vectors(&self) -> impl Iterator<Item = Vector<'_>> {
@@ -195,8 +198,8 @@ impl prost::Message for EncodedResponse {
             put_varint(self.metadata.len() as u64, buf);
             buf.put_slice(&self.metadata);
         }
-        for vector in self.vectors() {
-            vector.encode(buf);
+        for (vector, &body) in self.vectors().zip(self.body_lengths()) {
+            vector.encode(body, buf);
         }
         // Field 3 (`status`) is false: proto3 leaves it out.
     }
@@ -221,11 +224,9 @@ impl prost::Message for EncodedResponse {
         };
         metadata
             + self
-                .vectors()
-                .map(|v| {
-                    let n = v.body_len();
-                    key_len(2) + encoded_len_varint(n as u64) + n
-                })
+                .body_lengths()
+                .iter()
+                .map(|&n| key_len(2) + encoded_len_varint(n as u64) + n)
                 .sum::<usize>()
     }
 
@@ -346,6 +347,7 @@ mod tests {
                 entities,
                 features: FeatureColumns::from_columns(rows, columns),
                 encoded: None,
+                lengths: Default::default(),
             };
             let want = tree.encode_to_vec();
             assert_eq!(direct.encoded_len(), want.len(), "case {case}: length");
