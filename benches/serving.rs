@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, BenchmarkId, Criterion, criterion_group, criterion_main};
+use prost::Message;
 use tern::config::KeySerialization;
 use tern::proto::feast::types::value::Val;
 use tern::proto::feast::types::{RepeatedValue, Value};
@@ -68,11 +69,14 @@ fn bench_tern(
                 include_metadata: false,
                 deadline: Some(Duration::from_secs(5)),
             };
-            // The core's answer encoded as the gRPC edge sends it.
-            black_box(tern::grpc::encode_response(
-                rt.block_on(serving.get_online_features(req))
-                    .expect("answer"),
-            ))
+            // The core's answer serialized as the gRPC edge sends it.
+            black_box(
+                tern::grpc::encode_response(
+                    rt.block_on(serving.get_online_features(req))
+                        .expect("answer"),
+                )
+                .encode_to_vec(),
+            )
         })
     });
 }
