@@ -7,7 +7,7 @@
 //! paid outside the difference.
 //!
 //! Cases: Tern's `get_online_features` plus the response encoding, as in
-//! `benches/serving.rs`, and beside it the bare store work for the same keys (the same
+//! `benches/serving.rs`, with the Prometheus recorder `tern serve` installs, and beside it the bare store work for the same keys (the same
 //! SQLite statement on one connection; the same HMGET pipeline with the redis crate
 //! alone), for 1 and 100 entities x 10 features.
 //!
@@ -73,6 +73,12 @@ fn child(case: &Case, n: usize) {
     let config = tern::config::load(&case.yaml, |_| None).expect("config");
     match (case.path.as_str(), case.store.as_str()) {
         ("tern", _) => {
+            // The Prometheus recorder `tern serve` installs, so metric updates cost what
+            // they cost in production.
+            rt.block_on(tern::telemetry::install_metrics(
+                std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            ))
+            .expect("metrics recorder");
             let (serving, _reloader) = rt
                 .block_on(open_serving(
                     &config,

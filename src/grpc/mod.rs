@@ -71,6 +71,26 @@ pub struct FeatureService {
     writer: Writer,
     /// Upper bound for one call; a client's shorter `grpc-timeout` wins.
     request_timeout: Duration,
+    /// The metric handles of a successful GetOnlineFeatures on each service, registered
+    /// once (every other outcome is rare enough to go through the macros).
+    served: [(metrics::Counter, metrics::Histogram); 2],
+}
+
+/// Handles of `requests_total` and `request_duration_seconds` for one outcome.
+fn handles(
+    service: &'static str,
+    method: &'static str,
+    code: Code,
+) -> (metrics::Counter, metrics::Histogram) {
+    let labels = [
+        ("service", service),
+        ("method", method),
+        ("code", code_label(code)),
+    ];
+    (
+        metrics::counter!(m::GRPC_REQUESTS, &labels),
+        metrics::histogram!(m::GRPC_DURATION, &labels),
+    )
 }
 
 impl FeatureService {
@@ -80,6 +100,8 @@ impl FeatureService {
             writer: Writer::new(serving.registry().clone(), serving.store().clone()),
             serving,
             request_timeout,
+            served: [SERVING_SERVICE_NAME, FEATURE_SERVER_NAME]
+                .map(|service| handles(service, "GetOnlineFeatures", Code::Ok)),
         }
     }
 
@@ -116,7 +138,9 @@ impl FeatureService {
             .await;
         match result {
             Ok(answer) => {
-                record(service, "GetOnlineFeatures", Code::Ok, started);
+                let (count, duration) = &self.served[usize::from(service == FEATURE_SERVER_NAME)];
+                count.increment(1);
+                duration.record(started.elapsed().as_secs_f64());
                 Ok(Response::new(encode_response(answer)))
             }
             Err(err) => {
@@ -218,13 +242,9 @@ fn metadata_bytes<'a>(
 }
 
 fn record(service: &'static str, method: &'static str, code: Code, started: Instant) {
-    let labels = [
-        ("service", service),
-        ("method", method),
-        ("code", code_label(code)),
-    ];
-    metrics::counter!(m::GRPC_REQUESTS, &labels).increment(1);
-    metrics::histogram!(m::GRPC_DURATION, &labels).record(started.elapsed().as_secs_f64());
+    let (count, duration) = handles(service, method, code);
+    count.increment(1);
+    duration.record(started.elapsed().as_secs_f64());
 }
 
 impl FeatureService {

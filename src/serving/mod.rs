@@ -211,33 +211,63 @@ pub struct Serving {
     plans: PlanCache,
     /// Requests being answered (also lets tests see a request in flight).
     in_flight: AtomicUsize,
+    metrics: ServingMetrics,
+}
+
+/// The request path's metric handles, registered once per core (with whatever recorder
+/// is installed then: `tern serve` installs it first). A request then updates atomics
+/// instead of building label sets and looking their keys up.
+#[derive(Debug)]
+struct ServingMetrics {
+    in_flight: metrics::Gauge,
+    entity_rows: metrics::Counter,
+    /// Per `FieldStatus`, in its numeric order.
+    feature_values: [metrics::Counter; 5],
+    store_read: metrics::Histogram,
+}
+
+impl ServingMetrics {
+    fn new(store: &'static str) -> Self {
+        Self {
+            in_flight: metrics::gauge!(m::IN_FLIGHT),
+            entity_rows: metrics::counter!(m::ENTITY_ROWS),
+            feature_values: m::FIELD_STATUS_LABELS
+                .map(|status| metrics::counter!(m::FEATURE_VALUES, "status" => status)),
+            store_read: metrics::histogram!(m::STORE_READ_DURATION, "store" => store),
+        }
+    }
 }
 
 /// Counts a request as in flight until dropped. The gauge moves by increments, so
 /// racing threads cannot leave it at a stale value.
-struct InFlight<'a>(&'a AtomicUsize);
+struct InFlight<'a>(&'a AtomicUsize, &'a metrics::Gauge);
 
 impl<'a> InFlight<'a> {
-    fn enter(counter: &'a AtomicUsize, limit: usize) -> Result<Self, Error> {
+    fn enter(
+        counter: &'a AtomicUsize,
+        gauge: &'a metrics::Gauge,
+        limit: usize,
+    ) -> Result<Self, Error> {
         if counter.fetch_add(1, Ordering::AcqRel) >= limit {
             counter.fetch_sub(1, Ordering::AcqRel);
             return Err(Error::TooManyRequests { limit });
         }
-        metrics::gauge!(m::IN_FLIGHT).increment(1.0);
-        Ok(Self(counter))
+        gauge.increment(1.0);
+        Ok(Self(counter, gauge))
     }
 }
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
-        metrics::gauge!(m::IN_FLIGHT).decrement(1.0);
+        self.1.decrement(1.0);
     }
 }
 
 impl Serving {
     /// A serving core over a loaded registry and an open store, with default limits.
     pub fn new(registry: Arc<Registry>, store: Store, clock: Clock) -> Self {
+        let metrics = ServingMetrics::new(store.kind().as_str());
         Self {
             registry,
             store,
@@ -245,6 +275,7 @@ impl Serving {
             limits: Limits::default(),
             plans: PlanCache::default(),
             in_flight: AtomicUsize::new(0),
+            metrics,
         }
     }
 
@@ -281,7 +312,11 @@ impl Serving {
 
     /// Answers one request: within its deadline, if it has one.
     pub async fn get_online_features(&self, req: Request<'_>) -> Result<OnlineFeatures, Error> {
-        let _in_flight = InFlight::enter(&self.in_flight, self.limits.max_concurrent_requests)?;
+        let _in_flight = InFlight::enter(
+            &self.in_flight,
+            &self.metrics.in_flight,
+            self.limits.max_concurrent_requests,
+        )?;
         match req.deadline {
             None => self.answer(req).await,
             Some(after) => tokio::time::timeout(after, self.answer(req))
@@ -322,10 +357,11 @@ impl Serving {
 
         let started = Instant::now();
         let result = self.store.read(reads).await;
-        let store = self.store.kind().as_str();
-        metrics::histogram!(m::STORE_READ_DURATION, "store" => store)
+        self.metrics
+            .store_read
             .record(started.elapsed().as_secs_f64());
         let found = result.inspect_err(|e| {
+            let store = self.store.kind().as_str();
             metrics::counter!(m::STORE_ERRORS, "store" => store, "kind" => e.label()).increment(1);
         })?;
         if found.len() != plan.reads.len() {
@@ -374,10 +410,11 @@ impl Serving {
             );
         }
 
-        metrics::counter!(m::ENTITY_ROWS).increment(rows.rows as u64);
-        for (status, &n) in counts.iter().enumerate().filter(|(_, n)| **n > 0) {
-            metrics::counter!(m::FEATURE_VALUES, "status" => m::FIELD_STATUS_LABELS[status])
-                .increment(n);
+        self.metrics.entity_rows.increment(rows.rows as u64);
+        for (counter, &n) in self.metrics.feature_values.iter().zip(&counts) {
+            if n > 0 {
+                counter.increment(n);
+            }
         }
 
         Ok(OnlineFeatures {
