@@ -145,6 +145,17 @@ async fn tern_serve_binary_health_metrics_get_and_sigterm() {
     let addr = serving["addr"].as_str().expect("addr field").to_owned();
     let url = format!("http://{addr}");
 
+    // Before any request, the request path's series already exist, at zero.
+    let idle = http_get(&metrics_addr, "/metrics").unwrap_or_default();
+    for expected in [
+        r#"tern_grpc_requests_total{service="feast.serving.ServingService",method="GetOnlineFeatures",code="OK"} 0"#,
+        r#"tern_feature_values_total{status="PRESENT"} 0"#,
+        "tern_entity_rows_total 0",
+        "tern_requests_in_flight 0",
+    ] {
+        assert!(idle.contains(expected), "missing {expected:?} in:\n{idle}");
+    }
+
     let ch = channel(&url).await;
     let status = HealthClient::new(ch.clone())
         .check(HealthCheckRequest {
