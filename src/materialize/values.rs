@@ -121,19 +121,39 @@ pub(crate) fn python_float(x: f64) -> String {
     out
 }
 
+/// Appends `val`'s `value_text` (what Feast's SQLite store keeps beside a value: `str()`
+/// of a scalar) to `out`; false, with nothing written, for bytes, times and lists.
+fn push_text(val: &Val, out: &mut String) -> bool {
+    use std::fmt::Write as _;
+    match val {
+        Val::Int32Val(v) => write!(out, "{v}").is_ok(),
+        Val::Int64Val(v) => write!(out, "{v}").is_ok(),
+        Val::FloatVal(v) => {
+            out.push_str(&python_float(f64::from(*v)));
+            true
+        }
+        Val::DoubleVal(v) => {
+            out.push_str(&python_float(*v));
+            true
+        }
+        Val::StringVal(v) => {
+            out.push_str(v);
+            true
+        }
+        Val::BoolVal(v) => {
+            out.push_str(if *v { "True" } else { "False" });
+            true
+        }
+        _ => false,
+    }
+}
+
 /// A value as stored, with the `value_text` Feast's SQLite store keeps beside it:
 /// `str()` of a scalar, nothing for bytes, times, lists and nulls.
 pub(crate) fn stored_value(val: Option<Val>) -> Stored {
-    let text = match &val {
-        Some(Val::Int32Val(v)) => Some(v.to_string()),
-        Some(Val::Int64Val(v)) => Some(v.to_string()),
-        Some(Val::FloatVal(v)) => Some(python_float(f64::from(*v))),
-        Some(Val::DoubleVal(v)) => Some(python_float(*v)),
-        Some(Val::StringVal(v)) => Some(v.clone()),
-        Some(Val::BoolVal(v)) => Some(if *v { "True" } else { "False" }.to_owned()),
-        _ => None,
-    };
-    stored(val, text)
+    let mut text = String::new();
+    let has_text = val.as_ref().is_some_and(|v| push_text(v, &mut text));
+    stored(val, has_text.then_some(text))
 }
 
 fn stored(val: Option<Val>, text: Option<String>) -> Stored {
@@ -168,79 +188,55 @@ pub(crate) fn push_value(
     bytes: &mut Vec<u8>,
     text: Option<&mut String>,
 ) -> bool {
-    use std::fmt::Write as _;
-    let encode = |val: Val, bytes: &mut Vec<u8>| {
-        // Encoding into a Vec cannot fail (it grows as needed).
-        let _ = Value { val: Some(val) }.encode(bytes);
+    let val = if column.is_null(row) {
+        // pandas turns a missing timestamp into NaT, which Feast writes as i64::MIN;
+        // any other null is stored as no bytes at all.
+        if t != ValueType::UnixTimestamp {
+            return false;
+        }
+        Some(Val::UnixTimestampVal(i64::MIN))
+    } else {
+        match t {
+            ValueType::Int32 => Some(Val::Int32Val(
+                column
+                    .as_primitive::<arrow::datatypes::Int32Type>()
+                    .value(row),
+            )),
+            ValueType::Int64 => Some(Val::Int64Val(
+                column
+                    .as_primitive::<arrow::datatypes::Int64Type>()
+                    .value(row),
+            )),
+            ValueType::Float => Some(Val::FloatVal(
+                column
+                    .as_primitive::<arrow::datatypes::Float32Type>()
+                    .value(row),
+            )),
+            ValueType::Double => Some(Val::DoubleVal(
+                column
+                    .as_primitive::<arrow::datatypes::Float64Type>()
+                    .value(row),
+            )),
+            ValueType::String => Some(Val::StringVal(
+                column.as_string::<i32>().value(row).to_owned(),
+            )),
+            ValueType::Bytes => Some(Val::BytesVal(column.as_binary::<i32>().value(row).to_vec())),
+            ValueType::Bool => Some(Val::BoolVal(column.as_boolean().value(row))),
+            ValueType::UnixTimestamp => Some(Val::UnixTimestampVal(seconds(
+                column
+                    .as_primitive::<arrow::datatypes::TimestampMicrosecondType>()
+                    .value(row),
+            ))),
+            list => list_value(&column.as_list::<i32>().value(row), list),
+        }
     };
-    if column.is_null(row) {
-        // pandas turns a missing timestamp into NaT, which Feast writes as i64::MIN.
-        if t == ValueType::UnixTimestamp {
-            encode(Val::UnixTimestampVal(i64::MIN), bytes);
-        }
+    let Some(val) = val else {
         return false;
-    }
-    match t {
-        ValueType::Int32 => {
-            let v = column
-                .as_primitive::<arrow::datatypes::Int32Type>()
-                .value(row);
-            encode(Val::Int32Val(v), bytes);
-            text.map(|out| write!(out, "{v}")).is_some()
-        }
-        ValueType::Int64 => {
-            let v = column
-                .as_primitive::<arrow::datatypes::Int64Type>()
-                .value(row);
-            encode(Val::Int64Val(v), bytes);
-            text.map(|out| write!(out, "{v}")).is_some()
-        }
-        ValueType::Float => {
-            let v = column
-                .as_primitive::<arrow::datatypes::Float32Type>()
-                .value(row);
-            encode(Val::FloatVal(v), bytes);
-            text.map(|out| out.push_str(&python_float(f64::from(v))))
-                .is_some()
-        }
-        ValueType::Double => {
-            let v = column
-                .as_primitive::<arrow::datatypes::Float64Type>()
-                .value(row);
-            encode(Val::DoubleVal(v), bytes);
-            text.map(|out| out.push_str(&python_float(v))).is_some()
-        }
-        ValueType::String => {
-            let v = column.as_string::<i32>().value(row);
-            encode(Val::StringVal(v.to_owned()), bytes);
-            text.map(|out| out.push_str(v)).is_some()
-        }
-        ValueType::Bytes => {
-            let v = column.as_binary::<i32>().value(row).to_vec();
-            encode(Val::BytesVal(v), bytes);
-            false
-        }
-        ValueType::Bool => {
-            let v = column.as_boolean().value(row);
-            encode(Val::BoolVal(v), bytes);
-            text.map(|out| out.push_str(if v { "True" } else { "False" }))
-                .is_some()
-        }
-        ValueType::UnixTimestamp => {
-            let v = column
-                .as_primitive::<arrow::datatypes::TimestampMicrosecondType>()
-                .value(row);
-            encode(Val::UnixTimestampVal(seconds(v)), bytes);
-            false
-        }
-        list => {
-            let items = column.as_list::<i32>().value(row);
-            if let Some(val) = list_value(&items, list) {
-                encode(val, bytes);
-            }
-            false
-        }
-    }
+    };
+    let has_text = text.is_some_and(|out| push_text(&val, out));
+    // Encoding into a Vec cannot fail (it grows as needed).
+    let _ = Value { val: Some(val) }.encode(bytes);
+    has_text
 }
 
 fn list_value(items: &ArrayRef, t: ValueType) -> Option<Val> {
