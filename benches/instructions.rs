@@ -14,40 +14,23 @@
 //! `cargo bench --bench instructions` (env: INSTR_REQUESTS=2000, INSTR_CASES=sqlite,redis,
 //! INSTR_PROFILE=DIR to keep the profiles for `callgrind_annotate`). Needs `valgrind`.
 
+mod common;
+
+use common::{entity_keys, ids};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::rc::Rc;
 use std::time::Duration;
 
 use prost::Message;
-use tern::config::KeySerialization;
 use tern::proto::feast::types::value::Val;
 use tern::proto::feast::types::{RepeatedValue, Value};
 use tern::proto::tern::wire::Column;
 use tern::server::{StoreSettings, open_serving};
 use tern::serving::{Clock, Request, Selection};
-use tern::store::redis::field_name;
-use tern::store::{EntityValue, key};
 use tern::testing::{RedisServer, SyntheticRepo};
 
 /// Requests sent before counting starts, in both runs of a case.
 const WARMUP: usize = 20;
-
-fn ids(n: i64) -> Vec<i64> {
-    // Spread over the table, as benches/serving.rs does.
-    (0..n).map(|i| 1 + (i * 7919) % 1000).collect()
-}
-
-fn entity_keys(n: i64) -> Vec<Vec<u8>> {
-    ids(n)
-        .into_iter()
-        .map(|id| {
-            let mut k = key::key_prefix(&["driver_id"], KeySerialization::V3);
-            key::push_value(&mut k, &EntityValue::Int64(id));
-            k
-        })
-        .collect()
-}
 
 /// What one child process runs.
 struct Case {
@@ -121,34 +104,9 @@ fn child(case: &Case, n: usize) {
                 .join("data/online.db");
             let conn = rusqlite::Connection::open(db).expect("open");
             rusqlite::vtab::array::load_module(&conn).expect("rarray");
-            let select = "SELECT k.rowid, t.feature_name, t.value, t.event_ts FROM rarray(?1) AS k JOIN synthetic_bench AS t ON t.entity_key = k.value";
             let keys = entity_keys(case.entities);
             for _ in 0..WARMUP + n {
-                let ids: Rc<Vec<rusqlite::types::Value>> = Rc::new(
-                    keys.iter()
-                        .map(|k| rusqlite::types::Value::Blob(k.clone()))
-                        .collect(),
-                );
-                let mut stmt = conn.prepare_cached(select).expect("prepare");
-                let mut rows = stmt.query([ids]).expect("query");
-                let mut bytes = 0usize;
-                while let Some(row) = rows.next().expect("row") {
-                    use rusqlite::types::ValueRef;
-                    if let (
-                        Ok(ValueRef::Integer(k)),
-                        Ok(ValueRef::Text(f)),
-                        Ok(ValueRef::Blob(v)),
-                        Ok(ValueRef::Integer(ts)),
-                    ) = (
-                        row.get_ref(0),
-                        row.get_ref(1),
-                        row.get_ref(2),
-                        row.get_ref(3),
-                    ) {
-                        bytes += v.len() + f.len() + (k + ts) as usize;
-                    }
-                }
-                std::hint::black_box(bytes);
+                std::hint::black_box(common::bare_select(&conn, &keys));
             }
         }
         ("bare", "redis") => {
@@ -160,11 +118,7 @@ fn child(case: &Case, n: usize) {
                         .await
                 })
                 .expect("redis connection");
-            let view = SyntheticRepo::VIEW;
-            let mut fields: Vec<Vec<u8>> = (0..repo.features)
-                .map(|f| field_name(view, &format!("f{f}")).to_vec())
-                .collect();
-            fields.push(format!("_ts:{view}").into_bytes());
+            let fields = common::redis_fields(&repo);
             let keys: Vec<Vec<u8>> = entity_keys(case.entities)
                 .into_iter()
                 .map(|mut k| {
@@ -219,20 +173,6 @@ fn count(exe: &Path, case: &Case, n: usize) -> u64 {
         .unwrap_or_else(|| panic!("no 'Collected' line in: {stderr}"))
 }
 
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    format!("{cpu}, {cores} cores")
-}
-
 fn main() {
     if let Ok(spec) = std::env::var("INSTR_CHILD") {
         let mut parts = spec.split(' ');
@@ -257,7 +197,7 @@ fn main() {
         .unwrap_or(2000);
     let stores = std::env::var("INSTR_CASES").unwrap_or_else(|_| "sqlite,redis".into());
     let exe = std::env::current_exe().expect("own path");
-    println!("machine: {}", machine());
+    println!("machine: {}", common::machine());
     println!(
         "instructions per request (callgrind; Tern's process only), {requests} requests per count\n"
     );

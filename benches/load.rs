@@ -14,6 +14,8 @@
 //! for 1 entity x 10 features, LOAD_RATES_100="500,1000" for 100 x 10, LOAD_SECONDS=10,
 //! LOAD_REDIS_CONNECTIONS=1).
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -63,7 +65,7 @@ fn main() {
         .build()
         .expect("runtime");
 
-    println!("machine: {}", machine_line());
+    println!("machine: {}", common::machine());
     println!(
         "open loop, {CONNECTIONS} HTTP/2 connections, {seconds}s per run, latency from scheduled send time"
     );
@@ -530,28 +532,6 @@ impl Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn machine_line() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
-        })
-        .unwrap_or_default();
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let mem = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .next()
-                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_owned())
-        })
-        .and_then(|kb| kb.parse::<u64>().ok())
-        .map_or(0, |kb| kb / 1024 / 1024);
-    format!("{cpu}, {cores} cores, {mem} GiB, {}", std::env::consts::OS)
 }
 
 mod noop {

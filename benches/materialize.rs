@@ -8,6 +8,8 @@
 //! `cargo bench --bench materialize` (env: MAT_ENTITIES=100000, FEAST_VENV=/path,
 //! MAT_STORES=sqlite,redis).
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
@@ -292,20 +294,6 @@ fn feast_materialize(venv: &str, dir: &Path) -> Option<f64> {
     status.success().then(|| t.elapsed().as_secs_f64())
 }
 
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|s| s.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    format!("{cpu}, {cores} cores")
-}
-
 fn main() {
     let n: i64 = std::env::var("MAT_ENTITIES")
         .ok()
@@ -315,7 +303,7 @@ fn main() {
     let stores = std::env::var("MAT_STORES").unwrap_or_else(|_| "sqlite,redis".into());
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let rows_total = (n as f64) * FEATURES as f64;
-    println!("machine: {}", machine());
+    println!("machine: {}", common::machine());
     println!(
         "{n} entities x {FEATURES} features ({rows_total} stored rows), one Parquet row per entity\n"
     );

@@ -5,40 +5,23 @@
 //! Redis the same HMGET pipeline sent with the redis crate alone. Report the ratios
 //! (tern / baseline) in BENCHMARKS.md.
 
+mod common;
+
+use common::{entity_keys, ids};
 use std::hint::black_box;
-use std::rc::Rc;
 use std::time::Duration;
 
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, BenchmarkId, Criterion, criterion_group, criterion_main};
 use prost::Message;
-use tern::config::KeySerialization;
 use tern::proto::feast::types::value::Val;
 use tern::proto::feast::types::{RepeatedValue, Value};
 use tern::proto::tern::wire::Column;
 use tern::registry::Reloader;
 use tern::server::{StoreSettings, open_serving};
 use tern::serving::{Clock, Request, Selection, Serving};
-use tern::store::redis::field_name;
-use tern::store::{EntityValue, SqliteStore, Store, key};
+use tern::store::{SqliteStore, Store};
 use tern::testing::{RedisServer, SyntheticRepo};
-
-fn ids(n: i64) -> Vec<i64> {
-    // Spread over the table, so reads are not all one page.
-    (0..n).map(|i| 1 + (i * 7919) % 1000).collect()
-}
-
-/// Feast v3 entity keys of `ids(n)`.
-fn entity_keys(n: i64) -> Vec<Vec<u8>> {
-    ids(n)
-        .into_iter()
-        .map(|id| {
-            let mut k = key::key_prefix(&["driver_id"], KeySerialization::V3);
-            key::push_value(&mut k, &EntityValue::Int64(id));
-            k
-        })
-        .collect()
-}
 
 /// `serving.get_online_features` for `entities` drivers x every feature, as "tern".
 fn bench_tern(
@@ -103,9 +86,6 @@ fn bench(c: &mut Criterion) {
 
     let conn = rusqlite::Connection::open(&db).expect("open");
     rusqlite::vtab::array::load_module(&conn).expect("rarray");
-    // Tern's own statement: the baseline is the same SQLite work, minus Tern.
-    let select = "SELECT k.rowid, t.feature_name, t.value, t.event_ts FROM rarray(?1) AS k JOIN synthetic_bench AS t ON t.entity_key = k.value";
-
     let mut group = c.benchmark_group("get_online_features");
     for entities in [1i64, 100] {
         let label = format!("{entities}x10");
@@ -115,36 +95,7 @@ fn bench(c: &mut Criterion) {
         group.bench_with_input(
             BenchmarkId::new("baseline_sqlite_select", &label),
             &keys,
-            |b, keys| {
-                b.iter(|| {
-                    let ids: Rc<Vec<rusqlite::types::Value>> = Rc::new(
-                        keys.iter()
-                            .map(|k| rusqlite::types::Value::Blob(k.clone()))
-                            .collect(),
-                    );
-                    let mut stmt = conn.prepare_cached(select).expect("prepare");
-                    let mut rows = stmt.query([ids]).expect("query");
-                    let mut bytes = 0usize;
-                    // Every column Tern needs, and nothing else.
-                    while let Some(row) = rows.next().expect("row") {
-                        use rusqlite::types::ValueRef;
-                        if let (
-                            Ok(ValueRef::Integer(k)),
-                            Ok(ValueRef::Text(f)),
-                            Ok(ValueRef::Blob(v)),
-                            Ok(ValueRef::Integer(ts)),
-                        ) = (
-                            row.get_ref(0),
-                            row.get_ref(1),
-                            row.get_ref(2),
-                            row.get_ref(3),
-                        ) {
-                            bytes += v.len() + f.len() + (k + ts) as usize;
-                        }
-                    }
-                    black_box(bytes)
-                })
-            },
+            |b, keys| b.iter(|| black_box(common::bare_select(&conn, keys))),
         );
     }
     group.finish();
@@ -179,11 +130,7 @@ fn bench_redis(c: &mut Criterion) {
                 .await
         })
         .expect("redis connection");
-    let storage_name = SyntheticRepo::VIEW;
-    let mut fields: Vec<Vec<u8>> = (0..repo.features)
-        .map(|f| field_name(storage_name, &format!("f{f}")).to_vec())
-        .collect();
-    fields.push(format!("_ts:{storage_name}").into_bytes());
+    let fields = common::redis_fields(&repo);
 
     let mut group = c.benchmark_group("get_online_features_redis");
     for entities in [1i64, 100] {
