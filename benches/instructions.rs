@@ -11,8 +11,11 @@
 //! SQLite statement on one connection; the same HMGET pipeline with the redis crate
 //! alone), for 1 and 100 entities x 10 features.
 //!
+//! Each runs on a repo of 1,000 drivers and on one of 100,000 (its SQLite file far larger
+//! than SQLite's page cache).
+//!
 //! `cargo bench --bench instructions` (env: INSTR_REQUESTS=2000, INSTR_CASES=sqlite,redis,
-//! INSTR_PROFILE=DIR to keep the profiles for `callgrind_annotate`). Needs `valgrind`.
+//! INSTR_ENTITIES=1000,100000 (drivers stored), INSTR_PROFILE=DIR to keep the profiles for `callgrind_annotate`). Needs `valgrind`.
 
 mod common;
 
@@ -39,6 +42,8 @@ struct Case {
     /// `sqlite` or `redis`.
     store: String,
     entities: i64,
+    /// Drivers stored in the repo.
+    stored: i64,
     /// The repo's feature_store.yaml.
     yaml: PathBuf,
     /// Redis address (Redis cases).
@@ -52,7 +57,10 @@ fn child(case: &Case, n: usize) {
         .enable_all()
         .build()
         .expect("runtime");
-    let repo = SyntheticRepo::default();
+    let repo = SyntheticRepo {
+        entities: case.stored,
+        ..SyntheticRepo::default()
+    };
     let config = tern::config::load(&case.yaml, |_| None).expect("config");
     match (case.path.as_str(), case.store.as_str()) {
         ("tern", _) => {
@@ -73,7 +81,7 @@ fn child(case: &Case, n: usize) {
             let columns = vec![Column {
                 key: "driver_id".into(),
                 value: Some(RepeatedValue {
-                    val: ids(case.entities)
+                    val: ids(case.entities, case.stored)
                         .into_iter()
                         .map(|id| Value {
                             val: Some(Val::Int64Val(id)),
@@ -104,7 +112,7 @@ fn child(case: &Case, n: usize) {
                 .join("data/online.db");
             let conn = rusqlite::Connection::open(db).expect("open");
             rusqlite::vtab::array::load_module(&conn).expect("rarray");
-            let keys = entity_keys(case.entities);
+            let keys = entity_keys(case.entities, case.stored);
             for _ in 0..WARMUP + n {
                 std::hint::black_box(common::bare_select(&conn, &keys));
             }
@@ -119,7 +127,7 @@ fn child(case: &Case, n: usize) {
                 })
                 .expect("redis connection");
             let fields = common::redis_fields(&repo);
-            let keys: Vec<Vec<u8>> = entity_keys(case.entities)
+            let keys: Vec<Vec<u8>> = entity_keys(case.entities, case.stored)
                 .into_iter()
                 .map(|mut k| {
                     k.extend_from_slice(repo.project.as_bytes());
@@ -145,18 +153,24 @@ fn count(exe: &Path, case: &Case, n: usize) -> u64 {
     // INSTR_PROFILE=DIR keeps each run's profile for callgrind_annotate.
     let out_file = match std::env::var("INSTR_PROFILE") {
         Ok(dir) => format!(
-            "{dir}/callgrind.{}-{}-{}-n{n}.out",
-            case.path, case.store, case.entities
+            "{dir}/callgrind.{}-{}-{}of{}-n{n}.out",
+            case.path, case.store, case.entities, case.stored
         ),
         _ => "/dev/null".to_owned(),
     };
     let out = Command::new("valgrind")
         .args(["--tool=callgrind", "--trace-children=no"])
+        // The metrics recorder calibrates its clock for a stretch of wall time, which
+        // under valgrind is a different number of instructions in every run: left out.
+        .arg("--toggle-collect=*quanta*Calibration*calibrate*")
         .arg(format!("--callgrind-out-file={out_file}"))
         .arg(exe)
         .env(
             "INSTR_CHILD",
-            format!("{} {} {}", case.path, case.store, case.entities),
+            format!(
+                "{} {} {} {}",
+                case.path, case.store, case.entities, case.stored
+            ),
         )
         .env("INSTR_YAML", &case.yaml)
         .env("INSTR_REDIS", case.redis.clone().unwrap_or_default())
@@ -180,6 +194,7 @@ fn main() {
             path: parts.next().unwrap_or_default().to_owned(),
             store: parts.next().unwrap_or_default().to_owned(),
             entities: parts.next().and_then(|e| e.parse().ok()).unwrap_or(1),
+            stored: parts.next().and_then(|e| e.parse().ok()).unwrap_or(1000),
             yaml: std::env::var("INSTR_YAML").expect("INSTR_YAML").into(),
             redis: std::env::var("INSTR_REDIS").ok().filter(|a| !a.is_empty()),
         };
@@ -202,25 +217,30 @@ fn main() {
         "instructions per request (callgrind; Tern's process only), {requests} requests per count\n"
     );
     println!(
-        "{:<8} {:>9} {:>12} {:>12} {:>7}",
-        "store", "entities", "tern", "bare", "ratio"
+        "{:<8} {:>9} {:>9} {:>12} {:>12} {:>7}",
+        "store", "stored", "entities", "tern", "bare", "ratio"
     );
 
-    let repo = SyntheticRepo::default();
-    let sqlite_dir = tempfile::tempdir().expect("tempdir");
-    let redis_dir = tempfile::tempdir().expect("tempdir");
-    let mut redis_server = None;
-    for store in ["sqlite", "redis"]
-        .into_iter()
-        .filter(|s| stores.contains(s))
-    {
+    let sizes = common::sizes("INSTR_ENTITIES", "1000,100000");
+    for (stored, store) in sizes.into_iter().flat_map(|n| {
+        ["sqlite", "redis"]
+            .into_iter()
+            .filter(|s| stores.contains(s))
+            .map(move |s| (n, s))
+    }) {
+        let repo = SyntheticRepo {
+            entities: stored,
+            ..SyntheticRepo::default()
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut redis_server = None;
         let (yaml, redis) = if store == "sqlite" {
-            (repo.write(sqlite_dir.path()).expect("sqlite repo"), None)
+            (repo.write(dir.path()).expect("sqlite repo"), None)
         } else {
             let server = RedisServer::start(&[]).expect("redis-server");
             let rt = tokio::runtime::Runtime::new().expect("runtime");
             let yaml = rt
-                .block_on(repo.write_redis(redis_dir.path(), &server.addr()))
+                .block_on(repo.write_redis(dir.path(), &server.addr()))
                 .expect("redis repo");
             let addr = server.addr();
             redis_server = Some(server);
@@ -239,6 +259,7 @@ fn main() {
                     path: path.to_owned(),
                     store: store.to_owned(),
                     entities,
+                    stored,
                     yaml: yaml.clone(),
                     redis: redis.clone(),
                 };
@@ -249,10 +270,10 @@ fn main() {
             let tern = per_request("tern");
             let bare = per_request("bare");
             println!(
-                "{store:<8} {entities:>9} {tern:>12.0} {bare:>12.0} {:>6.2}x",
+                "{store:<8} {stored:>9} {entities:>9} {tern:>12.0} {bare:>12.0} {:>6.2}x",
                 tern / bare
             );
         }
+        drop(redis_server);
     }
-    drop(redis_server);
 }

@@ -10,9 +10,13 @@
 //! For each store (SQLite and Redis) it also measures capacity with a closed loop, and
 //! for Redis runs `redis-benchmark` HMGETs against the same Redis, in the same run.
 //!
-//! `cargo bench --bench load` (env: LOAD_STORE="sqlite,redis", LOAD_RATES_1="1000,4000"
-//! for 1 entity x 10 features, LOAD_RATES_100="500,1000" for 100 x 10, LOAD_SECONDS=10,
-//! LOAD_REDIS_CONNECTIONS=1).
+//! Each row also gives the server process's CPU time per answered request (and Redis's,
+//! apart), from `/proc/PID/stat` before and after the run.
+//!
+//! `cargo bench --bench load` (env: LOAD_STORE="sqlite,redis", LOAD_ENTITIES="100000"
+//! (drivers stored; a list runs each size), LOAD_RATES_1="1000,4000" for 1 entity x 10
+//! features, LOAD_RATES_100="500,1000" for 100 x 10, LOAD_SECONDS=10,
+//! LOAD_REDIS_CONNECTIONS=1, LOAD_RELOAD_CHECK=1, LOAD_TERN_BIN=path to another `tern`).
 
 mod common;
 
@@ -69,12 +73,20 @@ fn main() {
     println!(
         "open loop, {CONNECTIONS} HTTP/2 connections, {seconds}s per run, latency from scheduled send time"
     );
-    let repo = SyntheticRepo::default();
-    let scenarios: Vec<(&str, GetOnlineFeaturesRequest, &[f64])> = vec![
-        ("1x10", request(&repo, 1), &rates_small),
-        ("100x10", request(&repo, 100), &rates_large),
-    ];
-    for store in stores.split(',').map(str::trim) {
+    let tern_bin =
+        std::env::var("LOAD_TERN_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_tern").into());
+    for (entities, store) in common::sizes("LOAD_ENTITIES", "100000")
+        .into_iter()
+        .flat_map(|n| stores.split(',').map(move |s| (n, s.trim())))
+    {
+        let repo = SyntheticRepo {
+            entities,
+            ..SyntheticRepo::default()
+        };
+        let scenarios: Vec<(&str, GetOnlineFeaturesRequest, &[f64])> = vec![
+            ("1x10", request(&repo, 1), &rates_small),
+            ("100x10", request(&repo, 100), &rates_large),
+        ];
         let dir = tempfile::tempdir().expect("tempdir");
         let mut redis = None;
         let mut extra_args = Vec::new();
@@ -94,8 +106,9 @@ fn main() {
             }
             other => panic!("LOAD_STORE: unknown store {other}"),
         };
+        let db_size = std::fs::metadata(dir.path().join("data/online.db")).map_or(0, |m| m.len());
         let mut tern = Server::spawn(
-            Command::new(env!("CARGO_BIN_EXE_tern"))
+            Command::new(&tern_bin)
                 .args([
                     "serve",
                     "--config",
@@ -133,31 +146,55 @@ fn main() {
         let noop_channels = rt.block_on(channels(noop.addr));
 
         println!(
-            "\n## {store}{}",
+            "\n## {store}, {entities} entities{}{}",
+            if db_size > 0 {
+                format!(" (online.db {} MiB)", db_size >> 20)
+            } else {
+                String::new()
+            },
             if extra_args.is_empty() {
                 String::new()
             } else {
                 format!(" ({})", extra_args.join(" "))
             }
         );
+        // CPU per answered request: the server process's user + system time over the
+        // run, divided by the requests it answered (Redis's own CPU apart).
+        let redis_pid = redis.as_ref().map(RedisServer::pid);
+        let cpu_per_request = |pid: u32, before: Duration, answered: f64| {
+            (common::cpu_time(pid).saturating_sub(before)).as_secs_f64() * 1e6 / answered.max(1.0)
+        };
         println!(
-            "| scenario | rate (req/s) | server | p50 (ms) | p99 (ms) | p99.9 (ms) | max (ms) | achieved (req/s) | errors |"
+            "| scenario | rate (req/s) | server | p50 (ms) | p99 (ms) | p99.9 (ms) | max (ms) | achieved (req/s) | server CPU/req (µs) | redis CPU/req (µs) | errors |"
         );
-        println!("|---|---|---|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|");
         for (name, req, rates) in &scenarios {
             for &rate in rates.iter() {
-                for (server, chans) in [("no-op floor", &noop_channels), ("tern", &tern_channels)] {
+                for (server, chans, pid) in [
+                    ("no-op floor", &noop_channels, noop.child.id()),
+                    ("tern", &tern_channels, tern.child.id()),
+                ] {
                     // Warm up connections, caches and plans, then measure.
                     let _ = run(&rt, chans, req, rate, Duration::from_secs(1));
+                    let cpu = common::cpu_time(pid);
+                    let redis_cpu = redis_pid.map(common::cpu_time);
                     let r = run(&rt, chans, req, rate, Duration::from_secs(seconds));
+                    let answered = r.hist.len() as f64;
                     let q = |p: f64| r.hist.value_at_quantile(p) as f64 / 1000.0;
                     println!(
-                        "| {name} | {rate:.0} | {server} | {:.3} | {:.3} | {:.3} | {:.3} | {:.0} | {} |",
+                        "| {name} | {rate:.0} | {server} | {:.3} | {:.3} | {:.3} | {:.3} | {:.0} | {:.1} | {} | {} |",
                         q(0.5),
                         q(0.99),
                         q(0.999),
                         r.hist.max() as f64 / 1000.0,
                         r.achieved,
+                        cpu_per_request(pid, cpu, answered),
+                        redis_pid
+                            .zip(redis_cpu)
+                            .map_or("-".into(), |(p, c)| format!(
+                                "{:.1}",
+                                cpu_per_request(p, c, answered)
+                            )),
                         r.errors
                     );
                 }
@@ -166,18 +203,33 @@ fn main() {
         println!(
             "\nclosed loop, {SATURATION_IN_FLIGHT} requests in flight, {seconds}s: maximum throughput"
         );
-        println!("| scenario | server | requests/s | p50 (ms) | p99 (ms) | errors |");
-        println!("|---|---|---|---|---|---|");
+        println!(
+            "| scenario | server | requests/s | p50 (ms) | p99 (ms) | server CPU/req (µs) | redis CPU/req (µs) | errors |"
+        );
+        println!("|---|---|---|---|---|---|---|---|");
         for (name, req, _) in &scenarios {
-            for (server, chans) in [("no-op floor", &noop_channels), ("tern", &tern_channels)] {
+            for (server, chans, pid) in [
+                ("no-op floor", &noop_channels, noop.child.id()),
+                ("tern", &tern_channels, tern.child.id()),
+            ] {
                 let _ = saturate(&rt, chans, req, Duration::from_secs(1));
+                let cpu = common::cpu_time(pid);
+                let redis_cpu = redis_pid.map(common::cpu_time);
                 let r = saturate(&rt, chans, req, Duration::from_secs(seconds));
+                let answered = r.hist.len() as f64;
                 let q = |p: f64| r.hist.value_at_quantile(p) as f64 / 1000.0;
                 println!(
-                    "| {name} | {server} | {:.0} | {:.3} | {:.3} | {} |",
+                    "| {name} | {server} | {:.0} | {:.3} | {:.3} | {:.1} | {} | {} |",
                     r.achieved,
                     q(0.5),
                     q(0.99),
+                    cpu_per_request(pid, cpu, answered),
+                    redis_pid
+                        .zip(redis_cpu)
+                        .map_or("-".into(), |(p, c)| format!(
+                            "{:.1}",
+                            cpu_per_request(p, c, answered)
+                        )),
                     r.errors
                 );
             }

@@ -523,6 +523,11 @@ impl RedisServer {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// The server's process id (benches read its CPU time).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL, as a crash would.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

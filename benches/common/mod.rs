@@ -9,15 +9,15 @@ use tern::store::redis::field_name;
 use tern::store::{EntityValue, key};
 use tern::testing::SyntheticRepo;
 
-/// Driver ids of an `n`-entity request, spread over the 1,000-entity table so reads are
-/// not all one page.
-pub(crate) fn ids(n: i64) -> Vec<i64> {
-    (0..n).map(|i| 1 + (i * 7919) % 1000).collect()
+/// Driver ids of an `n`-entity request, spread over a table of `stored` entities so reads
+/// are not all one page.
+pub(crate) fn ids(n: i64, stored: i64) -> Vec<i64> {
+    (0..n).map(|i| 1 + (i * 7919) % stored).collect()
 }
 
-/// Feast v3 entity keys of `ids(n)`.
-pub(crate) fn entity_keys(n: i64) -> Vec<Vec<u8>> {
-    ids(n)
+/// Feast v3 entity keys of `ids(n, stored)`.
+pub(crate) fn entity_keys(n: i64, stored: i64) -> Vec<Vec<u8>> {
+    ids(n, stored)
         .into_iter()
         .map(|id| {
             let mut k = key::key_prefix(&["driver_id"], KeySerialization::V3);
@@ -69,6 +69,42 @@ pub(crate) fn redis_fields(repo: &SyntheticRepo) -> Vec<Vec<u8>> {
         .collect();
     fields.push(format!("_ts:{view}").into_bytes());
     fields
+}
+
+/// Entity counts from a comma-separated env variable (synthetic repo sizes).
+pub(crate) fn sizes(var: &str, default: &str) -> Vec<i64> {
+    std::env::var(var)
+        .unwrap_or_else(|_| default.into())
+        .split(',')
+        .map(|n| n.trim().parse().expect("entity counts: numbers"))
+        .collect()
+}
+
+/// CPU time (user + system) process `pid` has used so far, from `/proc/PID/stat`.
+pub(crate) fn cpu_time(pid: u32) -> std::time::Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i).and_then(|f| f.parse::<u64>().ok()))
+        .sum();
+    std::time::Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64)
+}
+
+/// Kernel clock ticks per second (`getconf CLK_TCK`; 100 on Linux everywhere).
+fn clock_ticks() -> u64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100)
 }
 
 /// `CPU model, N cores, M GiB, OS` for the reports.
