@@ -20,7 +20,7 @@ use tern::proto::tern::wire::Column;
 use tern::registry::Reloader;
 use tern::server::{StoreSettings, open_serving};
 use tern::serving::{Clock, Request, Selection, Serving};
-use tern::store::{SqliteStore, Store};
+use tern::store::{SqliteSettings, SqliteStore, Store};
 use tern::testing::{RedisServer, SyntheticRepo};
 
 /// `serving.get_online_features` for `entities` drivers x every feature, as "tern".
@@ -30,11 +30,12 @@ fn bench_tern(
     serving: &Serving,
     refs: &[String],
     entities: i64,
+    stored: i64,
 ) {
     let columns = vec![Column {
         key: "driver_id".into(),
         value: Some(RepeatedValue {
-            val: ids(entities)
+            val: ids(entities, stored)
                 .into_iter()
                 .map(|id| Value {
                     val: Some(Val::Int64Val(id)),
@@ -42,7 +43,7 @@ fn bench_tern(
                 .collect(),
         }),
     }];
-    let label = format!("{entities}x10");
+    let label = format!("{entities}x10of{stored}");
     group.bench_with_input(BenchmarkId::new("tern", &label), &columns, |b, columns| {
         b.iter(|| {
             let req = Request {
@@ -64,9 +65,24 @@ fn bench_tern(
     });
 }
 
+/// Repo sizes (drivers stored): the small one, and one whose SQLite file is far larger
+/// than SQLite's page cache. `SERVING_ENTITIES` overrides.
+fn sizes() -> Vec<i64> {
+    common::sizes("SERVING_ENTITIES", "1000,100000")
+}
+
 fn bench(c: &mut Criterion) {
+    for stored in sizes() {
+        bench_sqlite(c, stored);
+    }
+}
+
+fn bench_sqlite(c: &mut Criterion, stored: i64) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let repo = SyntheticRepo::default();
+    let repo = SyntheticRepo {
+        entities: stored,
+        ..SyntheticRepo::default()
+    };
     let yaml = repo.write(dir.path()).expect("write repo");
     let config = tern::config::load(&yaml, |_| None).expect("config");
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -79,8 +95,13 @@ fn bench(c: &mut Criterion) {
         .expect("registry")
         .registry();
     let db = dir.path().join("data/online.db");
-    let store =
-        Store::Sqlite(SqliteStore::open(&db, 2, StoreSettings::default().timeout).expect("store"));
+    let store = Store::Sqlite(
+        SqliteStore::open(
+            &db,
+            SqliteSettings::new(2, StoreSettings::default().timeout),
+        )
+        .expect("store"),
+    );
     let serving = Serving::new(registry, store, Clock::Fixed(repo.event_ts));
     let refs = repo.refs();
 
@@ -88,10 +109,10 @@ fn bench(c: &mut Criterion) {
     rusqlite::vtab::array::load_module(&conn).expect("rarray");
     let mut group = c.benchmark_group("get_online_features");
     for entities in [1i64, 100] {
-        let label = format!("{entities}x10");
-        bench_tern(&mut group, &rt, &serving, &refs, entities);
+        let label = format!("{entities}x10of{stored}");
+        bench_tern(&mut group, &rt, &serving, &refs, entities, stored);
 
-        let keys = entity_keys(entities);
+        let keys = entity_keys(entities, stored);
         group.bench_with_input(
             BenchmarkId::new("baseline_sqlite_select", &label),
             &keys,
@@ -103,9 +124,18 @@ fn bench(c: &mut Criterion) {
 
 /// The same requests over Redis, against the bare pipeline of HMGETs they send.
 fn bench_redis(c: &mut Criterion) {
+    for stored in sizes() {
+        bench_redis_of(c, stored);
+    }
+}
+
+fn bench_redis_of(c: &mut Criterion, stored: i64) {
     let redis = RedisServer::start(&[]).expect("redis-server");
     let dir = tempfile::tempdir().expect("tempdir");
-    let repo = SyntheticRepo::default();
+    let repo = SyntheticRepo {
+        entities: stored,
+        ..SyntheticRepo::default()
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -134,9 +164,9 @@ fn bench_redis(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("get_online_features_redis");
     for entities in [1i64, 100] {
-        let label = format!("{entities}x10");
-        bench_tern(&mut group, &rt, &serving, &refs, entities);
-        let keys: Vec<Vec<u8>> = entity_keys(entities)
+        let label = format!("{entities}x10of{stored}");
+        bench_tern(&mut group, &rt, &serving, &refs, entities, stored);
+        let keys: Vec<Vec<u8>> = entity_keys(entities, stored)
             .into_iter()
             .map(|mut k| {
                 k.extend_from_slice(repo.project.as_bytes());

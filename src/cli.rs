@@ -234,6 +234,11 @@ pub struct ServeArgs {
     /// SQLite reader threads (default: number of CPUs, at least 2).
     #[arg(long, env = "TERN_SQLITE_READERS")]
     pub sqlite_readers: Option<usize>,
+    /// SQLite reads of at most this many entity keys run on the request's own thread
+    /// instead of a reader thread (no hand-off; never waits on a lock, stopped and
+    /// handed over after 250 µs of work). 0 sends every read to the reader threads.
+    #[arg(long, env = "TERN_SQLITE_INLINE_KEYS", default_value_t = crate::store::SqliteSettings::INLINE_MAX_KEYS)]
+    pub sqlite_inline_keys: usize,
     /// Largest accepted request, in bytes.
     #[arg(long, env = "TERN_MAX_REQUEST_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub max_request_bytes: usize,

@@ -78,6 +78,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         sqlite_readers: args
             .sqlite_readers
             .unwrap_or(StoreSettings::default().sqlite_readers),
+        sqlite_inline_keys: args.sqlite_inline_keys,
         timeout: Duration::from_millis(args.store_timeout_ms),
         registry_timeout: Duration::from_millis(args.registry_timeout_ms),
         redis_connections: args.redis_connections,

@@ -27,7 +27,9 @@ use crate::grpc::{
 use crate::metrics as m;
 use crate::registry::{RegistryError, ReloadHandle, Reloader};
 use crate::serving::{Clock, Serving};
-use crate::store::{OnlineStore, RedisSettings, RedisStore, SqliteStore, Store, StoreError};
+use crate::store::{
+    OnlineStore, RedisSettings, RedisStore, SqliteSettings, SqliteStore, Store, StoreError,
+};
 
 /// Server knobs (CLI flags).
 #[derive(Debug, Clone)]
@@ -59,6 +61,9 @@ impl Default for ServerSettings {
 pub struct StoreSettings {
     /// SQLite reader threads (each owns one read-only connection).
     pub sqlite_readers: usize,
+    /// SQLite reads of at most this many keys run on the request's own thread (0: all
+    /// go to the reader threads).
+    pub sqlite_inline_keys: usize,
     /// Upper bound for one request's reads from the online store (SQLite or Redis),
     /// and for connecting to Redis. Well under a second: a feature lookup that takes
     /// longer is better answered with an error the model server can act on.
@@ -78,6 +83,7 @@ impl Default for StoreSettings {
             sqlite_readers: std::thread::available_parallelism()
                 .map_or(2, |n| n.get())
                 .max(2),
+            sqlite_inline_keys: SqliteSettings::INLINE_MAX_KEYS,
             timeout: Duration::from_millis(250),
             registry_timeout: Duration::from_secs(10),
             redis_connections: 1,
@@ -116,10 +122,14 @@ pub async fn open_serving(
     };
     let store = match &config.online_store {
         OnlineStoreConfig::Sqlite { path } => {
-            let (path, readers, timeout) = (path.clone(), store.sqlite_readers, store.timeout);
+            let path = path.clone();
+            let settings = SqliteSettings {
+                inline_max_keys: store.sqlite_inline_keys,
+                ..SqliteSettings::new(store.sqlite_readers, store.timeout)
+            };
             // Opening checks the file: blocking work, off the reactor.
             Store::Sqlite(
-                tokio::task::spawn_blocking(move || SqliteStore::open(&path, readers, timeout))
+                tokio::task::spawn_blocking(move || SqliteStore::open(&path, settings))
                     .await
                     .map_err(|e| StartupError::Unsupported(e.to_string()))??,
             )

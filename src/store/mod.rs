@@ -25,7 +25,7 @@ use crate::error::ErrorKind;
 
 pub use key::{EntityValue, KeyBatch};
 pub use redis::{RedisSettings, RedisStore, Written};
-pub use sqlite::SqliteStore;
+pub use sqlite::{SqliteSettings, SqliteStore};
 
 /// How one view version is laid out in the online stores. Built once per snapshot.
 #[derive(Debug)]

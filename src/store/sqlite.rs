@@ -5,10 +5,17 @@
 //! `value BLOB` (a serialized `feast.types.Value`; an empty blob is a stored null),
 //! `event_ts` integer epoch seconds.
 //!
-//! Reads run on a small pool of dedicated threads, each owning one read-only
-//! connection: SQLite calls block, so they must stay off the tokio reactor, and a
-//! connection per thread keeps its prepared statements warm (the per-table SELECT is
-//! prepared once per connection, then reused). Requests reach the pool through a
+//! Small reads (a few keys: the usual one-entity lookup) run on the calling thread,
+//! on one of a few connections kept for that: a read of pages SQLite or the OS already
+//! caches takes microseconds, less than the two thread wake-ups a hand-off costs. Such a
+//! read never waits: it has no busy handler (a writer's lock makes it fail at once)
+//! and a short work budget; when either stops it, or no inline connection is free, the
+//! read goes to the pool below (BENCHMARKS.md has the measurements behind this).
+//!
+//! Every other read runs on a small pool of dedicated threads, each owning one
+//! read-only connection: large or waiting SQLite calls must stay off the tokio reactor,
+//! and a connection per thread keeps its prepared statements warm (the per-table SELECT
+//! is prepared once per connection, then reused). Requests reach the pool through a
 //! bounded queue; when it is full the read fails fast (RESOURCE_EXHAUSTED) instead
 //! of queueing without bound.
 //!
@@ -45,6 +52,41 @@ const STATEMENT_CACHE: usize = 512;
 const PROGRESS_STEPS: i32 = 1000;
 /// Longest single pause while waiting for a writer's lock.
 const LOCK_POLL_MAX: Duration = Duration::from_millis(10);
+/// How a SQLite store runs its reads.
+#[derive(Debug, Clone, Copy)]
+pub struct SqliteSettings {
+    /// Reader threads, one read-only connection each.
+    pub readers: usize,
+    /// Reads of at most this many keys (all views together) run on the calling thread;
+    /// 0 sends every read to the reader threads.
+    pub inline_max_keys: usize,
+    /// Connections kept for inline reads: as many as threads that call `read` at once
+    /// (the runtime's workers). A read finding none free goes to the pool.
+    pub inline_connections: usize,
+    /// Work an inline read may do on the caller's thread before it is stopped and
+    /// handed to the pool: bounds how long one read holds a runtime worker.
+    pub inline_budget: Duration,
+    /// Upper bound for one read, from its call to its answer.
+    pub timeout: Duration,
+}
+
+impl SqliteSettings {
+    /// Reads of up to this many keys run inline by default (see the module docs).
+    pub const INLINE_MAX_KEYS: usize = 8;
+    /// The default inline work budget.
+    pub const INLINE_BUDGET: Duration = Duration::from_micros(250);
+
+    /// `readers` reader threads and `timeout`, inline reads as by default.
+    pub fn new(readers: usize, timeout: Duration) -> Self {
+        Self {
+            readers,
+            inline_max_keys: Self::INLINE_MAX_KEYS,
+            inline_connections: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            inline_budget: Self::INLINE_BUDGET,
+            timeout,
+        }
+    }
+}
 
 /// The SELECT for one table. `rarray(?1)` binds the whole key batch as one parameter,
 /// so the statement text (and its cached plan) does not depend on the batch size.
@@ -74,6 +116,11 @@ pub struct SqliteStore {
 struct Inner {
     db: Arc<Db>,
     jobs: Sender<Job>,
+    /// Idle connections for inline reads (taken for one synchronous read, never across
+    /// an await).
+    inline: std::sync::Mutex<Vec<Connection>>,
+    inline_max_keys: usize,
+    inline_budget: Duration,
     /// The one read-write connection, opened by the first online write. SQLite allows
     /// one writer at a time anyway; a mutex (taken only on blocking threads) queues
     /// writes in this process instead of making them spin on the file lock.
@@ -90,6 +137,10 @@ struct Db {
     timeout: Duration,
     /// Jobs a reader dropped unrun because their caller had given up.
     skipped: AtomicU64,
+    /// Reads answered inline.
+    inline_reads: AtomicU64,
+    /// Inline reads stopped (a writer's lock, or over budget) and handed to the pool.
+    inline_declined: AtomicU64,
 }
 
 impl Db {
@@ -117,18 +168,38 @@ struct Job {
 }
 
 impl SqliteStore {
-    /// Opens `readers` read-only connections to `path` and starts one thread each.
-    /// Every read is answered within `timeout` (or fails with [`StoreError::Timeout`]).
-    /// Blocking: call it at start-up (or from `spawn_blocking`).
-    pub fn open(path: &Path, readers: usize, timeout: Duration) -> Result<Self, StoreError> {
+    /// Opens the read-only connections to `path` (the reader threads' and the inline
+    /// ones) and starts the reader threads. Every read is answered within the timeout
+    /// (or fails with [`StoreError::Timeout`]). Blocking: call it at start-up (or from
+    /// `spawn_blocking`).
+    pub fn open(path: &Path, settings: SqliteSettings) -> Result<Self, StoreError> {
         let db = Arc::new(Db {
             path: path.to_owned(),
             name: format!("sqlite {}", path.display()),
-            timeout,
+            timeout: settings.timeout,
             skipped: AtomicU64::new(0),
+            inline_reads: AtomicU64::new(0),
+            inline_declined: AtomicU64::new(0),
         });
+        let inline_connections = if settings.inline_max_keys == 0 {
+            0
+        } else {
+            settings.inline_connections
+        };
+        let inline = (0..inline_connections)
+            .map(|_| {
+                let conn = open_reader(&db)?;
+                // Never wait on the caller's thread: a locked database goes to the pool.
+                conn.busy_handler(None)
+                    .map_err(|cause| StoreError::Sqlite {
+                        path: db.path.clone(),
+                        cause,
+                    })?;
+                Ok(conn)
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
         let (tx, rx) = crossbeam_channel::bounded::<Job>(QUEUE_CAPACITY);
-        for i in 0..readers.max(1) {
+        for i in 0..settings.readers.max(1) {
             let conn = open_reader(&db)?;
             let rx = rx.clone();
             let db = db.clone();
@@ -141,6 +212,9 @@ impl SqliteStore {
             inner: Arc::new(Inner {
                 db,
                 jobs: tx,
+                inline: std::sync::Mutex::new(inline),
+                inline_max_keys: settings.inline_max_keys,
+                inline_budget: settings.inline_budget,
                 writer: Arc::default(),
             }),
         })
@@ -190,10 +264,51 @@ impl SqliteStore {
     pub fn reads_skipped(&self) -> u64 {
         self.inner.db.skipped.load(Ordering::Relaxed)
     }
+
+    /// Reads answered on the calling thread.
+    pub fn reads_inline(&self) -> u64 {
+        self.inner.db.inline_reads.load(Ordering::Relaxed)
+    }
+
+    /// Inline reads that were stopped and handed to the reader threads.
+    pub fn inline_declined(&self) -> u64 {
+        self.inner.db.inline_declined.load(Ordering::Relaxed)
+    }
+
+    /// Runs a small read on the calling thread, or returns `None` to send it to the
+    /// pool: too many keys, no inline connection free, a writer's lock, or more work
+    /// than the inline budget.
+    fn read_inline(&self, reads: &[ViewRead]) -> Option<Result<Vec<ViewRows>, StoreError>> {
+        let inner = &*self.inner;
+        let keys: usize = reads.iter().map(|r| r.keys.len()).sum();
+        if keys == 0 || keys > inner.inline_max_keys {
+            return None;
+        }
+        let conn = inner.inline.lock().ok()?.pop()?;
+        let db = &*inner.db;
+        let stop = db.deadline().min(Instant::now() + inner.inline_budget);
+        let result = with_deadline(stop, || read_views(&conn, db, reads));
+        if let Ok(mut idle) = inner.inline.lock() {
+            idle.push(conn);
+        }
+        match result {
+            Err(StoreError::Timeout { .. } | StoreError::Busy { .. }) => {
+                db.inline_declined.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+            answer => {
+                db.inline_reads.fetch_add(1, Ordering::Relaxed);
+                Some(answer)
+            }
+        }
+    }
 }
 
 impl OnlineStore for SqliteStore {
     async fn read(&self, reads: Vec<ViewRead>) -> Result<Vec<ViewRows>, StoreError> {
+        if let Some(answer) = self.read_inline(&reads) {
+            return answer;
+        }
         let deadline = self.inner.db.deadline();
         let (reply, answer) = oneshot::channel();
         self.inner
@@ -697,6 +812,7 @@ pub fn write_rows<'a>(
 mod tests {
     use super::*;
     use crate::store::{KeyBatch, StorageLayout};
+    use prost::Message;
 
     fn test_db(path: &Path) -> Db {
         Db {
@@ -704,7 +820,119 @@ mod tests {
             name: format!("sqlite {}", path.display()),
             timeout: Duration::from_secs(1),
             skipped: AtomicU64::new(0),
+            inline_reads: AtomicU64::new(0),
+            inline_declined: AtomicU64::new(0),
         }
+    }
+
+    /// A table `p_v` holding `features` features `f0..` of key `k1` (value: the
+    /// feature's index as int32), and a read of all of them.
+    fn wide_view(path: &Path, features: usize) -> ViewRead {
+        let mut conn = Connection::open(path).unwrap();
+        create_table(&conn, "p_v").unwrap();
+        let names: Vec<String> = (0..features).map(|f| format!("f{f}")).collect();
+        let values: Vec<Vec<u8>> = (0..features)
+            .map(|f| {
+                crate::proto::feast::types::Value {
+                    val: Some(crate::proto::feast::types::value::Val::Int32Val(f as i32)),
+                }
+                .encode_to_vec()
+            })
+            .collect();
+        write_rows(
+            &mut conn,
+            "p_v",
+            names.iter().zip(&values).map(|(f, v)| WriteRow {
+                entity_key: b"k1",
+                feature: f,
+                value: v,
+                event_ts: 100,
+                created_ts: None,
+            }),
+        )
+        .unwrap();
+        let mut batch = KeyBatch::default();
+        batch.push(b"k1");
+        ViewRead {
+            layout: Arc::new(StorageLayout::new("p", "v", 0, names)),
+            slots: (0..features as u32).collect(),
+            keys: Arc::new(batch),
+        }
+    }
+
+    #[tokio::test]
+    async fn small_reads_run_inline_and_larger_ones_on_the_readers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("online.db");
+        let read = wide_view(&path, 3);
+        let store = SqliteStore::open(
+            &path,
+            SqliteSettings {
+                inline_max_keys: 1,
+                ..SqliteSettings::new(1, Duration::from_secs(5))
+            },
+        )
+        .unwrap();
+
+        let inline = store.read(vec![read.clone()]).await.unwrap();
+        assert_eq!((store.reads_inline(), store.inline_declined()), (1, 0));
+        // Two keys (the same view twice) are over the limit: the pool answers.
+        let pooled = store.read(vec![read.clone(), read]).await.unwrap();
+        assert_eq!((store.reads_inline(), store.inline_declined()), (1, 0));
+        assert_eq!(inline[0].values, pooled[0].values);
+        assert_eq!(pooled[0].values, pooled[1].values);
+        assert_eq!(inline[0].values.iter().flatten().count(), 3);
+        // A ping reads nothing: it always proves a reader thread answers.
+        store.ping().await.unwrap();
+        assert_eq!(store.reads_inline(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_inline_read_never_waits_for_a_writer_it_goes_to_the_readers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("online.db");
+        let read = wide_view(&path, 3);
+        let store =
+            SqliteStore::open(&path, SqliteSettings::new(1, Duration::from_millis(100))).unwrap();
+        let mut writer = Connection::open(&path).unwrap();
+        let lock = writer
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive)
+            .unwrap();
+        // Inline, the lock fails the read at once (no busy handler); the reader thread
+        // then waits for the lock until the store timeout. A read that stayed inline
+        // would have answered Busy.
+        let err = store.read(vec![read.clone()]).await.unwrap_err();
+        assert!(matches!(err, StoreError::Timeout { .. }), "{err}");
+        assert_eq!((store.reads_inline(), store.inline_declined()), (0, 1));
+        lock.commit().unwrap();
+        assert!(store.read(vec![read]).await.is_ok());
+        assert_eq!((store.reads_inline(), store.inline_declined()), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn an_inline_read_over_its_budget_is_finished_by_the_readers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("online.db");
+        // 3,000 rows: many times the progress handler's step interval.
+        let read = wide_view(&path, 3000);
+        let store = SqliteStore::open(
+            &path,
+            SqliteSettings {
+                inline_budget: Duration::ZERO,
+                ..SqliteSettings::new(1, Duration::from_secs(5))
+            },
+        )
+        .unwrap();
+        let rows = store.read(vec![read]).await.unwrap();
+        assert_eq!((store.reads_inline(), store.inline_declined()), (0, 1));
+        let values: Vec<_> = rows[0].values.iter().flatten().collect();
+        assert_eq!(values.len(), 3000);
+        assert_eq!(
+            crate::proto::feast::types::Value::decode(values[2999].as_ref()).unwrap(),
+            crate::proto::feast::types::Value {
+                val: Some(crate::proto::feast::types::value::Val::Int32Val(2999)),
+            }
+        );
     }
 
     /// A read of features `a` and `b` of table `p_v` for `keys`.
@@ -807,7 +1035,8 @@ mod tests {
         let path = dir.path().join("online.db");
         let mut writer = Connection::open(&path).unwrap();
         create_table(&writer, "p_v").unwrap();
-        let store = SqliteStore::open(&path, 1, Duration::from_millis(100)).unwrap();
+        let store =
+            SqliteStore::open(&path, SqliteSettings::new(1, Duration::from_millis(100))).unwrap();
 
         // The only reader waits on a writer's lock for a job of its own with a far deadline.
         let lock = writer
@@ -958,7 +1187,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("online.db");
         assert!(matches!(
-            SqliteStore::open(&path, 1, Duration::from_secs(1)),
+            SqliteStore::open(&path, SqliteSettings::new(1, Duration::from_secs(1))),
             Err(StoreError::Sqlite { .. })
         ));
         Connection::open(&path)
