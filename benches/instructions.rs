@@ -162,7 +162,11 @@ fn count(exe: &Path, case: &Case, n: usize) -> u64 {
         .args(["--tool=callgrind", "--trace-children=no"])
         // The metrics recorder calibrates its clock for a stretch of wall time, which
         // under valgrind is a different number of instructions in every run: left out.
-        .arg("--toggle-collect=*quanta*Calibration*calibrate*")
+        // (`--toggle-collect` turns collection off at start unless told after it.)
+        .args([
+            "--toggle-collect=*quanta*Calibration*calibrate*",
+            "--collect-atstart=yes",
+        ])
         .arg(format!("--callgrind-out-file={out_file}"))
         .arg(exe)
         .env(

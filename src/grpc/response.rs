@@ -14,6 +14,7 @@ use prost_types::Timestamp;
 
 use crate::proto::feast::serving::FieldStatus;
 use crate::serving::{EchoedColumn, FeatureColumns};
+use crate::store::Span;
 
 /// One answer, ready to be encoded by tonic (its `prost::Message` implementation only
 /// encodes; a server never decodes its own response).
@@ -32,7 +33,8 @@ pub struct EncodedResponse {
 
 /// One `FeatureVector`'s three fields, borrowed.
 struct Vector<'a> {
-    values: &'a [Bytes],
+    values: &'a [Span],
+    buffer: &'a [u8],
     /// `None`: every row PRESENT (an echoed entity column).
     statuses: Option<&'a [FieldStatus]>,
     /// `None`: every row the zero time (an echoed entity column).
@@ -129,6 +131,7 @@ impl Vector<'_> {
         encode_key(2, WireType::LengthDelimited, buf);
         put_varint(body as u64, buf);
         for v in self.values {
+            let v = v.of(self.buffer);
             let mut head = [0u8; 11];
             head[0] = 1 << 3 | WireType::LengthDelimited as u8;
             let n = 1 + varint_into(v.len() as u64, &mut head[1..]);
@@ -173,12 +176,14 @@ impl EncodedResponse {
     fn vectors(&self) -> impl Iterator<Item = Vector<'_>> {
         let echoed = self.entities.iter().map(|c| Vector {
             values: &c.values,
+            buffer: &c.buffer,
             statuses: None,
             times: None,
             rows: self.rows,
         });
         let features = self.features.iter().map(|c| Vector {
             values: c.values,
+            buffer: c.buffer,
             statuses: Some(c.statuses),
             times: Some(c.event_timestamps),
             rows: self.rows,
@@ -237,7 +242,6 @@ impl prost::Message for EncodedResponse {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use bytes::Bytes;
     use prost::Message;
@@ -308,11 +312,8 @@ mod tests {
             } else {
                 value(&mut rng)
             };
-            let entities: Vec<EchoedColumn> = (0..n_entities)
-                .map(|i| EchoedColumn {
-                    name: Arc::from(format!("e{i}")),
-                    values: (0..rows).map(|_| value(&mut rng)).collect(),
-                })
+            let echoed: Vec<Vec<Bytes>> = (0..n_entities)
+                .map(|_| (0..rows).map(|_| value(&mut rng)).collect())
                 .collect();
             let columns: Vec<(Vec<Bytes>, Vec<FieldStatus>, Vec<Timestamp>)> = (0..n_features)
                 .map(|_| {
@@ -326,10 +327,10 @@ mod tests {
 
             let tree = GetOnlineFeaturesResponse {
                 metadata: metadata.clone(),
-                results: entities
+                results: echoed
                     .iter()
-                    .map(|c| FeatureVector {
-                        values: c.values.clone(),
+                    .map(|values| FeatureVector {
+                        values: values.clone(),
                         statuses: vec![FieldStatus::Present as i32; rows],
                         event_timestamps: vec![Timestamp::default(); rows],
                     })
@@ -344,7 +345,11 @@ mod tests {
             let direct = EncodedResponse {
                 metadata,
                 rows,
-                entities,
+                entities: echoed
+                    .iter()
+                    .enumerate()
+                    .map(|(i, values)| EchoedColumn::from_values(&format!("e{i}"), values))
+                    .collect(),
                 features: FeatureColumns::from_columns(rows, columns),
                 encoded: None,
                 lengths: Default::default(),

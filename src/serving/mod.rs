@@ -27,7 +27,7 @@ use crate::metrics as m;
 use crate::proto::feast::serving::FieldStatus;
 use crate::proto::tern::wire::Column;
 use crate::registry::Registry;
-use crate::store::{OnlineStore, Store, ViewRead, ViewRows};
+use crate::store::{OnlineStore, Span, Store, ViewRead, ViewRows};
 use entities::EntityRows;
 
 /// Wall-clock source for ttl checks. Tests pin it: fixture data is older than its ttl.
@@ -123,23 +123,46 @@ pub struct OnlineFeatures {
 pub struct EchoedColumn {
     /// Output name (the join key, or the request column for an aliased join key).
     pub name: Arc<str>,
-    /// Per row, a serialized `feast.types.Value`.
-    pub values: Vec<Bytes>,
+    /// Per row, where its serialized `feast.types.Value` is in `buffer`.
+    pub values: Vec<Span>,
+    /// The values' bytes.
+    pub buffer: Bytes,
+}
+
+impl EchoedColumn {
+    /// A column of already serialized values (tests of the encoders).
+    #[cfg(test)]
+    pub(crate) fn from_values(name: &str, values: &[Bytes]) -> Self {
+        let mut buffer = Vec::new();
+        let spans = values.iter().map(|v| Span::push(&mut buffer, v)).collect();
+        Self {
+            name: name.into(),
+            values: spans,
+            buffer: buffer.into(),
+        }
+    }
+
+    /// Row `row`'s serialized value.
+    pub fn value(&self, row: usize) -> &[u8] {
+        self.values.get(row).map_or(&[], |s| s.of(&self.buffer))
+    }
 }
 
 /// Every feature column of an answer in three flat vectors (column `c`, row `r` at
-/// `c * rows + r`): three allocations per answer, not three per column.
+/// `c * rows + r`): three allocations per answer, not three per column. Values are
+/// spans of the store's one buffer for the request.
 #[derive(Debug, Default)]
 pub struct FeatureColumns {
     columns: usize,
     rows: usize,
-    values: Vec<Bytes>,
+    values: Vec<Span>,
     statuses: Vec<FieldStatus>,
     event_timestamps: Vec<Timestamp>,
+    buffer: Bytes,
 }
 
 impl FeatureColumns {
-    fn with_capacity(columns: usize, rows: usize) -> Self {
+    fn with_capacity(columns: usize, rows: usize, buffer: Bytes) -> Self {
         let cells = columns * rows;
         Self {
             columns: 0,
@@ -147,6 +170,7 @@ impl FeatureColumns {
             values: Vec::with_capacity(cells),
             statuses: Vec::with_capacity(cells),
             event_timestamps: Vec::with_capacity(cells),
+            buffer,
         }
     }
 
@@ -156,13 +180,16 @@ impl FeatureColumns {
         rows: usize,
         columns: Vec<(Vec<Bytes>, Vec<FieldStatus>, Vec<Timestamp>)>,
     ) -> Self {
-        let mut out = Self::with_capacity(columns.len(), rows);
+        let mut buffer = Vec::new();
+        let mut out = Self::with_capacity(columns.len(), rows, Bytes::new());
         for (values, statuses, times) in columns {
-            out.values.extend(values);
+            out.values
+                .extend(values.iter().map(|v| Span::push(&mut buffer, v)));
             out.statuses.extend(statuses);
             out.event_timestamps.extend(times);
             out.columns += 1;
         }
+        out.buffer = buffer.into();
         out
     }
 
@@ -182,6 +209,7 @@ impl FeatureColumns {
             let cells = c * self.rows..(c + 1) * self.rows;
             FeatureColumn {
                 values: self.values.get(cells.clone()).unwrap_or_default(),
+                buffer: &self.buffer,
                 statuses: self.statuses.get(cells.clone()).unwrap_or_default(),
                 event_timestamps: self.event_timestamps.get(cells).unwrap_or_default(),
             }
@@ -192,13 +220,22 @@ impl FeatureColumns {
 /// One feature column.
 #[derive(Debug, Clone, Copy)]
 pub struct FeatureColumn<'a> {
-    /// Per row, the serialized `feast.types.Value` exactly as the store holds it;
-    /// empty when not found or null.
-    pub values: &'a [Bytes],
+    /// Per row, where the serialized `feast.types.Value` is in `buffer`, exactly as
+    /// the store holds it; empty when not found or null.
+    pub values: &'a [Span],
+    /// The values' bytes.
+    pub buffer: &'a [u8],
     /// Per row, what the value is.
     pub statuses: &'a [FieldStatus],
     /// Per row, the entity's event time (zero when not found).
     pub event_timestamps: &'a [Timestamp],
+}
+
+impl FeatureColumn<'_> {
+    /// Row `row`'s serialized value.
+    pub fn value(&self, row: usize) -> &[u8] {
+        self.values.get(row).map_or(&[], |s| s.of(self.buffer))
+    }
 }
 
 /// The serving core: registry, store, clock and limits.
@@ -364,10 +401,10 @@ impl Serving {
             let store = self.store.kind().as_str();
             metrics::counter!(m::STORE_ERRORS, "store" => store, "kind" => e.label()).increment(1);
         })?;
-        if found.len() != plan.reads.len() {
+        if found.views.len() != plan.reads.len() {
             return Err(Error::Internal(format!(
                 "the online store answered {} reads out of {}",
-                found.len(),
+                found.views.len(),
                 plan.reads.len()
             )));
         }
@@ -383,24 +420,32 @@ impl Serving {
             if *echo.output != *name && rows.column(&echo.output).is_some() {
                 continue;
             }
+            // Most entity values serialize in under 16 bytes.
+            let mut buffer = Vec::with_capacity(values.len() * 16);
+            let spans = values
+                .iter()
+                .map(|v| {
+                    let typed = entities::coerced_value(v, echo.value_type);
+                    let start = buffer.len();
+                    typed.as_ref().unwrap_or(v).encode_raw(&mut buffer);
+                    Span::new(start, buffer.len())
+                })
+                .collect();
             echoed.push(EchoedColumn {
                 name: echo.output.clone(),
-                values: values
-                    .iter()
-                    .map(|v| {
-                        let typed = entities::coerced_value(v, echo.value_type);
-                        Bytes::from(typed.as_ref().unwrap_or(v).encode_to_vec())
-                    })
-                    .collect(),
+                values: spans,
+                buffer: buffer.into(),
             });
         }
 
-        let mut features = FeatureColumns::with_capacity(plan.columns.len(), rows.rows);
+        let mut features =
+            FeatureColumns::with_capacity(plan.columns.len(), rows.rows, found.values.clone());
         for column in &plan.columns {
             let read = &plan.reads[column.read];
             push_feature_column(
                 &mut features,
-                &found[column.read],
+                &found.views[column.read],
+                &found.values,
                 &keys[read.key_set].row_to_key,
                 read.slots.len(),
                 column.slot,
@@ -433,6 +478,7 @@ impl Serving {
 fn push_feature_column(
     out: &mut FeatureColumns,
     found: &ViewRows,
+    buffer: &[u8],
     row_to_key: &[u32],
     n_slots: usize,
     slot: usize,
@@ -442,7 +488,7 @@ fn push_feature_column(
 ) {
     for &k in row_to_key {
         let k = k as usize;
-        let stored = |k: usize| found.values.get(k * n_slots + slot).cloned().flatten();
+        let stored = |k: usize| found.values.get(k * n_slots + slot).copied().flatten();
         let (value, status, ts) = match found
             .timestamps
             .get(k)
@@ -450,9 +496,11 @@ fn push_feature_column(
             .flatten()
             .map(|ts| (ts, stored(k)))
         {
-            None => (Bytes::new(), FieldStatus::NotFound, Timestamp::default()),
-            Some((ts, None)) => (Bytes::new(), FieldStatus::NotFound, ts),
-            Some((ts, Some(v))) if is_null(&v) => (Bytes::new(), FieldStatus::NullValue, ts),
+            None => (Span::default(), FieldStatus::NotFound, Timestamp::default()),
+            Some((ts, None)) => (Span::default(), FieldStatus::NotFound, ts),
+            Some((ts, Some(v))) if is_null(v.of(buffer)) => {
+                (Span::default(), FieldStatus::NullValue, ts)
+            }
             Some((ts, Some(v))) => {
                 let stale = ttl_seconds.is_some_and(|ttl| now.saturating_sub(ts.seconds) > ttl);
                 let status = if stale {

@@ -92,14 +92,51 @@ pub struct ViewRead {
     pub keys: Arc<KeyBatch>,
 }
 
+/// Where one stored value is in its answer's value buffer ([`Found::values`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Span {
+    start: usize,
+    end: usize,
+}
+
+impl Span {
+    /// The span `start..end`.
+    pub fn new(start: usize, end: usize) -> Self {
+        Self { start, end }
+    }
+
+    /// Appends `value` to `buffer`; its span there.
+    pub fn push(buffer: &mut Vec<u8>, value: &[u8]) -> Self {
+        let start = buffer.len();
+        buffer.extend_from_slice(value);
+        Self::new(start, buffer.len())
+    }
+
+    /// The value's bytes in `buffer` (empty if the span is not in it).
+    pub fn of<'a>(&self, buffer: &'a [u8]) -> &'a [u8] {
+        buffer.get(self.start..self.end).unwrap_or_default()
+    }
+
+    /// Bytes the value takes.
+    pub fn len(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// An empty value: a stored null, or no value at all.
+    pub fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+}
+
 /// What a store found for one [`ViewRead`].
 #[derive(Debug, Default)]
 pub struct ViewRows {
     /// Per key: the entity's event time, `None` when the store has no row for it.
     pub timestamps: Vec<Option<Timestamp>>,
-    /// Per key and slot (`key * slots + slot`): the serialized `feast.types.Value`,
-    /// `None` when the feature is not stored. An empty value is a stored null.
-    pub values: Vec<Option<Bytes>>,
+    /// Per key and slot (`key * slots + slot`): where the serialized
+    /// `feast.types.Value` is in [`Found::values`], `None` when the feature is not
+    /// stored. An empty value is a stored null.
+    pub values: Vec<Option<Span>>,
 }
 
 impl ViewRows {
@@ -112,47 +149,50 @@ impl ViewRows {
     }
 }
 
-/// Value bytes of one request, copied once into one buffer and handed out as slices of
-/// it: one allocation per request instead of one per value, and slices clone without
-/// allocating when a value is fanned out to duplicate entity rows.
+/// What a store found for one request: `views[i]` answers `reads[i]`, and every value
+/// they hold is a span of one buffer (one allocation per request, not one per value).
+#[derive(Debug, Default)]
+pub struct Found {
+    pub views: Vec<ViewRows>,
+    /// The values' bytes.
+    pub values: Bytes,
+}
+
+impl Found {
+    /// View `view`'s values in `key * slots + slot` order: bytes, or `None` when not
+    /// stored.
+    pub fn values_of(&self, view: usize) -> Vec<Option<&[u8]>> {
+        self.views.get(view).map_or_else(Vec::new, |rows| {
+            rows.values
+                .iter()
+                .map(|span| span.map(|s| s.of(&self.values)))
+                .collect()
+        })
+    }
+}
+
+/// Value bytes of one request, copied once into one buffer as a store reads them.
 #[derive(Default)]
 pub(crate) struct ValueArena {
     buffer: BytesMut,
-    /// (read, index into its `values`, start, end) in `buffer`.
-    spans: Vec<(usize, usize, usize, usize)>,
 }
 
 impl ValueArena {
-    /// Records `value` as `results[read].values[index]`, once it has checked that the
-    /// bytes are a well-formed `feast.types.Value` (here, where they are in cache anyway):
-    /// a client must never receive a value it cannot parse.
-    pub(crate) fn push(
-        &mut self,
-        read: usize,
-        index: usize,
-        value: &[u8],
-    ) -> Result<(), value::Invalid> {
+    /// Appends `value` once it has checked that the bytes are a well-formed
+    /// `feast.types.Value` (here, where they are in cache anyway): a client must never
+    /// receive a value it cannot parse.
+    pub(crate) fn push(&mut self, value: &[u8]) -> Result<Span, value::Invalid> {
         value::check(value)?;
         let start = self.buffer.len();
         self.buffer.extend_from_slice(value);
-        self.spans.push((read, index, start, self.buffer.len()));
-        Ok(())
+        Ok(Span::new(start, self.buffer.len()))
     }
 
-    /// Stores every recorded value into `results`.
-    pub(crate) fn fill(self, results: &mut [ViewRows]) {
-        let buffer = self.buffer.freeze();
-        for (read, index, start, end) in self.spans {
-            if let Some(slot) = results
-                .get_mut(read)
-                .and_then(|rows| rows.values.get_mut(index))
-            {
-                *slot = Some(if start == end {
-                    Bytes::new()
-                } else {
-                    buffer.slice(start..end)
-                });
-            }
+    /// The answer: `views` with the values they point into.
+    pub(crate) fn finish(self, views: Vec<ViewRows>) -> Found {
+        Found {
+            views,
+            values: self.buffer.freeze(),
         }
     }
 }
@@ -321,11 +361,8 @@ pub(crate) fn unhex(s: &str) -> Vec<u8> {
 
 /// The read contract every backend implements.
 pub trait OnlineStore {
-    /// Reads every view of one request. `result[i]` answers `reads[i]`.
-    fn read(
-        &self,
-        reads: Vec<ViewRead>,
-    ) -> impl Future<Output = Result<Vec<ViewRows>, StoreError>> + Send;
+    /// Reads every view of one request. `result.views[i]` answers `reads[i]`.
+    fn read(&self, reads: Vec<ViewRead>) -> impl Future<Output = Result<Found, StoreError>> + Send;
 
     /// Checks that the store answers (for health reporting).
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
@@ -401,7 +438,7 @@ impl Store {
 }
 
 impl OnlineStore for Store {
-    async fn read(&self, reads: Vec<ViewRead>) -> Result<Vec<ViewRows>, StoreError> {
+    async fn read(&self, reads: Vec<ViewRead>) -> Result<Found, StoreError> {
         match self {
             Store::Sqlite(s) => s.read(reads).await,
             Store::Redis(s) => s.read(reads).await,
@@ -438,18 +475,17 @@ mod tests {
     #[test]
     fn the_arena_refuses_unreadable_values() {
         let mut arena = ValueArena::default();
-        assert!(arena.push(0, 0, b"\x20\x07").is_ok());
-        assert!(arena.push(0, 1, b"").is_ok());
-        assert!(arena.push(0, 2, b"\x12\x02\xc3\x28").is_err());
-        let mut rows = vec![ViewRows::new(1, 3)];
-        arena.fill(&mut rows);
+        let seven = arena.push(b"\x20\x07").unwrap();
+        let null = arena.push(b"").unwrap();
+        assert!(arena.push(b"\x12\x02\xc3\x28").is_err());
+        let eight = arena.push(b"\x20\x08").unwrap();
+        let found = arena.finish(Vec::new());
+        assert_eq!(seven.of(&found.values), b"\x20\x07");
+        assert!(null.is_empty() && null.of(&found.values).is_empty());
         assert_eq!(
-            rows[0].values,
-            vec![
-                Some(Bytes::from_static(b"\x20\x07")),
-                Some(Bytes::new()),
-                None
-            ]
+            eight.of(&found.values),
+            b"\x20\x08",
+            "the refused value left nothing"
         );
     }
 }

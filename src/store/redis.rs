@@ -40,7 +40,8 @@ use prost_types::Timestamp;
 use tokio::sync::Notify;
 
 use super::{
-    OnlineStore, StorageLayout, StoreError, StoreKind, ValueArena, ViewRead, ViewRows, key_hex,
+    Found, OnlineStore, StorageLayout, StoreError, StoreKind, ValueArena, ViewRead, ViewRows,
+    key_hex,
 };
 use crate::config::{KeySerialization, RedisConfig, RedisTls, RedisType};
 
@@ -549,7 +550,7 @@ impl RedisStore {
         reply.map_err(|e| self.unavailable(&e))
     }
 
-    async fn read_inner(&self, reads: &[ViewRead]) -> Result<Vec<ViewRows>, StoreError> {
+    async fn read_inner(&self, reads: &[ViewRead]) -> Result<Found, StoreError> {
         let Hmgets {
             groups,
             targets,
@@ -595,7 +596,7 @@ impl RedisStore {
                 for (slot, field) in view[..n_slots].iter().enumerate() {
                     match field {
                         Value::BulkString(v) => {
-                            arena.push(r, k * n_slots + slot, v).map_err(|e| {
+                            let span = arena.push(v).map_err(|e| {
                                 let feature = read
                                     .slots
                                     .get(slot)
@@ -605,6 +606,9 @@ impl RedisStore {
                                     "value of feature {feature} is not a serialized feast.types.Value ({e})"
                                 ))
                             })?;
+                            if let Some(cell) = out[r].values.get_mut(k * n_slots + slot) {
+                                *cell = Some(span);
+                            }
                             found = true;
                         }
                         Value::Nil => {}
@@ -636,8 +640,7 @@ impl RedisStore {
                 }
             }
         }
-        arena.fill(&mut out);
-        Ok(out)
+        Ok(arena.finish(out))
     }
 
     /// Sends `commands` in one pipeline (on a cluster, one per node) and answers their
@@ -856,7 +859,7 @@ impl RedisStore {
 }
 
 impl OnlineStore for RedisStore {
-    async fn read(&self, reads: Vec<ViewRead>) -> Result<Vec<ViewRows>, StoreError> {
+    async fn read(&self, reads: Vec<ViewRead>) -> Result<Found, StoreError> {
         tokio::time::timeout(self.inner.timeout, self.read_inner(&reads))
             .await
             .unwrap_or_else(|_| Err(self.timeout()))

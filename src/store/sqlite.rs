@@ -39,8 +39,8 @@ use rusqlite::{Connection, ErrorCode, OpenFlags};
 use tokio::sync::oneshot;
 
 use super::{
-    EntityWrite, OnlineStore, StorageLayout, StoreError, StoreKind, ValueArena, ViewRead, ViewRows,
-    Written, key_hex,
+    EntityWrite, Found, OnlineStore, StorageLayout, StoreError, StoreKind, ValueArena, ViewRead,
+    ViewRows, Written, key_hex,
 };
 
 /// Reads waiting for a connection before new ones are refused.
@@ -164,7 +164,7 @@ struct Job {
     reads: Vec<ViewRead>,
     /// When the caller stops waiting.
     deadline: Instant,
-    reply: oneshot::Sender<Result<Vec<ViewRows>, StoreError>>,
+    reply: oneshot::Sender<Result<Found, StoreError>>,
 }
 
 impl SqliteStore {
@@ -278,7 +278,7 @@ impl SqliteStore {
     /// Runs a small read on the calling thread, or returns `None` to send it to the
     /// pool: too many keys, no inline connection free, a writer's lock, or more work
     /// than the inline budget.
-    fn read_inline(&self, reads: &[ViewRead]) -> Option<Result<Vec<ViewRows>, StoreError>> {
+    fn read_inline(&self, reads: &[ViewRead]) -> Option<Result<Found, StoreError>> {
         let inner = &*self.inner;
         let keys: usize = reads.iter().map(|r| r.keys.len()).sum();
         if keys == 0 || keys > inner.inline_max_keys {
@@ -305,7 +305,7 @@ impl SqliteStore {
 }
 
 impl OnlineStore for SqliteStore {
-    async fn read(&self, reads: Vec<ViewRead>) -> Result<Vec<ViewRows>, StoreError> {
+    async fn read(&self, reads: Vec<ViewRead>) -> Result<Found, StoreError> {
         if let Some(answer) = self.read_inline(&reads) {
             return answer;
         }
@@ -498,12 +498,12 @@ fn worker(conn: Connection, db: &Db, jobs: Receiver<Job>) {
 
 /// Runs one SELECT per view and gathers the rows. Value blobs are checked and copied
 /// once into a shared buffer, and handed out as slices of it.
-fn read_views(conn: &Connection, db: &Db, reads: &[ViewRead]) -> Result<Vec<ViewRows>, StoreError> {
+fn read_views(conn: &Connection, db: &Db, reads: &[ViewRead]) -> Result<Found, StoreError> {
     let classify = |table: &str, source: rusqlite::Error| classify_error(db, table, source);
     let mut arena = ValueArena::default();
     let mut results = Vec::with_capacity(reads.len());
 
-    for (r, read) in reads.iter().enumerate() {
+    for read in reads {
         let layout = &read.layout;
         let table = layout.sqlite_table.as_str();
         let n_slots = read.slots.len();
@@ -572,7 +572,7 @@ fn read_views(conn: &Connection, db: &Db, reads: &[ViewRead]) -> Result<Vec<View
                     }
                     Err(e) => return Err(classify(table, e)),
                 };
-                arena.push(r, k * n_slots + slot, value).map_err(|e| {
+                let span = arena.push(value).map_err(|e| {
                     fault(
                         k,
                         format!(
@@ -581,13 +581,15 @@ fn read_views(conn: &Connection, db: &Db, reads: &[ViewRead]) -> Result<Vec<View
                         ),
                     )
                 })?;
+                if let Some(cell) = rows.values.get_mut(k * n_slots + slot) {
+                    *cell = Some(span);
+                }
             }
         }
         results.push(rows);
     }
 
-    arena.fill(&mut results);
-    Ok(results)
+    Ok(arena.finish(results))
 }
 
 /// Maps a stored feature name to its slot in a read, by bytes (no UTF-8 check, no
@@ -879,9 +881,9 @@ mod tests {
         // Two keys (the same view twice) are over the limit: the pool answers.
         let pooled = store.read(vec![read.clone(), read]).await.unwrap();
         assert_eq!((store.reads_inline(), store.inline_declined()), (1, 0));
-        assert_eq!(inline[0].values, pooled[0].values);
-        assert_eq!(pooled[0].values, pooled[1].values);
-        assert_eq!(inline[0].values.iter().flatten().count(), 3);
+        assert_eq!(inline.values_of(0), pooled.values_of(0));
+        assert_eq!(pooled.values_of(0), pooled.values_of(1));
+        assert_eq!(inline.values_of(0).iter().flatten().count(), 3);
         // A ping reads nothing: it always proves a reader thread answers.
         store.ping().await.unwrap();
         assert_eq!(store.reads_inline(), 1);
@@ -923,12 +925,12 @@ mod tests {
             },
         )
         .unwrap();
-        let rows = store.read(vec![read]).await.unwrap();
+        let found = store.read(vec![read]).await.unwrap();
         assert_eq!((store.reads_inline(), store.inline_declined()), (0, 1));
-        let values: Vec<_> = rows[0].values.iter().flatten().collect();
+        let values: Vec<&[u8]> = found.values_of(0).into_iter().flatten().collect();
         assert_eq!(values.len(), 3000);
         assert_eq!(
-            crate::proto::feast::types::Value::decode(values[2999].as_ref()).unwrap(),
+            crate::proto::feast::types::Value::decode(values[2999]).unwrap(),
             crate::proto::feast::types::Value {
                 val: Some(crate::proto::feast::types::value::Val::Int32Val(2999)),
             }
@@ -1003,7 +1005,7 @@ mod tests {
         );
         // A feature not asked for is not read; its row still dates the entity.
         let rows = read_views(&conn, &db, &[read_of(&[b"\x06"])]).unwrap();
-        assert_eq!(rows[0].timestamps[0].map(|t| t.seconds), Some(100));
+        assert_eq!(rows.views[0].timestamps[0].map(|t| t.seconds), Some(100));
     }
 
     #[test]
@@ -1150,7 +1152,8 @@ mod tests {
         };
         let db = test_db(&path);
         let conn = open_reader(&db).unwrap();
-        let rows = read_views(&conn, &db, &[read]).unwrap().remove(0);
+        let found = read_views(&conn, &db, &[read]).unwrap();
+        let rows = &found.views[0];
         let ts = |s| {
             Some(Timestamp {
                 seconds: s,
@@ -1158,11 +1161,17 @@ mod tests {
             })
         };
         assert_eq!(rows.timestamps, vec![ts(50), ts(101), None]);
-        let v = |b: &'static [u8]| Some(bytes::Bytes::from_static(b));
         // slots are [b, a]
         assert_eq!(
-            rows.values,
-            vec![v(b"\x20\x08"), None, v(b""), v(b"\x20\x07"), None, None]
+            found.values_of(0),
+            [
+                Some(&b"\x20\x08"[..]),
+                None,
+                Some(b""),
+                Some(b"\x20\x07"),
+                None,
+                None
+            ]
         );
     }
 

@@ -149,7 +149,7 @@ async fn a_cancelled_slot_map_refresh_does_not_make_health_lie() {
         store.read(vec![conv_rate_of_1001()]).await.ok()
     })
     .await;
-    assert_eq!(rows[0].timestamps[0].map(|t| t.seconds), Some(T0));
+    assert_eq!(rows.views[0].timestamps[0].map(|t| t.seconds), Some(T0));
 
     // And when no node answers, the ping says so (a stuck refresh made it answer Ok
     // without asking anyone).
