@@ -191,7 +191,8 @@ pub fn encode_keys(rows: &EntityRows<'_>, set: &KeySetSpec) -> Result<Keys, Enti
     let mut row_to_key = Vec::with_capacity(rows.rows);
     let mut distinct: Vec<u32> = Vec::new();
     {
-        let mut seen: HashMap<&[u8], u32> = HashMap::with_capacity(rows.rows);
+        let mut seen: HashMap<&[u8], u32, foldhash::fast::RandomState> =
+            HashMap::with_capacity_and_hasher(rows.rows, Default::default());
         for i in 0..candidates.len() {
             let next = u32::try_from(seen.len()).unwrap_or(u32::MAX);
             let idx = *seen.entry(candidates.get(i)).or_insert_with(|| {

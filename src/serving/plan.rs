@@ -8,7 +8,7 @@
 //! steady-state request path parses no ref and formats no name.
 
 use std::collections::HashMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -57,7 +57,7 @@ pub struct Plan {
     /// Request columns echoed as entity columns: every join key of the project,
     /// aliased join-key columns of this plan, and entity names (Feast's deprecated
     /// spelling, echoed under the join key's name).
-    pub entity_columns: HashMap<String, EntityColumn>,
+    pub entity_columns: HashMap<String, EntityColumn, foldhash::fast::RandomState>,
 }
 
 /// How a request column is echoed in the response.
@@ -184,7 +184,8 @@ impl PlanCache {
 }
 
 fn shape_hash(selection: Selection<'_>, full_names: bool) -> u64 {
-    let mut h = DefaultHasher::new();
+    // Not a DoS surface: a collision only costs a comparison with the cached plan.
+    let mut h = foldhash::fast::FixedState::default().build_hasher();
     full_names.hash(&mut h);
     match selection {
         Selection::Refs(refs) => {
@@ -368,7 +369,7 @@ pub fn build(
         }
     }
 
-    let mut entity_columns: HashMap<String, EntityColumn> = snapshot
+    let mut entity_columns: HashMap<String, EntityColumn, foldhash::fast::RandomState> = snapshot
         .entity_join_keys()
         .map(|(k, t)| {
             let column = EntityColumn {
