@@ -555,7 +555,11 @@ impl RedisStore {
             groups,
             targets,
             commands,
-        } = commands(reads, &self.inner.project);
+        } = commands(
+            reads,
+            &self.inner.project,
+            matches!(self.inner.backend, Backend::Cluster(_)),
+        );
         let replies = self.send(commands).await?;
         let mut out: Vec<ViewRows> = reads
             .iter()
@@ -924,7 +928,9 @@ fn pick(connections: &[ConnectionManager], next: &AtomicUsize) -> ConnectionMana
 /// The request's HMGETs. Views of the same entity share its hash in Feast's layout, and
 /// their reads share one key batch: such reads form a group, and one HMGET per entity
 /// asks for all of the group's fields (each read's features, then its `_ts` field).
-fn commands(reads: &[ViewRead], project: &[u8]) -> Hmgets {
+/// A request's HMGETs, one per entity key. `keep_keys`: each command keeps its key
+/// (a cluster routes by it).
+fn commands(reads: &[ViewRead], project: &[u8], keep_keys: bool) -> Hmgets {
     let mut groups: Vec<Vec<usize>> = Vec::new();
     for (r, read) in reads.iter().enumerate() {
         match groups.iter_mut().find(|g| {
@@ -942,16 +948,25 @@ fn commands(reads: &[ViewRead], project: &[u8]) -> Hmgets {
         .sum();
     let mut targets = Vec::with_capacity(n);
     let mut out = Vec::with_capacity(n);
+    let mut key = Vec::new();
     for (g, group) in groups.iter().enumerate() {
         let Some(keys) = group.first().map(|&r| &reads[r].keys) else {
             continue;
         };
+        // Every command of the group has the same fields: size it once.
+        let (fields, field_bytes) = group.iter().fold((0, 0), |(n, bytes), &r| {
+            let read = &reads[r];
+            (
+                n + read.slots.len() + 1,
+                bytes + read.slots.len() * 4 + read.layout.redis_ts_field.len(),
+            )
+        });
         for (k, entity_key) in keys.iter().enumerate() {
-            let mut key = Vec::with_capacity(entity_key.len() + project.len());
+            key.clear();
             key.extend_from_slice(entity_key);
             key.extend_from_slice(project);
-            let mut cmd = ::redis::cmd("HMGET");
-            cmd.arg(&key);
+            let mut cmd = ::redis::Cmd::with_capacity(2 + fields, 5 + key.len() + field_bytes);
+            cmd.arg("HMGET").arg(&key);
             for &r in group {
                 let read = &reads[r];
                 for &slot in read.slots.iter() {
@@ -962,7 +977,10 @@ fn commands(reads: &[ViewRead], project: &[u8]) -> Hmgets {
                 cmd.arg(&read.layout.redis_ts_field);
             }
             targets.push((g, k));
-            out.push(Command { key, cmd });
+            out.push(Command {
+                key: if keep_keys { key.clone() } else { Vec::new() },
+                cmd,
+            });
         }
     }
     Hmgets {
