@@ -27,6 +27,10 @@ pub const STORE_ERRORS: &str = "tern_store_errors_total";
 pub const STORE_UP: &str = "tern_store_up";
 /// Counter: times the online store answered again after failing health checks, by `store`.
 pub const STORE_RECONNECTS: &str = "tern_store_reconnects_total";
+/// Counter: SQLite reads with keys, by `path`: `inline` (answered on the request's thread),
+/// `handed_over` (stopped inline by a writer's lock or the work budget, answered by a
+/// reader thread), `pool` (sent to a reader thread directly).
+pub const SQLITE_READS: &str = "tern_sqlite_reads_total";
 /// Gauge: generation of the registry snapshot being served.
 pub const REGISTRY_GENERATION: &str = "tern_registry_generation";
 /// Counter: registry reload attempts, by `result` (swapped, unchanged, failed).
@@ -79,6 +83,10 @@ pub fn describe() {
     describe_counter!(
         STORE_RECONNECTS,
         "Times the online store came back after failing health checks"
+    );
+    describe_counter!(
+        SQLITE_READS,
+        "SQLite reads, by path: inline, handed_over (stopped inline, finished by a reader thread), pool"
     );
     describe_gauge!(
         REGISTRY_GENERATION,

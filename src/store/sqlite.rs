@@ -120,6 +120,8 @@ struct Inner {
     inline: std::sync::Mutex<Vec<Connection>>,
     inline_max_keys: usize,
     inline_budget: Duration,
+    /// `tern_sqlite_reads_total` by path: inline, handed over, pool.
+    counted: [metrics::Counter; 3],
     /// The one read-write connection, opened by the first online write. SQLite allows
     /// one writer at a time anyway; a mutex (taken only on blocking threads) queues
     /// writes in this process instead of making them spin on the file lock.
@@ -214,6 +216,10 @@ impl SqliteStore {
                 inline: std::sync::Mutex::new(inline),
                 inline_max_keys: settings.inline_max_keys,
                 inline_budget: settings.inline_budget,
+                // Registered once, with whatever recorder is installed (`tern serve`
+                // installs it first): a read then only adds to an atomic.
+                counted: ["inline", "handed_over", "pool"]
+                    .map(|path| metrics::counter!(crate::metrics::SQLITE_READS, "path" => path)),
                 writer: Arc::default(),
             }),
         })
@@ -279,13 +285,24 @@ impl SqliteStore {
     /// than the inline budget.
     fn read_inline(&self, reads: &[ViewRead]) -> Option<Result<Found, StoreError>> {
         let inner = &*self.inner;
+        let [inline, handed_over, pool] = &inner.counted;
         let keys: usize = reads.iter().map(|r| r.keys.len()).sum();
-        if keys == 0 || keys > inner.inline_max_keys {
+        if keys == 0 {
+            // A ping: it must prove a reader thread answers.
             return None;
         }
-        let conn = inner.inline.lock().ok()?.pop()?;
+        let idle = (keys <= inner.inline_max_keys)
+            .then(|| inner.inline.lock().ok()?.pop())
+            .flatten();
+        let Some(conn) = idle else {
+            pool.increment(1);
+            return None;
+        };
         let db = &*inner.db;
-        let stop = db.deadline().min(Instant::now() + inner.inline_budget);
+        let deadline = db.deadline();
+        let stop = Instant::now()
+            .checked_add(inner.inline_budget)
+            .map_or(deadline, |budget| budget.min(deadline));
         let result = with_deadline(stop, || read_views(&conn, db, reads));
         if let Ok(mut idle) = inner.inline.lock() {
             idle.push(conn);
@@ -293,10 +310,12 @@ impl SqliteStore {
         match result {
             Err(StoreError::Timeout { .. } | StoreError::Busy { .. }) => {
                 db.inline_declined.fetch_add(1, Ordering::Relaxed);
+                handed_over.increment(1);
                 None
             }
             answer => {
                 db.inline_reads.fetch_add(1, Ordering::Relaxed);
+                inline.increment(1);
                 Some(answer)
             }
         }

@@ -152,6 +152,8 @@ async fn tern_serve_binary_health_metrics_get_and_sigterm() {
         r#"tern_feature_values_total{status="PRESENT"} 0"#,
         "tern_entity_rows_total 0",
         "tern_requests_in_flight 0",
+        r#"tern_sqlite_reads_total{path="inline"} 0"#,
+        r#"tern_sqlite_reads_total{path="handed_over"} 0"#,
     ] {
         assert!(idle.contains(expected), "missing {expected:?} in:\n{idle}");
     }
@@ -256,6 +258,9 @@ async fn tern_serve_binary_health_metrics_get_and_sigterm() {
         "tern_requests_in_flight 0",
         "tern_entity_rows_total 4",
         r#"tern_feature_values_total{status="NOT_FOUND"} 2"#,
+        // Both reads had a few keys: each ran on its request's thread.
+        r#"tern_sqlite_reads_total{path="inline"} 2"#,
+        r#"tern_sqlite_reads_total{path="pool"} 0"#,
         "tern_store_read_duration_seconds_bucket{store=\"sqlite\"",
         "tern_grpc_request_duration_seconds_bucket{",
     ] {
