@@ -388,6 +388,7 @@ impl Serving {
             .map(|r| ViewRead {
                 layout: r.layout.clone(),
                 slots: r.slots.clone(),
+                by_name: r.by_name.clone(),
                 keys: keys[r.key_set].batch.clone(),
             })
             .collect();

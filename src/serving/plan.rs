@@ -23,7 +23,7 @@ use crate::proto::feast::types::value_type::Enum as ValueType;
 use crate::refs::{self, DisplayName, VersionSel};
 use crate::registry::snapshot::{DUMMY_ENTITY_ID, ProjectionDef};
 use crate::registry::{Snapshot, ViewKind, ViewVersion};
-use crate::store::{StorageLayout, key};
+use crate::store::{StorageLayout, ViewRead, key};
 
 /// What a request asks for.
 #[derive(Debug, Clone, Copy)]
@@ -103,6 +103,8 @@ pub struct ReadSpec {
     pub layout: Arc<StorageLayout>,
     /// Features to read, as indexes into `layout.features`.
     pub slots: Arc<[u32]>,
+    /// Positions in `slots` by feature name (`ViewRead::by_name`).
+    pub by_name: Arc<[u32]>,
     /// Index into `Plan::key_sets`.
     pub key_set: usize,
     /// ttl of the view version read.
@@ -325,6 +327,7 @@ pub fn build(
                     ReadSpec {
                         layout: group.view.layout.clone(),
                         slots: Arc::from(Vec::new()),
+                        by_name: Arc::from(Vec::new()),
                         key_set,
                         ttl_seconds: group.view.ttl_seconds,
                     },
@@ -350,6 +353,7 @@ pub fn build(
     let reads = reads
         .into_iter()
         .map(|(mut spec, slots)| {
+            spec.by_name = ViewRead::by_name(&spec.layout, &slots);
             spec.slots = Arc::from(slots);
             spec
         })

@@ -88,8 +88,38 @@ pub struct ViewRead {
     pub layout: Arc<StorageLayout>,
     /// Indexes into `layout.features`, in the order results are wanted.
     pub slots: Arc<[u32]>,
+    /// Positions in `slots`, ordered by feature name (SQLite hands an entity's rows over
+    /// in that order); see [`ViewRead::by_name`].
+    pub by_name: Arc<[u32]>,
     /// Distinct serialized entity keys (no project suffix).
     pub keys: Arc<KeyBatch>,
+}
+
+impl ViewRead {
+    /// A read of `slots` of `layout` for `keys`. The request path builds reads from
+    /// its plan instead, where [`ViewRead::by_name`] is computed once.
+    pub fn new(layout: Arc<StorageLayout>, slots: Arc<[u32]>, keys: Arc<KeyBatch>) -> Self {
+        let by_name = Self::by_name(&layout, &slots);
+        Self {
+            layout,
+            slots,
+            by_name,
+            keys,
+        }
+    }
+
+    /// Positions in `slots` ordered by their feature names, bytewise.
+    pub fn by_name(layout: &StorageLayout, slots: &[u32]) -> Arc<[u32]> {
+        let name = |p: &u32| {
+            slots
+                .get(*p as usize)
+                .and_then(|&f| layout.features.get(f as usize))
+                .map_or(&[][..], |n| n.as_bytes())
+        };
+        let mut order: Vec<u32> = (0..u32::try_from(slots.len()).unwrap_or(u32::MAX)).collect();
+        order.sort_by(|a, b| name(a).cmp(name(b)));
+        order.into()
+    }
 }
 
 /// Where one stored value is in its answer's value buffer ([`Found::values`]).

@@ -526,7 +526,7 @@ fn read_views(conn: &Connection, db: &Db, reads: &[ViewRead]) -> Result<Found, S
         let table = layout.sqlite_table.as_str();
         let n_slots = read.slots.len();
         let mut rows = ViewRows::new(read.keys.len(), n_slots);
-        let slots = SlotLookup::new(&layout.features, &read.slots);
+        let slots = SlotLookup::new(read);
         let ids: Rc<Vec<rusqlite::types::Value>> = Rc::new(
             read.keys
                 .iter()
@@ -611,47 +611,59 @@ fn read_views(conn: &Connection, db: &Db, reads: &[ViewRead]) -> Result<Found, S
 }
 
 /// Maps a stored feature name to its slot in a read, by bytes (no UTF-8 check, no
-/// hashing). An entity's rows come in `feature_name` order (the table's key index),
-/// so the wanted names are kept in that order too and the next one is tried first:
-/// one comparison per row when a request reads every feature of a view, a binary
-/// search otherwise.
+/// hashing, nothing allocated per request). An entity's rows come in `feature_name`
+/// order (the table's key index), and the plan orders the wanted slots by name too
+/// (`ViewRead::by_name`), so the next one is tried first: one comparison per row when a
+/// request reads every feature of a view, a binary search otherwise.
 struct SlotLookup<'a> {
-    /// (name, slot), by name.
-    wanted: Vec<(&'a [u8], usize)>,
-    /// Where the next row's name is expected in `wanted`.
+    features: &'a [String],
+    slots: &'a [u32],
+    /// Positions in `slots`, by name.
+    by_name: &'a [u32],
+    /// Where the next row's name is expected in `by_name`.
     next: Cell<usize>,
 }
 
 impl<'a> SlotLookup<'a> {
-    fn new(features: &'a [String], slots: &[u32]) -> Self {
-        let mut wanted: Vec<(&[u8], usize)> = slots
-            .iter()
-            .enumerate()
-            .filter_map(|(slot, &f)| features.get(f as usize).map(|name| (name.as_bytes(), slot)))
-            .collect();
-        wanted.sort_unstable();
+    fn new(read: &'a ViewRead) -> Self {
         Self {
-            wanted,
+            features: &read.layout.features,
+            slots: &read.slots,
+            by_name: &read.by_name,
             next: Cell::new(0),
         }
     }
 
+    /// Name of the `i`-th wanted slot by name, and that slot.
+    fn wanted(&self, i: usize) -> Option<(&'a [u8], usize)> {
+        let slot = *self.by_name.get(i)? as usize;
+        let feature = *self.slots.get(slot)? as usize;
+        Some((self.features.get(feature)?.as_bytes(), slot))
+    }
+
     fn slot(&self, feature: &[u8]) -> Option<usize> {
         let guess = self.next.get();
-        let at = match self.wanted.get(guess) {
-            Some((name, _)) if *name == feature => guess,
+        let at = match self.wanted(guess) {
+            Some((name, _)) if name == feature => guess,
             _ => self
-                .wanted
-                .binary_search_by(|(name, _)| (*name).cmp(feature))
+                .by_name
+                .binary_search_by(|&p| {
+                    let name = self
+                        .slots
+                        .get(p as usize)
+                        .and_then(|&f| self.features.get(f as usize))
+                        .map_or(&[][..], |n| n.as_bytes());
+                    name.cmp(feature)
+                })
                 .ok()?,
         };
         // After the last name, the next entity's first.
-        self.next.set(if at + 1 == self.wanted.len() {
+        self.next.set(if at + 1 == self.by_name.len() {
             0
         } else {
             at + 1
         });
-        self.wanted.get(at).map(|(_, slot)| *slot)
+        self.wanted(at).map(|(_, slot)| slot)
     }
 }
 
@@ -885,11 +897,11 @@ mod tests {
         .unwrap();
         let mut batch = KeyBatch::default();
         batch.push(b"k1");
-        ViewRead {
-            layout: Arc::new(StorageLayout::new("p", "v", 0, names)),
-            slots: (0..features as u32).collect(),
-            keys: Arc::new(batch),
-        }
+        ViewRead::new(
+            Arc::new(StorageLayout::new("p", "v", 0, names)),
+            (0..features as u32).collect(),
+            Arc::new(batch),
+        )
     }
 
     #[tokio::test]
@@ -973,16 +985,16 @@ mod tests {
         for k in keys {
             batch.push(k);
         }
-        ViewRead {
-            layout: Arc::new(StorageLayout::new(
+        ViewRead::new(
+            Arc::new(StorageLayout::new(
                 "p",
                 "v",
                 0,
                 vec!["a".into(), "b".into()],
             )),
-            slots: Arc::from(vec![0u32, 1]),
-            keys: Arc::new(batch),
-        }
+            Arc::from(vec![0u32, 1]),
+            Arc::new(batch),
+        )
     }
 
     #[test]
@@ -1175,11 +1187,7 @@ mod tests {
         for k in [&b"k2"[..], b"k1", b"missing"] {
             keys.push(k);
         }
-        let read = ViewRead {
-            layout,
-            slots: Arc::from(vec![1u32, 0]),
-            keys: Arc::new(keys),
-        };
+        let read = ViewRead::new(layout, Arc::from(vec![1u32, 0]), Arc::new(keys));
         let db = test_db(&path);
         let conn = open_reader(&db).unwrap();
         let found = read_views(&conn, &db, &[read]).unwrap();
@@ -1207,21 +1215,28 @@ mod tests {
 
     #[test]
     fn slot_lookup_by_name() {
+        let read = |features: &[String], slots: &[u32]| {
+            let layout = Arc::new(StorageLayout::new("p", "v", 0, features.to_vec()));
+            ViewRead::new(layout, slots.into(), Arc::new(KeyBatch::default()))
+        };
         let names: Vec<String> = vec!["x".into(), "y".into(), "z".into()];
-        let slots = SlotLookup::new(&names, &[2, 0]);
+        let r = read(&names, &[2, 0]);
+        let slots = SlotLookup::new(&r);
         assert_eq!(
             (slots.slot(b"z"), slots.slot(b"x"), slots.slot(b"y")),
             (Some(0), Some(1), None)
         );
         let many: Vec<String> = (0..40).map(|i| format!("f{i}")).collect();
-        let slots = SlotLookup::new(&many, &(0..40).rev().collect::<Vec<u32>>());
+        let r = read(&many, &(0..40).rev().collect::<Vec<u32>>());
+        let slots = SlotLookup::new(&r);
         assert_eq!(
             (slots.slot(b"f39"), slots.slot(b"f0"), slots.slot(b"f40")),
             (Some(0), Some(39), None)
         );
         // Rows in name order, twice (two entities), some not wanted: every wanted one
         // is found whatever the guess.
-        let slots = SlotLookup::new(&many, &[3, 1, 30]);
+        let r = read(&many, &[3, 1, 30]);
+        let slots = SlotLookup::new(&r);
         for _ in 0..2 {
             let found: Vec<Option<usize>> = ["f1", "f2", "f3", "f30", "f4"]
                 .iter()
@@ -1246,11 +1261,7 @@ mod tests {
         let db = test_db(&path);
         let conn = open_reader(&db).unwrap();
         let layout = Arc::new(StorageLayout::new("p", "v", 3, vec!["a".into()]));
-        let read = ViewRead {
-            layout,
-            slots: Arc::from(vec![0u32]),
-            keys: Arc::new(KeyBatch::default()),
-        };
+        let read = ViewRead::new(layout, Arc::from(vec![0u32]), Arc::new(KeyBatch::default()));
         let err = read_views(&conn, &db, &[read]).unwrap_err();
         assert!(
             matches!(&err, StoreError::MissingTable { table, .. } if table == "p_v_v3"),

@@ -98,16 +98,16 @@ async fn every_node_killed_then_back() {
 fn conv_rate_of_1001() -> ViewRead {
     let mut keys = KeyBatch::default();
     keys.push(&driver_key(1001));
-    ViewRead {
-        layout: Arc::new(StorageLayout::new(
+    ViewRead::new(
+        Arc::new(StorageLayout::new(
             "tern_demo",
             "driver_stats",
             1,
             vec!["conv_rate".into()],
         )),
-        slots: Arc::from(vec![0u32]),
-        keys: Arc::new(keys),
-    }
+        Arc::from(vec![0u32]),
+        Arc::new(keys),
+    )
 }
 
 #[tokio::test]
