@@ -103,8 +103,8 @@ pub struct ReadSpec {
     pub layout: Arc<StorageLayout>,
     /// Features to read, as indexes into `layout.features`.
     pub slots: Arc<[u32]>,
-    /// Positions in `slots` by feature name (`ViewRead::by_name`).
-    pub by_name: Arc<[u32]>,
+    /// Wanted names and their positions in `slots`, by name (`ViewRead::by_name`).
+    pub by_name: Arc<[(Box<[u8]>, u32)]>,
     /// Index into `Plan::key_sets`.
     pub key_set: usize,
     /// ttl of the view version read.

@@ -88,9 +88,9 @@ pub struct ViewRead {
     pub layout: Arc<StorageLayout>,
     /// Indexes into `layout.features`, in the order results are wanted.
     pub slots: Arc<[u32]>,
-    /// Positions in `slots`, ordered by feature name (SQLite hands an entity's rows over
-    /// in that order); see [`ViewRead::by_name`].
-    pub by_name: Arc<[u32]>,
+    /// Each wanted feature's name and its position in `slots`, ordered by name (SQLite
+    /// hands an entity's rows over in that order); see [`ViewRead::by_name`].
+    pub by_name: Arc<[(Box<[u8]>, u32)]>,
     /// Distinct serialized entity keys (no project suffix).
     pub keys: Arc<KeyBatch>,
 }
@@ -108,16 +108,17 @@ impl ViewRead {
         }
     }
 
-    /// Positions in `slots` ordered by their feature names, bytewise.
-    pub fn by_name(layout: &StorageLayout, slots: &[u32]) -> Arc<[u32]> {
-        let name = |p: &u32| {
-            slots
-                .get(*p as usize)
-                .and_then(|&f| layout.features.get(f as usize))
-                .map_or(&[][..], |n| n.as_bytes())
-        };
-        let mut order: Vec<u32> = (0..u32::try_from(slots.len()).unwrap_or(u32::MAX)).collect();
-        order.sort_by(|a, b| name(a).cmp(name(b)));
+    /// The names of `slots` with their positions, ordered by name, bytewise.
+    pub fn by_name(layout: &StorageLayout, slots: &[u32]) -> Arc<[(Box<[u8]>, u32)]> {
+        let mut order: Vec<(Box<[u8]>, u32)> = slots
+            .iter()
+            .zip(0u32..)
+            .filter_map(|(&f, position)| {
+                let name = layout.features.get(f as usize)?;
+                Some((Box::from(name.as_bytes()), position))
+            })
+            .collect();
+        order.sort_unstable();
         order.into()
     }
 }

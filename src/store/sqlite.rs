@@ -612,58 +612,40 @@ fn read_views(conn: &Connection, db: &Db, reads: &[ViewRead]) -> Result<Found, S
 
 /// Maps a stored feature name to its slot in a read, by bytes (no UTF-8 check, no
 /// hashing, nothing allocated per request). An entity's rows come in `feature_name`
-/// order (the table's key index), and the plan orders the wanted slots by name too
+/// order (the table's key index), and the plan orders the wanted names the same way
 /// (`ViewRead::by_name`), so the next one is tried first: one comparison per row when a
 /// request reads every feature of a view, a binary search otherwise.
 struct SlotLookup<'a> {
-    features: &'a [String],
-    slots: &'a [u32],
-    /// Positions in `slots`, by name.
-    by_name: &'a [u32],
-    /// Where the next row's name is expected in `by_name`.
+    /// (name, slot), by name.
+    wanted: &'a [(Box<[u8]>, u32)],
+    /// Where the next row's name is expected in `wanted`.
     next: Cell<usize>,
 }
 
 impl<'a> SlotLookup<'a> {
     fn new(read: &'a ViewRead) -> Self {
         Self {
-            features: &read.layout.features,
-            slots: &read.slots,
-            by_name: &read.by_name,
+            wanted: &read.by_name,
             next: Cell::new(0),
         }
     }
 
-    /// Name of the `i`-th wanted slot by name, and that slot.
-    fn wanted(&self, i: usize) -> Option<(&'a [u8], usize)> {
-        let slot = *self.by_name.get(i)? as usize;
-        let feature = *self.slots.get(slot)? as usize;
-        Some((self.features.get(feature)?.as_bytes(), slot))
-    }
-
     fn slot(&self, feature: &[u8]) -> Option<usize> {
         let guess = self.next.get();
-        let at = match self.wanted(guess) {
-            Some((name, _)) if name == feature => guess,
+        let at = match self.wanted.get(guess) {
+            Some((name, _)) if **name == *feature => guess,
             _ => self
-                .by_name
-                .binary_search_by(|&p| {
-                    let name = self
-                        .slots
-                        .get(p as usize)
-                        .and_then(|&f| self.features.get(f as usize))
-                        .map_or(&[][..], |n| n.as_bytes());
-                    name.cmp(feature)
-                })
+                .wanted
+                .binary_search_by(|(name, _)| (**name).cmp(feature))
                 .ok()?,
         };
         // After the last name, the next entity's first.
-        self.next.set(if at + 1 == self.by_name.len() {
+        self.next.set(if at + 1 == self.wanted.len() {
             0
         } else {
             at + 1
         });
-        self.wanted(at).map(|(_, slot)| slot)
+        self.wanted.get(at).map(|(_, slot)| *slot as usize)
     }
 }
 
