@@ -30,16 +30,31 @@ pub(crate) fn entity_keys(n: i64, stored: i64) -> Vec<Vec<u8>> {
 /// Tern's own SQLite statement (the bare baseline is the same SQLite work, minus Tern).
 pub(crate) const BARE_SELECT: &str = "SELECT k.rowid, t.feature_name, t.value, t.event_ts FROM rarray(?1) AS k JOIN synthetic_bench AS t ON t.entity_key = k.value";
 
-/// One bare SQLite read of `keys`: every column Tern needs, and nothing else. `conn`
-/// has the `rarray` module loaded.
+/// Tern's statement for a single key.
+pub(crate) const BARE_POINT_SELECT: &str =
+    "SELECT 1, feature_name, value, event_ts FROM synthetic_bench WHERE entity_key = ?1";
+
+/// One bare SQLite read of `keys`: every column Tern needs, and nothing else, with the
+/// statement Tern uses for that many keys. `conn` has the `rarray` module loaded.
 pub(crate) fn bare_select(conn: &rusqlite::Connection, keys: &[Vec<u8>]) -> usize {
-    let ids: Rc<Vec<rusqlite::types::Value>> = Rc::new(
-        keys.iter()
-            .map(|k| rusqlite::types::Value::Blob(k.clone()))
-            .collect(),
-    );
-    let mut stmt = conn.prepare_cached(BARE_SELECT).expect("prepare");
-    let mut rows = stmt.query([ids]).expect("query");
+    let (mut stmt, one) = match keys {
+        [_] => (
+            conn.prepare_cached(BARE_POINT_SELECT).expect("prepare"),
+            true,
+        ),
+        _ => (conn.prepare_cached(BARE_SELECT).expect("prepare"), false),
+    };
+    let mut rows = if one {
+        stmt.query([keys[0].as_slice()])
+    } else {
+        let ids: Rc<Vec<rusqlite::types::Value>> = Rc::new(
+            keys.iter()
+                .map(|k| rusqlite::types::Value::Blob(k.clone()))
+                .collect(),
+        );
+        stmt.query([ids])
+    }
+    .expect("query");
     let mut bytes = 0usize;
     while let Some(row) = rows.next().expect("row") {
         use rusqlite::types::ValueRef;

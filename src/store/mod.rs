@@ -37,6 +37,8 @@ pub struct StorageLayout {
     pub sqlite_table: String,
     /// The SQLite read for this table (one statement, cached per connection).
     pub sqlite_select: String,
+    /// The same read for a single key.
+    pub sqlite_point_select: String,
     /// Feature names in definition order; reads address them by index ("slot").
     pub features: Vec<String>,
     /// Feature name -> index in `features`.
@@ -59,6 +61,7 @@ impl StorageLayout {
         };
         let sqlite_table = format!("{project}_{storage_name}");
         let sqlite_select = sqlite::select_statement(&sqlite_table);
+        let sqlite_point_select = sqlite::point_select_statement(&sqlite_table);
         let feature_index = features
             .iter()
             .enumerate()
@@ -73,6 +76,7 @@ impl StorageLayout {
             storage_name,
             sqlite_table,
             sqlite_select,
+            sqlite_point_select,
             features,
             feature_index,
             redis_fields,

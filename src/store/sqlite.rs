@@ -99,6 +99,16 @@ pub(crate) fn select_statement(table: &str) -> String {
     )
 }
 
+/// The SELECT for one key (the usual single-entity request): a plain index seek, with
+/// none of `rarray`'s virtual-table work. The same columns as [`select_statement`],
+/// with the key's position fixed at 1.
+pub(crate) fn point_select_statement(table: &str) -> String {
+    format!(
+        "SELECT 1, feature_name, value, event_ts FROM {} WHERE entity_key = ?1",
+        quote_identifier(table)
+    )
+}
+
 /// Double-quotes an identifier, doubling embedded quotes (as Feast does).
 fn quote_identifier(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
@@ -527,12 +537,6 @@ fn read_views(conn: &Connection, db: &Db, reads: &[ViewRead]) -> Result<Found, S
         let n_slots = read.slots.len();
         let mut rows = ViewRows::new(read.keys.len(), n_slots);
         let slots = SlotLookup::new(read);
-        let ids: Rc<Vec<rusqlite::types::Value>> = Rc::new(
-            read.keys
-                .iter()
-                .map(|k| rusqlite::types::Value::Blob(k.to_vec()))
-                .collect(),
-        );
         let fault = |k: usize, detail: String| StoreError::DataFault {
             store: db.name.clone(),
             view: layout.storage_name.clone(),
@@ -540,17 +544,33 @@ fn read_views(conn: &Connection, db: &Db, reads: &[ViewRead]) -> Result<Found, S
             detail,
         };
 
+        let one = read.keys.len() == 1;
         let mut stmt = conn
-            .prepare_cached(&layout.sqlite_select)
+            .prepare_cached(if one {
+                &layout.sqlite_point_select
+            } else {
+                &layout.sqlite_select
+            })
             .map_err(|e| classify(table, e))?;
-        let mut cursor = stmt.query([ids]).map_err(|e| classify(table, e))?;
+        let mut cursor = if one {
+            stmt.query([read.keys.get(0)])
+        } else {
+            let ids: Rc<Vec<rusqlite::types::Value>> = Rc::new(
+                read.keys
+                    .iter()
+                    .map(|k| rusqlite::types::Value::Blob(k.to_vec()))
+                    .collect(),
+            );
+            stmt.query([ids])
+        }
+        .map_err(|e| classify(table, e))?;
         while let Some(row) = cursor.next().map_err(|e| classify(table, e))? {
             let (Ok(ValueRef::Integer(position)), Ok(ValueRef::Text(feature))) =
                 (row.get_ref(0), row.get_ref(1))
             else {
                 continue;
             };
-            // rarray's rowid: the key's 1-based position in the batch.
+            // rarray's rowid: the key's 1-based position in the batch (1 for one key).
             let Some(k) = usize::try_from(position - 1)
                 .ok()
                 .filter(|k| *k < rows.timestamps.len())
@@ -1114,6 +1134,19 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("SCAN p_v"), "full table scan: {text}");
+
+        let plan: Vec<String> = conn
+            .prepare(&format!(
+                "EXPLAIN QUERY PLAN {}",
+                point_select_statement("p_v")
+            ))
+            .unwrap()
+            .query_map([&b"k"[..]], |r| r.get::<_, String>(3))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let text = plan.join(" | ");
+        assert!(text.starts_with("SEARCH p_v USING"), "{text}");
     }
 
     #[test]
@@ -1169,10 +1202,27 @@ mod tests {
         for k in [&b"k2"[..], b"k1", b"missing"] {
             keys.push(k);
         }
-        let read = ViewRead::new(layout, Arc::from(vec![1u32, 0]), Arc::new(keys));
+        let read = ViewRead::new(layout.clone(), Arc::from(vec![1u32, 0]), Arc::new(keys));
         let db = test_db(&path);
         let conn = open_reader(&db).unwrap();
         let found = read_views(&conn, &db, &[read]).unwrap();
+        // One key alone takes the point statement: the same answer for it.
+        for (k, key) in [(0, &b"k2"[..]), (1, b"k1"), (2, b"missing")] {
+            let mut one = KeyBatch::default();
+            one.push(key);
+            let alone = read_views(
+                &conn,
+                &db,
+                &[ViewRead::new(
+                    layout.clone(),
+                    Arc::from(vec![1u32, 0]),
+                    Arc::new(one),
+                )],
+            )
+            .unwrap();
+            assert_eq!(alone.views[0].timestamps, [found.views[0].timestamps[k]]);
+            assert_eq!(alone.values_of(0), found.values_of(0)[k * 2..k * 2 + 2]);
+        }
         let rows = &found.views[0];
         let ts = |s| {
             Some(Timestamp {
