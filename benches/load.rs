@@ -158,12 +158,7 @@ fn main() {
                 format!(" ({})", extra_args.join(" "))
             }
         );
-        // CPU per answered request: the server process's user + system time over the
-        // run, divided by the requests it answered (Redis's own CPU apart).
         let redis_pid = redis.as_ref().map(RedisServer::pid);
-        let cpu_per_request = |pid: u32, before: Duration, answered: f64| {
-            (common::cpu_time(pid).saturating_sub(before)).as_secs_f64() * 1e6 / answered.max(1.0)
-        };
         println!(
             "| scenario | rate (req/s) | server | p50 (ms) | p99 (ms) | p99.9 (ms) | max (ms) | achieved (req/s) | server CPU/req (µs) | redis CPU/req (µs) | errors |"
         );
@@ -176,10 +171,9 @@ fn main() {
                 ] {
                     // Warm up connections, caches and plans, then measure.
                     let _ = run(&rt, chans, req, rate, Duration::from_secs(1));
-                    let cpu = common::cpu_time(pid);
-                    let redis_cpu = redis_pid.map(common::cpu_time);
-                    let r = run(&rt, chans, req, rate, Duration::from_secs(seconds));
-                    let answered = r.hist.len() as f64;
+                    let (r, cpu, redis_cpu) = with_cpu(pid, redis_pid, || {
+                        run(&rt, chans, req, rate, Duration::from_secs(seconds))
+                    });
                     let q = |p: f64| r.hist.value_at_quantile(p) as f64 / 1000.0;
                     println!(
                         "| {name} | {rate:.0} | {server} | {:.3} | {:.3} | {:.3} | {:.3} | {:.0} | {:.1} | {} | {} |",
@@ -188,13 +182,8 @@ fn main() {
                         q(0.999),
                         r.hist.max() as f64 / 1000.0,
                         r.achieved,
-                        cpu_per_request(pid, cpu, answered),
-                        redis_pid
-                            .zip(redis_cpu)
-                            .map_or("-".into(), |(p, c)| format!(
-                                "{:.1}",
-                                cpu_per_request(p, c, answered)
-                            )),
+                        cpu,
+                        redis_cpu,
                         r.errors
                     );
                 }
@@ -213,23 +202,17 @@ fn main() {
                 ("tern", &tern_channels, tern.child.id()),
             ] {
                 let _ = saturate(&rt, chans, req, Duration::from_secs(1));
-                let cpu = common::cpu_time(pid);
-                let redis_cpu = redis_pid.map(common::cpu_time);
-                let r = saturate(&rt, chans, req, Duration::from_secs(seconds));
-                let answered = r.hist.len() as f64;
+                let (r, cpu, redis_cpu) = with_cpu(pid, redis_pid, || {
+                    saturate(&rt, chans, req, Duration::from_secs(seconds))
+                });
                 let q = |p: f64| r.hist.value_at_quantile(p) as f64 / 1000.0;
                 println!(
                     "| {name} | {server} | {:.0} | {:.3} | {:.3} | {:.1} | {} | {} |",
                     r.achieved,
                     q(0.5),
                     q(0.99),
-                    cpu_per_request(pid, cpu, answered),
-                    redis_pid
-                        .zip(redis_cpu)
-                        .map_or("-".into(), |(p, c)| format!(
-                            "{:.1}",
-                            cpu_per_request(p, c, answered)
-                        )),
+                    cpu,
+                    redis_cpu,
                     r.errors
                 );
             }
@@ -283,6 +266,28 @@ fn main() {
         tern.stop();
         noop.stop();
     }
+}
+
+/// Runs `measure` and gives the CPU per answered request of the server `pid` (user +
+/// system time over the run, divided by the requests it answered), and of Redis apart
+/// (`-` without Redis).
+fn with_cpu(
+    pid: u32,
+    redis_pid: Option<u32>,
+    measure: impl FnOnce() -> RunResult,
+) -> (RunResult, f64, String) {
+    let before = common::cpu_time(pid);
+    let redis_before = redis_pid.map(common::cpu_time);
+    let r = measure();
+    let answered = (r.hist.len() as f64).max(1.0);
+    let per_request = |pid: u32, before: Duration| {
+        common::cpu_time(pid).saturating_sub(before).as_secs_f64() * 1e6 / answered
+    };
+    let redis = redis_pid
+        .zip(redis_before)
+        .map_or("-".to_owned(), |(p, b)| format!("{:.1}", per_request(p, b)));
+    let server = per_request(pid, before);
+    (r, server, redis)
 }
 
 /// Requests kept in flight by the closed-loop throughput run.

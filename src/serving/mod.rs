@@ -141,11 +141,6 @@ impl EchoedColumn {
             buffer: buffer.into(),
         }
     }
-
-    /// Row `row`'s serialized value.
-    pub fn value(&self, row: usize) -> &[u8] {
-        self.values.get(row).map_or(&[], |s| s.of(&self.buffer))
-    }
 }
 
 /// Every feature column of an answer in three flat vectors (column `c`, row `r` at
@@ -229,13 +224,6 @@ pub struct FeatureColumn<'a> {
     pub statuses: &'a [FieldStatus],
     /// Per row, the entity's event time (zero when not found).
     pub event_timestamps: &'a [Timestamp],
-}
-
-impl FeatureColumn<'_> {
-    /// Row `row`'s serialized value.
-    pub fn value(&self, row: usize) -> &[u8] {
-        self.values.get(row).map_or(&[], |s| s.of(self.buffer))
-    }
 }
 
 /// The serving core: registry, store, clock and limits.
