@@ -110,8 +110,7 @@ fn child(case: &Case, n: usize) {
                 .parent()
                 .expect("repo folder")
                 .join("data/online.db");
-            let conn = rusqlite::Connection::open(db).expect("open");
-            rusqlite::vtab::array::load_module(&conn).expect("rarray");
+            let conn = common::bare_connection(&db);
             let keys = entity_keys(case.entities, case.stored);
             for _ in 0..WARMUP + n {
                 std::hint::black_box(common::bare_select(&conn, &keys));

@@ -105,8 +105,7 @@ fn bench_sqlite(c: &mut Criterion, stored: i64) {
     let serving = Serving::new(registry, store, Clock::Fixed(repo.event_ts));
     let refs = repo.refs();
 
-    let conn = rusqlite::Connection::open(&db).expect("open");
-    rusqlite::vtab::array::load_module(&conn).expect("rarray");
+    let conn = common::bare_connection(&db);
     let mut group = c.benchmark_group("get_online_features");
     for entities in [1i64, 100] {
         let label = format!("{entities}x10of{stored}");

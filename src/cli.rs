@@ -206,6 +206,10 @@ pub struct ServeArgs {
     /// use 0.0.0.0:6566 to accept remote clients.
     #[arg(long, env = "TERN_GRPC_ADDR", default_value = "127.0.0.1:6566")]
     pub grpc_addr: SocketAddr,
+    /// Also serve Feast's HTTP API alone on this address (it is always served on the
+    /// gRPC address too, for requests that are not gRPC).
+    #[arg(long, env = "TERN_HTTP_ADDR")]
+    pub http_addr: Option<SocketAddr>,
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long, env = "TERN_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
@@ -239,6 +243,12 @@ pub struct ServeArgs {
     /// handed over after 250 µs of work). 0 sends every read to the reader threads.
     #[arg(long, env = "TERN_SQLITE_INLINE_KEYS", default_value_t = crate::store::SqliteSettings::INLINE_MAX_KEYS)]
     pub sqlite_inline_keys: usize,
+    /// Bytes of the SQLite file each read connection maps into memory: pages are read
+    /// from the OS's file cache without a system call. 0 turns it off (use 0 for a
+    /// database on a network file system, where an I/O error in a mapped page stops
+    /// the process instead of failing one read).
+    #[arg(long, env = "TERN_SQLITE_MMAP_SIZE", default_value_t = crate::store::SqliteSettings::MMAP_SIZE)]
+    pub sqlite_mmap_size: u64,
     /// Largest accepted request, in bytes.
     #[arg(long, env = "TERN_MAX_REQUEST_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub max_request_bytes: usize,

@@ -79,6 +79,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .sqlite_readers
             .unwrap_or(StoreSettings::default().sqlite_readers),
         sqlite_inline_keys: args.sqlite_inline_keys,
+        sqlite_mmap_size: args.sqlite_mmap_size,
         timeout: Duration::from_millis(args.store_timeout_ms),
         registry_timeout: Duration::from_millis(args.registry_timeout_ms),
         redis_connections: args.redis_connections,
@@ -100,8 +101,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.grpc_addr)
         .await
         .with_context(|| format!("cannot listen on {}", args.grpc_addr))?;
+    let http = match args.http_addr {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (--http-addr)"))?,
+        ),
+        None => None,
+    };
     server::run(
-        listener,
+        server::Listeners {
+            main: listener,
+            http,
+        },
         Arc::new(serving.with_limits(limits)),
         Some(reloader),
         &settings,

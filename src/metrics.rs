@@ -9,6 +9,10 @@
 pub const GRPC_REQUESTS: &str = "tern_grpc_requests_total";
 /// Histogram: RPC latency in seconds, by `service`, `method` and `code`.
 pub const GRPC_DURATION: &str = "tern_grpc_request_duration_seconds";
+/// Counter: HTTP API requests answered, by `path` (a route, or `other`) and `status`.
+pub const HTTP_REQUESTS: &str = "tern_http_requests_total";
+/// Histogram: HTTP API request latency in seconds, by `path` and `status`.
+pub const HTTP_DURATION: &str = "tern_http_request_duration_seconds";
 /// Counter: rows stored by online writes, by view.
 pub const ONLINE_WRITE_ROWS: &str = "tern_online_write_rows_total";
 /// Counter: pushed rows not stored because the store held a newer event, by view.
@@ -58,6 +62,15 @@ pub fn describe() {
         GRPC_DURATION,
         Unit::Seconds,
         "gRPC request latency, by service, method and status code"
+    );
+    describe_counter!(
+        HTTP_REQUESTS,
+        "HTTP API requests answered, by path and status"
+    );
+    describe_histogram!(
+        HTTP_DURATION,
+        Unit::Seconds,
+        "HTTP API request latency, by path and status"
     );
     describe_counter!(ONLINE_WRITE_ROWS, "Rows stored by online writes, by view");
     describe_counter!(
@@ -130,6 +143,8 @@ mod tests {
         let names = [
             GRPC_REQUESTS,
             GRPC_DURATION,
+            HTTP_REQUESTS,
+            HTTP_DURATION,
             ENTITY_ROWS,
             FEATURE_VALUES,
             STORE_READ_DURATION,

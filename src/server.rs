@@ -1,7 +1,10 @@
-//! The daemon: builds the serving core from config and runs the gRPC server.
+//! The daemon: builds the serving core from config and runs the gRPC and HTTP server.
 //!
-//! `run` takes a bound listener and a shutdown future, so tests, benches and `main`
-//! start the same server. Shutdown sequence:
+//! `run` takes bound listeners and a shutdown future, so tests, benches and `main`
+//! start the same server. On the main port a request whose content type is
+//! `application/grpc*` goes to gRPC and any other to Feast's HTTP API
+//! ([`crate::http`]); an optional second port serves the HTTP API alone.
+//! Shutdown sequence:
 //! 1. the shutdown future resolves (SIGTERM/SIGINT in `main`);
 //! 2. the store watcher and the registry reloader are stopped wherever they are (a hung
 //!    store or registry must not delay shutdown), and health turns NOT_SERVING, so
@@ -24,6 +27,7 @@ use crate::grpc::{
     FEATURE_SERVER_NAME, FeatureService, GrpcFeatureServerServer, ONLINE_WRITER_NAME,
     OnlineWriterServer, SERVING_SERVICE_NAME, ServingServiceServer,
 };
+use crate::http::{HttpApi, Readiness};
 use crate::metrics as m;
 use crate::registry::{RegistryError, ReloadHandle, Reloader};
 use crate::serving::{Clock, Serving};
@@ -64,6 +68,8 @@ pub struct StoreSettings {
     /// SQLite reads of at most this many keys run on the request's own thread (0: all
     /// go to the reader threads).
     pub sqlite_inline_keys: usize,
+    /// Bytes of the SQLite file each read connection memory-maps (0: none).
+    pub sqlite_mmap_size: u64,
     /// Upper bound for one request's reads from the online store (SQLite or Redis),
     /// and for connecting to Redis. Well under a second: a feature lookup that takes
     /// longer is better answered with an error the model server can act on.
@@ -84,6 +90,7 @@ impl Default for StoreSettings {
                 .map_or(2, |n| n.get())
                 .max(2),
             sqlite_inline_keys: SqliteSettings::INLINE_MAX_KEYS,
+            sqlite_mmap_size: SqliteSettings::MMAP_SIZE,
             timeout: Duration::from_millis(250),
             registry_timeout: Duration::from_secs(10),
             redis_connections: 1,
@@ -125,6 +132,7 @@ pub async fn open_serving(
             let path = path.clone();
             let settings = SqliteSettings {
                 inline_max_keys: store.sqlite_inline_keys,
+                mmap_size: store.sqlite_mmap_size,
                 ..SqliteSettings::new(store.sqlite_readers, store.timeout)
             };
             // Opening checks the file: blocking work, off the reactor.
@@ -169,18 +177,49 @@ pub async fn reload_on_sighup(handle: ReloadHandle) {
     drop(handle);
 }
 
-/// Serves gRPC on `listener` until `shutdown` resolves, then drains (see module docs).
+/// Where the server listens.
+#[derive(Debug)]
+pub struct Listeners {
+    /// gRPC and the HTTP API, told apart by content type.
+    pub main: TcpListener,
+    /// The HTTP API alone (`--http-addr`), if wanted.
+    pub http: Option<TcpListener>,
+}
+
+impl From<TcpListener> for Listeners {
+    fn from(main: TcpListener) -> Self {
+        Self { main, http: None }
+    }
+}
+
+/// What health reports, to gRPC health clients and to `GET /health`.
+#[derive(Clone)]
+struct HealthState {
+    reporter: tonic_health::server::HealthReporter,
+    readiness: Readiness,
+}
+
+/// Serves gRPC and HTTP on `listeners` until `shutdown` resolves, then drains (see
+/// module docs).
 pub async fn run(
-    listener: TcpListener,
+    listeners: impl Into<Listeners>,
     serving: Arc<Serving>,
     reloader: Option<Reloader>,
     settings: &ServerSettings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartupError> {
+    let Listeners {
+        main: listener,
+        http: http_listener,
+    } = listeners.into();
     let local = listener
         .local_addr()
         .map_or_else(|e| e.to_string(), |a| a.to_string());
-    let (health, health_service) = tonic_health::server::health_reporter();
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    let health = HealthState {
+        reporter,
+        readiness: Readiness::default(),
+    };
     // The registry is loaded before `run` is called; whether we are ready now depends
     // on the online store answering, and is kept up to date by the watcher.
     let up = check_store(&serving, None).await;
@@ -210,6 +249,13 @@ pub async fn run(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
+    let http_api = HttpApi::new(
+        serving.clone(),
+        health.readiness.clone(),
+        settings.request_timeout,
+        settings.max_request_bytes,
+    )
+    .router();
     let service = FeatureService::new(serving, settings.request_timeout);
     let serving_service = ServingServiceServer::new(service.clone())
         .max_decoding_message_size(settings.max_request_bytes)
@@ -227,7 +273,8 @@ pub async fn run(
         .add_service(serving_service)
         .add_service(feature_server)
         .add_service(writer)
-        .prepare();
+        .prepare()
+        .into_axum_router();
 
     let reporter = health.clone();
     let signal = async move {
@@ -246,10 +293,80 @@ pub async fn run(
         set_all(&reporter, ServingStatus::NotServing).await;
     };
 
+    // One shutdown for every listener.
+    let (stop_accepting, accepting) = watch::channel(false);
+    tokio::spawn(async move {
+        signal.await;
+        let _ = stop_accepting.send(true);
+    });
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let main = Dispatch {
+        grpc: routes,
+        http: http_api.clone(),
+    };
     tracing::info!(addr = %local, "serving gRPC");
-    serve_connections(listener, routes, signal, settings.drain_timeout).await;
+    tracing::info!(addr = %local, "serving the HTTP API");
+    let main = serve_connections(
+        listener,
+        main,
+        stopped(accepting.clone()),
+        settings.drain_timeout,
+    );
+    match http_listener {
+        Some(http_listener) => {
+            let http_local = http_listener
+                .local_addr()
+                .map_or_else(|e| e.to_string(), |a| a.to_string());
+            tracing::info!(addr = %http_local, "serving the HTTP API");
+            let http = serve_connections(
+                http_listener,
+                http_api,
+                stopped(accepting),
+                settings.drain_timeout,
+            );
+            tokio::join!(main, http);
+        }
+        None => main.await,
+    }
     tracing::info!("server stopped");
     Ok(())
+}
+
+/// Sends gRPC calls (content type `application/grpc*`) to the gRPC routes and every
+/// other request to the HTTP API.
+#[derive(Clone)]
+struct Dispatch {
+    grpc: axum::Router,
+    http: axum::Router,
+}
+
+impl<B> tower_service::Service<axum::http::Request<B>> for Dispatch
+where
+    B: axum::body::HttpBody<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    type Response = axum::response::Response;
+    type Error = std::convert::Infallible;
+    type Future = axum::routing::future::RouteFuture<std::convert::Infallible>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        // Routers are always ready.
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: axum::http::Request<B>) -> Self::Future {
+        let grpc = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .is_some_and(|t| t.as_bytes().starts_with(b"application/grpc"));
+        let router = if grpc { &mut self.grpc } else { &mut self.http };
+        tower_service::Service::call(router, req)
+    }
 }
 
 /// TCP keepalive on accepted connections: finds peers that vanished without a word.
@@ -266,12 +383,21 @@ const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// own `grpc-timeout` deadline and answers CANCELLED when it fires, before the
 /// handler and past every metric. Here the handlers own deadlines (DEADLINE_EXCEEDED,
 /// counted), and the HTTP API can share the port later.
-async fn serve_connections(
+async fn serve_connections<S>(
     listener: TcpListener,
-    routes: tonic::service::Routes,
+    routes: S,
     shutdown: impl Future<Output = ()>,
     drain_timeout: Duration,
-) {
+) where
+    S: tower_service::Service<
+            axum::http::Request<hyper::body::Incoming>,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use hyper_util::server::conn::auto;
     use hyper_util::server::graceful::GracefulShutdown;
@@ -336,14 +462,15 @@ static ACCEPT_LOG: crate::telemetry::LogLimiter = crate::telemetry::LogLimiter::
 const STORE_CHECK_UP: Duration = Duration::from_secs(1);
 const STORE_CHECK_DOWN: Duration = Duration::from_millis(250);
 
-async fn set_all(health: &tonic_health::server::HealthReporter, status: ServingStatus) {
+async fn set_all(health: &HealthState, status: ServingStatus) {
+    health.readiness.set(status == ServingStatus::Serving);
     for name in [
         "",
         SERVING_SERVICE_NAME,
         FEATURE_SERVER_NAME,
         ONLINE_WRITER_NAME,
     ] {
-        health.set_service_status(name, status).await;
+        health.reporter.set_service_status(name, status).await;
     }
 }
 
@@ -369,7 +496,7 @@ async fn check_store(serving: &Serving, was_up: Option<bool>) -> bool {
 /// Keeps health in step with the online store until `stop` turns true.
 async fn watch_store(
     serving: Arc<Serving>,
-    health: tonic_health::server::HealthReporter,
+    health: HealthState,
     mut up: bool,
     mut stop: watch::Receiver<bool>,
 ) {

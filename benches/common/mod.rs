@@ -34,6 +34,17 @@ pub(crate) const BARE_SELECT: &str = "SELECT k.rowid, t.feature_name, t.value, t
 pub(crate) const BARE_POINT_SELECT: &str =
     "SELECT 1, feature_name, value, event_ts FROM synthetic_bench WHERE entity_key = ?1";
 
+/// The bare baseline's connection, with the settings Tern's read connections get:
+/// the `rarray` module and the same memory map.
+pub(crate) fn bare_connection(db: &std::path::Path) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(db).expect("open");
+    rusqlite::vtab::array::load_module(&conn).expect("rarray");
+    let mmap = tern::store::SqliteSettings::MMAP_SIZE;
+    conn.query_row(&format!("PRAGMA mmap_size = {mmap}"), [], |_| Ok(()))
+        .expect("mmap_size");
+    conn
+}
+
 /// One bare SQLite read of `keys`: every column Tern needs, and nothing else, with the
 /// statement Tern uses for that many keys. `conn` has the `rarray` module loaded.
 pub(crate) fn bare_select(conn: &rusqlite::Connection, keys: &[Vec<u8>]) -> usize {

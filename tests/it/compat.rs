@@ -33,22 +33,22 @@ use tonic::Code;
 use crate::support::*;
 
 #[derive(Debug, Deserialize)]
-struct Fixture {
-    reference_time: i64,
-    cases: Vec<Case>,
+pub struct Fixture {
+    pub reference_time: i64,
+    pub cases: Vec<Case>,
 }
 
 #[derive(Debug, Deserialize)]
-struct Case {
-    name: String,
+pub struct Case {
+    pub name: String,
     config: String,
-    request: CaseRequest,
-    response: Option<CaseResponse>,
+    pub request: CaseRequest,
+    pub response: Option<CaseResponse>,
     error: Option<CaseError>,
 }
 
 #[derive(Debug, Deserialize)]
-struct CaseRequest {
+pub struct CaseRequest {
     features: Option<Vec<String>>,
     feature_service: Option<String>,
     entities: Vec<CaseColumn>,
@@ -57,34 +57,34 @@ struct CaseRequest {
 }
 
 #[derive(Debug, Deserialize)]
-struct CaseColumn {
+pub struct CaseColumn {
     name: String,
     values: Vec<HashMap<String, serde_json::Value>>,
 }
 
 #[derive(Debug, Deserialize)]
-struct CaseResponse {
-    feature_names: Vec<String>,
-    results: Vec<CaseVector>,
+pub struct CaseResponse {
+    pub feature_names: Vec<String>,
+    pub results: Vec<CaseVector>,
     feature_view_metadata: Vec<CaseMetadata>,
 }
 
 #[derive(Debug, Deserialize)]
-struct CaseVector {
+pub struct CaseVector {
     values: Vec<String>,
     statuses: Vec<String>,
     event_timestamps: Vec<(i64, i32)>,
-    ttl_seconds: i64,
+    pub ttl_seconds: i64,
 }
 
 #[derive(Debug, Deserialize)]
-struct CaseMetadata {
+pub struct CaseMetadata {
     name: String,
     version: Option<i32>,
 }
 
 #[derive(Debug, Deserialize)]
-struct CaseError {
+pub struct CaseError {
     class: String,
     message: String,
 }
@@ -93,7 +93,7 @@ fn fixture_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/feast")
 }
 
-fn load_fixture() -> Fixture {
+pub fn load_cases() -> Fixture {
     load_fixture_from(&fixture_dir().join("cases.json"))
 }
 
@@ -173,7 +173,7 @@ fn typed_value(v: &HashMap<String, serde_json::Value>) -> Value {
     Value { val: Some(val) }
 }
 
-fn request(c: &CaseRequest) -> tern::proto::tern::wire::GetOnlineFeaturesRequest {
+pub fn grpc_request(c: &CaseRequest) -> tern::proto::tern::wire::GetOnlineFeaturesRequest {
     let entities = c
         .entities
         .iter()
@@ -197,7 +197,7 @@ fn request(c: &CaseRequest) -> tern::proto::tern::wire::GetOnlineFeaturesRequest
 }
 
 /// What Tern must answer where it deliberately differs from Feast.
-enum Deviation {
+pub enum Deviation {
     /// An error with this code and a message containing this text.
     Error(Code, &'static str),
     /// Feast's answer, except these driver_stats columns, which Tern reads from the
@@ -213,7 +213,7 @@ enum Deviation {
 }
 
 /// `active` is driver_stats' active version in the fixture's registry.
-fn deviation(case: &str, active: i32) -> Option<Deviation> {
+pub fn deviation(case: &str, active: i32) -> Option<Deviation> {
     use Deviation::*;
     const SVC: &[(&str, &str, &str)] = &[
         ("avg_daily_trips", "avg_daily_trips", "driver_id"),
@@ -387,7 +387,7 @@ fn request_int64s(req: &CaseRequest, column: &str) -> Vec<i64> {
 
 #[tokio::test]
 async fn every_feast_case_matches_over_both_paths() {
-    let fixture = load_fixture();
+    let fixture = load_cases();
     let now = fixture.reference_time;
     let repo =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/feature_repo/feature_store.yaml");
@@ -436,7 +436,7 @@ pub(crate) async fn check_fixture_cases(
             .1;
         for path in BOTH_PATHS {
             let what = format!("case {} ({path:?})", case.name);
-            let result = call(ch, path, request(&case.request)).await;
+            let result = call(ch, path, grpc_request(&case.request)).await;
             check_case(case, &what, result, &oracle, now, active);
             checked += 1;
         }
@@ -578,7 +578,7 @@ fn check_case(
 
 #[test]
 fn every_deviation_names_a_real_case() {
-    let fixture = load_fixture();
+    let fixture = load_cases();
     let names: Vec<&str> = fixture.cases.iter().map(|c| c.name.as_str()).collect();
     let listed = [
         "driver_customer_only_driver_id",

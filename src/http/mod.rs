@@ -1,0 +1,233 @@
+//! Feast's HTTP JSON API (`feast serve` 0.67), from the same serving core as gRPC.
+//!
+//! Owns: the routes, the request body limit and deadline, the mapping from core errors
+//! to HTTP statuses and Feast's error bodies (`status.rs`), and the HTTP metrics.
+//! Bodies are Feast's byte for byte (`response.rs`, `json.rs`) except where
+//! `docs/compatibility.md` says otherwise.
+//! Does not own: which requests reach it (`server.rs` sends it everything on the gRPC
+//! port whose content type is not `application/grpc*`).
+
+mod json;
+mod request;
+mod response;
+mod status;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+
+use crate::metrics as m;
+use crate::serving::{Request as ServingRequest, Selection, Serving};
+use crate::telemetry::LogLimiter;
+
+pub use status::status_for;
+
+/// Server-side failures logged, at most this many lines a second (the rest counted).
+static FAILURE_LOG: LogLimiter = LogLimiter::new(5);
+
+const GET_ONLINE_FEATURES: &str = "/get-online-features";
+
+/// Whether `/health` answers 200: the server's readiness, shared with gRPC health.
+#[derive(Debug, Clone, Default)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    /// Sets whether the server is ready.
+    pub fn set(&self, ready: bool) {
+        self.0.store(ready, Ordering::Relaxed);
+    }
+
+    /// Whether the server is ready.
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// What the HTTP handlers share.
+#[derive(Debug)]
+pub struct HttpApi {
+    serving: Arc<Serving>,
+    readiness: Readiness,
+    /// Upper bound for one request.
+    request_timeout: Duration,
+    /// Largest accepted body.
+    max_request_bytes: usize,
+    /// `tern_http_requests_total` and the duration of a 200 on `/get-online-features`,
+    /// registered once (other outcomes are rare and use the macros).
+    served: (metrics::Counter, metrics::Histogram),
+}
+
+impl HttpApi {
+    /// Handlers over `serving`.
+    pub fn new(
+        serving: Arc<Serving>,
+        readiness: Readiness,
+        request_timeout: Duration,
+        max_request_bytes: usize,
+    ) -> Self {
+        Self {
+            serving,
+            readiness,
+            request_timeout,
+            max_request_bytes,
+            served: handles(GET_ONLINE_FEATURES, StatusCode::OK),
+        }
+    }
+
+    /// The routes of `feast serve` that Tern answers; everything else is a JSON 404
+    /// (or 405 for a known path with another method), as FastAPI answers.
+    pub fn router(self) -> Router {
+        let not_yet = |path: &'static str| {
+            post(move || async move {
+                json_error(
+                    StatusCode::NOT_IMPLEMENTED,
+                    &response::feast_error(
+                        status::GENERIC_CLASS,
+                        &format!(
+                            "{path} is not served by this version of Tern; write with gRPC (WriteToOnlineStore, Push) or `tern materialize`"
+                        ),
+                    ),
+                )
+            })
+        };
+        Router::new()
+            .route(GET_ONLINE_FEATURES, post(get_online_features))
+            .route("/health", get(health))
+            .route("/push", not_yet("/push"))
+            .route("/write-to-online-store", not_yet("/write-to-online-store"))
+            .route("/materialize", not_yet("/materialize"))
+            .route(
+                "/materialize-incremental",
+                not_yet("/materialize-incremental"),
+            )
+            .fallback(not_found)
+            .method_not_allowed_fallback(method_not_allowed)
+            .with_state(Arc::new(self))
+    }
+}
+
+fn handles(path: &'static str, status: StatusCode) -> (metrics::Counter, metrics::Histogram) {
+    let code = status.as_str().to_owned();
+    (
+        metrics::counter!(m::HTTP_REQUESTS, "path" => path, "status" => code.clone()),
+        metrics::histogram!(m::HTTP_DURATION, "path" => path, "status" => code),
+    )
+}
+
+fn record(path: &'static str, status: StatusCode, started: Instant) {
+    let (count, duration) = handles(path, status);
+    count.increment(1);
+    duration.record(started.elapsed().as_secs_f64());
+}
+
+/// A JSON body with its status.
+fn json_response(status: StatusCode, body: Bytes) -> Response {
+    let mut response = (status, body).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn json_error(status: StatusCode, body: &Bytes) -> Response {
+    json_response(status, body.clone())
+}
+
+async fn not_found() -> Response {
+    json_response(
+        StatusCode::NOT_FOUND,
+        Bytes::from_static(br#"{"detail":"Not Found"}"#),
+    )
+}
+
+async fn method_not_allowed() -> Response {
+    json_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        Bytes::from_static(br#"{"detail":"Method Not Allowed"}"#),
+    )
+}
+
+/// 200 with no body while the server is ready (registry loaded, store answering, not
+/// shutting down); 503 otherwise. Feast answers the same two.
+async fn health(State(api): State<Arc<HttpApi>>) -> StatusCode {
+    if api.readiness.get() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
+}
+
+async fn get_online_features(State(api): State<Arc<HttpApi>>, body: Body) -> Response {
+    let started = Instant::now();
+    let bytes = match axum::body::to_bytes(body, api.max_request_bytes).await {
+        Ok(bytes) => bytes,
+        Err(err) => {
+            let (code, text) = status::body_error(&err, api.max_request_bytes);
+            record(GET_ONLINE_FEATURES, code, started);
+            tracing::debug!(path = GET_ONLINE_FEATURES, error = %text, "request refused");
+            return json_error(code, &response::feast_error(status::GENERIC_CLASS, &text));
+        }
+    };
+    let body = match request::parse(&bytes) {
+        Ok(body) => body,
+        Err(problem) => {
+            record(
+                GET_ONLINE_FEATURES,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                started,
+            );
+            tracing::debug!(path = GET_ONLINE_FEATURES, field = %problem.path(), error = %problem.msg, "request refused");
+            return json_response(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                status::validation_body(&problem),
+            );
+        }
+    };
+    let selection = match &body.feature_service {
+        Some(service) => Some(Selection::Service(service)),
+        None => Some(Selection::Refs(&body.features)),
+    };
+    let result = api
+        .serving
+        .get_online_features(ServingRequest {
+            selection,
+            entities: &body.entities.0,
+            full_feature_names: body.full_feature_names,
+            include_metadata: body.include_feature_view_version_metadata,
+            deadline: Some(api.request_timeout),
+        })
+        .await;
+    let answer = result.map_err(status::ServingFailure).and_then(|answer| {
+        response::online_features(&answer)
+            .map_err(|bad| status::ServingFailure(crate::serving::Error::Internal(bad.to_string())))
+    });
+    match answer {
+        Ok(json) => {
+            let (count, duration) = &api.served;
+            count.increment(1);
+            duration.record(started.elapsed().as_secs_f64());
+            json_response(StatusCode::OK, json)
+        }
+        Err(failure) => {
+            let (code, body) = failure.response();
+            record(GET_ONLINE_FEATURES, code, started);
+            if failure.0.kind().is_server_side() {
+                if let Some(suppressed) = FAILURE_LOG.admit() {
+                    tracing::warn!(path = GET_ONLINE_FEATURES, status = code.as_u16(), error = %failure.0, suppressed, "request failed");
+                }
+            } else {
+                tracing::debug!(path = GET_ONLINE_FEATURES, status = code.as_u16(), error = %failure.0, "request refused");
+            }
+            json_response(code, body)
+        }
+    }
+}
