@@ -13,10 +13,14 @@
 //! Each row also gives the server process's CPU time per answered request (and Redis's,
 //! apart), from `/proc/PID/stat` before and after the run.
 //!
+//! Last, on the example repo Feast wrote, Tern's HTTP API beside its gRPC and beside
+//! `feast serve` (open loop at one rate, and capacity), when a Feast venv is found.
+//!
 //! `cargo bench --bench load` (env: LOAD_STORE="sqlite,redis", LOAD_ENTITIES="100000"
 //! (drivers stored; a list runs each size), LOAD_RATES_1="1000,4000" for 1 entity x 10
 //! features, LOAD_RATES_100="500,1000" for 100 x 10, LOAD_SECONDS=10,
-//! LOAD_REDIS_CONNECTIONS=1, LOAD_RELOAD_CHECK=1, LOAD_TERN_BIN=path to another `tern`).
+//! LOAD_REDIS_CONNECTIONS=1, LOAD_RELOAD_CHECK=1, LOAD_TERN_BIN=path to another `tern`,
+//! LOAD_HTTP=1, LOAD_HTTP_RATE=200, LOAD_FEAST_VENV=the venv holding `feast`).
 
 mod common;
 
@@ -77,7 +81,13 @@ fn main() {
         std::env::var("LOAD_TERN_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_tern").into());
     for (entities, store) in common::sizes("LOAD_ENTITIES", "100000")
         .into_iter()
-        .flat_map(|n| stores.split(',').map(move |s| (n, s.trim())))
+        .flat_map(|n| {
+            stores
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(move |s| (n, s))
+        })
     {
         let repo = SyntheticRepo {
             entities,
@@ -118,12 +128,7 @@ fn main() {
                 ])
                 .args(["--log-format", "json"])
                 .args(&extra_args),
-            |line| {
-                let v: serde_json::Value = serde_json::from_str(line).ok()?;
-                (v["message"] == "serving gRPC")
-                    .then(|| v["addr"].as_str().map(str::to_owned))
-                    .flatten()
-            },
+            grpc_addr_in_log,
         );
         let tern_channels = rt.block_on(channels(tern.addr));
         // The no-op server answers with Tern's own response bytes for each scenario.
@@ -170,9 +175,10 @@ fn main() {
                     ("tern", &tern_channels, tern.child.id()),
                 ] {
                     // Warm up connections, caches and plans, then measure.
-                    let _ = run(&rt, chans, req, rate, Duration::from_secs(1));
+                    let caller = Caller::grpc(chans, req);
+                    let _ = run(&rt, &caller, rate, Duration::from_secs(1));
                     let (r, cpu, redis_cpu) = with_cpu(pid, redis_pid, || {
-                        run(&rt, chans, req, rate, Duration::from_secs(seconds))
+                        run(&rt, &caller, rate, Duration::from_secs(seconds))
                     });
                     let q = |p: f64| r.hist.value_at_quantile(p) as f64 / 1000.0;
                     println!(
@@ -201,9 +207,10 @@ fn main() {
                 ("no-op floor", &noop_channels, noop.child.id()),
                 ("tern", &tern_channels, tern.child.id()),
             ] {
-                let _ = saturate(&rt, chans, req, Duration::from_secs(1));
+                let caller = Caller::grpc(chans, req);
+                let _ = saturate(&rt, &caller, Duration::from_secs(1));
                 let (r, cpu, redis_cpu) = with_cpu(pid, redis_pid, || {
-                    saturate(&rt, chans, req, Duration::from_secs(seconds))
+                    saturate(&rt, &caller, Duration::from_secs(seconds))
                 });
                 let q = |p: f64| r.hist.value_at_quantile(p) as f64 / 1000.0;
                 println!(
@@ -227,17 +234,12 @@ fn main() {
             );
             println!("| run | reloads | p50 (ms) | p99 (ms) | p99.9 (ms) | max (ms) | errors |");
             println!("|---|---|---|---|---|---|---|");
-            let _ = run(&rt, &tern_channels, req, 1000.0, Duration::from_secs(1));
+            let caller = Caller::grpc(&tern_channels, req);
+            let _ = run(&rt, &caller, 1000.0, Duration::from_secs(1));
             for round in 1..=3 {
                 for reloading in [false, true] {
                     let hups = reloading.then(|| Sighups::start(tern.child.id()));
-                    let r = run(
-                        &rt,
-                        &tern_channels,
-                        req,
-                        1000.0,
-                        Duration::from_secs(seconds),
-                    );
+                    let r = run(&rt, &caller, 1000.0, Duration::from_secs(seconds));
                     let sent = hups.map_or(0, Sighups::stop);
                     let q = |p: f64| r.hist.value_at_quantile(p) as f64 / 1000.0;
                     println!(
@@ -266,6 +268,281 @@ fn main() {
         tern.stop();
         noop.stop();
     }
+    if env_num("LOAD_HTTP", 1) == 1 {
+        http_comparison(
+            &rt,
+            &tern_bin,
+            seconds,
+            env_num("LOAD_HTTP_RATE", 200) as f64,
+        );
+    }
+}
+
+/// The example repo (what Feast wrote) served three ways in one run: Tern over gRPC,
+/// Tern's HTTP API, and `feast serve` (when a Feast venv is found: `LOAD_FEAST_VENV`,
+/// default `~/.cache/tern/feast-0.67.0-venv`). One driver x driver_stats' 6 features.
+fn http_comparison(rt: &tokio::runtime::Runtime, tern_bin: &str, seconds: u64, rate: f64) {
+    const FEATURES: [&str; 6] = [
+        "driver_stats:conv_rate",
+        "driver_stats:acc_rate",
+        "driver_stats:avg_daily_trips",
+        "driver_stats:name",
+        "driver_stats:active",
+        "driver_stats:ratings",
+    ];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/feature_repo");
+    std::fs::create_dir_all(dir.path().join("data")).expect("data dir");
+    std::fs::copy(
+        example.join("feature_store.yaml"),
+        dir.path().join("feature_store.yaml"),
+    )
+    .expect("copy yaml");
+    for file in ["registry.db", "online.db"] {
+        std::fs::copy(
+            example.join("data").join(file),
+            dir.path().join("data").join(file),
+        )
+        .expect("copy data");
+    }
+    let yaml = dir.path().join("feature_store.yaml");
+    let mut tern = Server::spawn(
+        Command::new(tern_bin)
+            .args(["serve", "--config", yaml.to_str().expect("utf8 path")])
+            .args(["--grpc-addr", "127.0.0.1:0", "--log-format", "json"]),
+        grpc_addr_in_log,
+    );
+    let venv = std::env::var("LOAD_FEAST_VENV").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/tern/feast-0.67.0-venv",
+            std::env::var("HOME").unwrap_or_default()
+        )
+    });
+    let feast_bin = std::path::Path::new(&venv).join("bin/feast");
+    let mut feast = feast_bin.exists().then(|| {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let child = Command::new(&feast_bin)
+            .args([
+                "serve",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "--no-access-log",
+            ])
+            // No worker restarts: Feast's default restarts its worker about every
+            // 1,000 requests, which shows here as errors and second-long stalls.
+            .args(["--max-requests", "0"])
+            .current_dir(dir.path())
+            .env("TZ", "UTC")
+            .env("PYTHONHASHSEED", "0")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn feast serve");
+        Server {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        }
+    });
+    let body: Arc<[u8]> = serde_json::to_vec(&serde_json::json!({
+        "features": FEATURES,
+        "entities": {"driver_id": [1001]},
+        "full_feature_names": false,
+        "include_feature_view_version_metadata": false,
+    }))
+    .expect("json")
+    .into();
+    let req = GetOnlineFeaturesRequest {
+        kind: Some(Kind::Features(FeatureList {
+            val: FEATURES.iter().map(|f| (*f).to_owned()).collect(),
+        })),
+        entities: [(
+            "driver_id".to_owned(),
+            RepeatedValue {
+                val: vec![Value {
+                    val: Some(Val::Int64Val(1001)),
+                }],
+            },
+        )]
+        .into(),
+        ..Default::default()
+    };
+    let tern_http = Arc::new(http1::Pool::new(tern.addr, SATURATION_IN_FLIGHT));
+    let mut callers = vec![
+        (
+            "tern gRPC",
+            Caller::grpc(&rt.block_on(channels(tern.addr)), &req),
+            tern.child.id(),
+        ),
+        (
+            "tern HTTP/1.1",
+            Caller::Http(tern_http, body.clone()),
+            tern.child.id(),
+        ),
+    ];
+    if let Some(feast) = &feast {
+        let pool = Arc::new(http1::Pool::new(feast.addr, SATURATION_IN_FLIGHT));
+        let deadline = Instant::now() + Duration::from_secs(120);
+        rt.block_on(async {
+            while pool.get("/health").await != Some(200) {
+                assert!(
+                    Instant::now() < deadline,
+                    "feast serve did not start within 120 s"
+                );
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        });
+        callers.push((
+            "feast serve HTTP/1.1",
+            Caller::Http(pool, body),
+            feast.child.id(),
+        ));
+    } else {
+        println!("\n(no Feast venv at {venv}: feast serve rows left out)");
+    }
+    println!(
+        "\n## HTTP API beside gRPC and feast serve: example repo, 1 driver x 6 features (driver_stats)"
+    );
+    println!(
+        "open loop at {rate:.0} req/s, {seconds}s; HTTP/1.1 keep-alive over up to {SATURATION_IN_FLIGHT} connections"
+    );
+    println!(
+        "| server | p50 (ms) | p99 (ms) | p99.9 (ms) | achieved (req/s) | server CPU/req (µs) | errors |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for (name, caller, pid) in &callers {
+        let _ = run(rt, caller, rate, Duration::from_secs(1));
+        let (r, cpu, _) = with_cpu(*pid, None, || {
+            run(rt, caller, rate, Duration::from_secs(seconds))
+        });
+        let q = |p: f64| r.hist.value_at_quantile(p) as f64 / 1000.0;
+        println!(
+            "| {name} | {:.3} | {:.3} | {:.3} | {:.0} | {cpu:.1} | {} |",
+            q(0.5),
+            q(0.99),
+            q(0.999),
+            r.achieved,
+            r.errors
+        );
+    }
+    println!("\nclosed loop, {SATURATION_IN_FLIGHT} requests in flight, {seconds}s");
+    println!("| server | requests/s | p50 (ms) | p99 (ms) | server CPU/req (µs) | errors |");
+    println!("|---|---|---|---|---|---|");
+    for (name, caller, pid) in &callers {
+        let _ = saturate(rt, caller, Duration::from_secs(1));
+        let (r, cpu, _) = with_cpu(*pid, None, || {
+            saturate(rt, caller, Duration::from_secs(seconds))
+        });
+        let q = |p: f64| r.hist.value_at_quantile(p) as f64 / 1000.0;
+        println!(
+            "| {name} | {:.0} | {:.3} | {:.3} | {cpu:.1} | {} |",
+            r.achieved,
+            q(0.5),
+            q(0.99),
+            r.errors
+        );
+    }
+    tern.stop();
+    if let Some(feast) = &mut feast {
+        feast.stop();
+    }
+}
+
+mod http1 {
+    //! A minimal HTTP/1.1 keep-alive client for the load runs (`feast serve` speaks no
+    //! HTTP/2): a pool of connections, one request at a time on each.
+
+    use std::net::SocketAddr;
+
+    use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
+    use tokio::net::TcpStream;
+    use tokio::sync::{Mutex, Semaphore};
+
+    pub(super) struct Pool {
+        addr: SocketAddr,
+        idle: Mutex<Vec<BufReader<TcpStream>>>,
+        slots: Semaphore,
+    }
+
+    impl Pool {
+        pub(super) fn new(addr: SocketAddr, connections: usize) -> Self {
+            Self {
+                addr,
+                idle: Mutex::new(Vec::new()),
+                slots: Semaphore::new(connections),
+            }
+        }
+
+        pub(super) async fn post_json(&self, path: &str, body: &[u8]) -> Option<u16> {
+            let head = format!(
+                "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                self.addr,
+                body.len()
+            );
+            self.send(head.as_bytes(), body).await
+        }
+
+        pub(super) async fn get(&self, path: &str) -> Option<u16> {
+            let head = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n", self.addr);
+            self.send(head.as_bytes(), &[]).await
+        }
+
+        /// One exchange on an idle (or new) connection; the status, or `None` when the
+        /// connection failed (it is then dropped).
+        async fn send(&self, head: &[u8], body: &[u8]) -> Option<u16> {
+            let _slot = self.slots.acquire().await.ok()?;
+            let idle = self.idle.lock().await.pop();
+            let mut conn = match idle {
+                Some(conn) => conn,
+                None => {
+                    let stream = TcpStream::connect(self.addr).await.ok()?;
+                    stream.set_nodelay(true).ok()?;
+                    BufReader::new(stream)
+                }
+            };
+            let status = exchange(&mut conn, head, body).await?;
+            self.idle.lock().await.push(conn);
+            Some(status)
+        }
+    }
+
+    async fn exchange(conn: &mut BufReader<TcpStream>, head: &[u8], body: &[u8]) -> Option<u16> {
+        let stream = conn.get_mut();
+        stream.write_all(head).await.ok()?;
+        stream.write_all(body).await.ok()?;
+        let mut line = String::new();
+        conn.read_line(&mut line).await.ok()?;
+        let status = line.split(' ').nth(1)?.parse().ok()?;
+        let mut length = 0usize;
+        loop {
+            line.clear();
+            conn.read_line(&mut line).await.ok()?;
+            let header = line.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                length = value.trim().parse().ok()?;
+            }
+        }
+        let mut rest = vec![0u8; length];
+        conn.read_exact(&mut rest).await.ok()?;
+        Some(status)
+    }
+}
+
+/// The gRPC address in `tern serve`'s JSON log line that announces it.
+fn grpc_addr_in_log(line: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    (v["message"] == "serving gRPC")
+        .then(|| v["addr"].as_str().map(str::to_owned))
+        .flatten()
 }
 
 /// Runs `measure` and gives the CPU per answered request of the server `pid` (user +
@@ -296,28 +573,19 @@ const SATURATION_IN_FLIGHT: usize = 32;
 /// Closed loop: `SATURATION_IN_FLIGHT` workers each send the next request as soon as
 /// the previous one answers. This measures capacity (requests/s), not latency under a
 /// given load; the open-loop runs are the latency figures.
-fn saturate(
-    rt: &tokio::runtime::Runtime,
-    channels: &[Channel],
-    req: &GetOnlineFeaturesRequest,
-    duration: Duration,
-) -> RunResult {
-    let req = Arc::new(req.clone());
+fn saturate(rt: &tokio::runtime::Runtime, caller: &Caller, duration: Duration) -> RunResult {
     let start = Instant::now();
     let end = start + duration;
     let workers: Vec<_> = (0..SATURATION_IN_FLIGHT)
         .map(|i| {
-            let (ch, req) = (channels[i % channels.len()].clone(), req.clone());
+            let caller = caller.clone();
             rt.spawn(async move {
                 let mut hist =
                     Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
                 let (mut done, mut errors) = (0u64, 0u64);
                 while Instant::now() < end {
                     let t = Instant::now();
-                    let ok = ServingServiceClient::new(ch.clone())
-                        .get_online_features((*req).clone())
-                        .await
-                        .is_ok();
+                    let ok = caller.call(i).await;
                     let _ = hist.record((t.elapsed().as_micros() as u64).max(1));
                     done += 1;
                     errors += u64::from(!ok);
@@ -491,35 +759,51 @@ struct RunResult {
     achieved: f64,
 }
 
-fn run(
-    rt: &tokio::runtime::Runtime,
-    channels: &[Channel],
-    req: &GetOnlineFeaturesRequest,
-    rate: f64,
-    duration: Duration,
-) -> RunResult {
+/// How a run sends one request.
+#[derive(Clone)]
+enum Caller {
+    /// GetOnlineFeatures over gRPC, spread over the channels.
+    Grpc(Vec<Channel>, Arc<GetOnlineFeaturesRequest>),
+    /// `POST /get-online-features` with this JSON body over HTTP/1.1 keep-alive.
+    Http(Arc<http1::Pool>, Arc<[u8]>),
+}
+
+impl Caller {
+    fn grpc(channels: &[Channel], req: &GetOnlineFeaturesRequest) -> Self {
+        Self::Grpc(channels.to_vec(), Arc::new(req.clone()))
+    }
+
+    /// Sends request number `i`; whether it was answered with success.
+    async fn call(&self, i: usize) -> bool {
+        match self {
+            Self::Grpc(channels, req) => {
+                ServingServiceClient::new(channels[i % channels.len()].clone())
+                    .get_online_features((**req).clone())
+                    .await
+                    .is_ok()
+            }
+            Self::Http(pool, body) => {
+                pool.post_json("/get-online-features", body).await == Some(200)
+            }
+        }
+    }
+}
+
+fn run(rt: &tokio::runtime::Runtime, caller: &Caller, rate: f64, duration: Duration) -> RunResult {
     let total = (rate * duration.as_secs_f64()) as usize;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Duration, bool)>();
     let handle = rt.handle().clone();
-    let req = Arc::new(req.clone());
     let start = Instant::now() + Duration::from_millis(50);
     let interval = Duration::from_secs_f64(1.0 / rate);
-    let channels = channels.to_vec();
+    let caller = caller.clone();
     // The schedule lives on its own thread: a busy runtime must not delay sends.
     let sender = std::thread::spawn(move || {
         for i in 0..total {
             let scheduled = start + interval * i as u32;
             wait_until(scheduled);
-            let (ch, req, tx) = (
-                channels[i % channels.len()].clone(),
-                req.clone(),
-                tx.clone(),
-            );
+            let (caller, tx) = (caller.clone(), tx.clone());
             handle.spawn(async move {
-                let ok = ServingServiceClient::new(ch)
-                    .get_online_features((*req).clone())
-                    .await
-                    .is_ok();
+                let ok = caller.call(i).await;
                 let _ = tx.send((scheduled.elapsed(), ok));
             });
         }

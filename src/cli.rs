@@ -243,10 +243,11 @@ pub struct ServeArgs {
     /// handed over after 250 µs of work). 0 sends every read to the reader threads.
     #[arg(long, env = "TERN_SQLITE_INLINE_KEYS", default_value_t = crate::store::SqliteSettings::INLINE_MAX_KEYS)]
     pub sqlite_inline_keys: usize,
-    /// Bytes of the SQLite file each read connection maps into memory: pages are read
-    /// from the OS's file cache without a system call. 0 turns it off (use 0 for a
-    /// database on a network file system, where an I/O error in a mapped page stops
-    /// the process instead of failing one read).
+    /// Bytes of the SQLite file each read connection maps into memory (e.g. 1073741824):
+    /// pages are then read from the OS's file cache without a system call, which pays
+    /// for reads of many keys. 0 (the default) maps nothing. Keep 0 for a database on a
+    /// network file system: an I/O error in a mapped page stops the process instead of
+    /// failing one read.
     #[arg(long, env = "TERN_SQLITE_MMAP_SIZE", default_value_t = crate::store::SqliteSettings::MMAP_SIZE)]
     pub sqlite_mmap_size: u64,
     /// Largest accepted request, in bytes.

@@ -106,19 +106,39 @@ pub(crate) fn sizes(var: &str, default: &str) -> Vec<i64> {
         .collect()
 }
 
-/// CPU time (user + system) process `pid` has used so far, from `/proc/PID/stat`.
+/// User + system CPU time of process `pid` and its live descendants (`feast serve`
+/// answers from worker processes), from `/proc/PID/stat`.
 pub(crate) fn cpu_time(pid: u32) -> std::time::Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces) in parentheses.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, rest)| rest)
-        .split_whitespace()
+    // (pid, parent, ticks) of every process.
+    let procs: Vec<(u32, u32, u64)> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|p| {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+            // Fields after the command name (which may hold spaces) in parentheses.
+            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+            let parent = fields.get(1)?.parse().ok()?;
+            let ticks = [11, 12]
+                .iter()
+                .filter_map(|&i| fields.get(i).and_then(|f| f.parse::<u64>().ok()))
+                .sum();
+            Some((p, parent, ticks))
+        })
         .collect();
-    let ticks: u64 = [11, 12]
-        .iter()
-        .filter_map(|&i| fields.get(i).and_then(|f| f.parse::<u64>().ok()))
-        .sum();
+    let mut ticks = 0;
+    let mut tree = vec![pid];
+    while let Some(p) = tree.pop() {
+        for &(child, parent, t) in &procs {
+            if child == p {
+                ticks += t;
+            }
+            if parent == p {
+                tree.push(child);
+            }
+        }
+    }
     std::time::Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64)
 }
 

@@ -77,10 +77,11 @@ impl SqliteSettings {
     pub const INLINE_MAX_KEYS: usize = 8;
     /// The default inline work budget.
     pub const INLINE_BUDGET: Duration = Duration::from_micros(250);
-    /// The default memory map: 1 GiB of address space per connection. A page read from
-    /// the map costs no `pread` and no copy into SQLite's page cache (see BENCHMARKS.md);
-    /// the pages are the OS's file cache, shared by every connection and process.
-    pub const MMAP_SIZE: u64 = 1 << 30;
+    /// The default memory map: none. Mapping the file saves the `pread` and the copy
+    /// per page, which pays on large reads (100 keys: 5-12% less CPU) but not on
+    /// single-key reads at moderate load, which it made slower (first touches of
+    /// pages fault; BENCHMARKS.md). `--sqlite-mmap-size` turns it on.
+    pub const MMAP_SIZE: u64 = 0;
 
     /// `readers` reader threads and `timeout`, inline reads as by default.
     pub fn new(readers: usize, timeout: Duration) -> Self {
@@ -939,6 +940,7 @@ mod tests {
         };
         assert_eq!(mmap_of(0), 0);
         assert_eq!(mmap_of(1 << 20), 1 << 20);
+        assert_eq!(mmap_of(SqliteSettings::MMAP_SIZE), 0, "off by default");
     }
 
     #[tokio::test]

@@ -739,3 +739,65 @@ fn feast_sdk_reads_through_tern_as_through_feast_serve() {
     }
     assert!(same >= 55, "{same} cases the same");
 }
+
+#[tokio::test]
+async fn http_limits_answer_413_in_feast_error_format() {
+    let defaults = tern::testing::TestOptions::default();
+    let (_dir, _repo, server) = crate::limits::serve(tern::testing::TestOptions {
+        limits: tern::serving::Limits {
+            max_entity_rows: 3,
+            ..defaults.limits
+        },
+        server: tern::server::ServerSettings {
+            max_request_bytes: 200,
+            ..defaults.server
+        },
+        ..defaults
+    })
+    .await;
+    let body =
+        |ids: &str| format!(r#"{{"features":["bench:f0"],"entities":{{"driver_id":[{ids}]}}}}"#);
+    let ok = http1(
+        server.addr,
+        "POST",
+        "/get-online-features",
+        None,
+        Some(body("1,2,3").as_bytes()),
+    )
+    .await;
+    assert_eq!(ok.status, 200, "{}", String::from_utf8_lossy(&ok.body));
+
+    let rows = http1(
+        server.addr,
+        "POST",
+        "/get-online-features",
+        None,
+        Some(body("1,2,3,4").as_bytes()),
+    )
+    .await;
+    assert_eq!(rows.status, 413);
+    let (class, message) = class_and_message(&String::from_utf8(rows.body).expect("utf-8"));
+    assert_eq!(class, "FeastError");
+    assert!(
+        message.contains("limit of 3 (--max-entity-rows)"),
+        "{message}"
+    );
+
+    let big = body(&vec!["1"; 200].join(","));
+    let bytes = http1(
+        server.addr,
+        "POST",
+        "/get-online-features",
+        None,
+        Some(big.as_bytes()),
+    )
+    .await;
+    assert_eq!(bytes.status, 413);
+    assert_eq!(bytes.content_type.as_deref(), Some("application/json"));
+    let (_, message) = class_and_message(&String::from_utf8(bytes.body).expect("utf-8"));
+    assert!(
+        message.contains("larger than 200 bytes (--max-request-bytes)"),
+        "{message}"
+    );
+    server.stop().await.expect("stop");
+}
