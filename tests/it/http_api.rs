@@ -294,6 +294,29 @@ fn http_deviation(case: &str) -> Option<HttpDeviation> {
 
 #[tokio::test]
 async fn every_feast_serve_capture_matches_byte_for_byte() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let now = load_cases().reference_time;
+    let on = TestServer::start(
+        &dir.join("examples/feature_repo/feature_store.yaml"),
+        Clock::Fixed(now),
+    )
+    .await
+    .expect("flag-on server");
+    let off = TestServer::start(
+        &dir.join("tests/fixtures/feast/flag_off/feature_store.yaml"),
+        Clock::Fixed(now),
+    )
+    .await
+    .expect("flag-off server");
+    check_http_captures(&on, &off).await;
+    on.stop().await.expect("stop");
+    off.stop().await.expect("stop");
+}
+
+/// Replays every `feast serve` capture against `on` (online versioning on) and `off`
+/// (off), serving the example repo's data at the fixture's reference time on any store,
+/// and compares each answer byte for byte (with the documented differences).
+pub(crate) async fn check_http_captures(on: &TestServer, off: &TestServer) {
     let fixture = load_cases();
     let now = fixture.reference_time;
     // ttl per output column name, from the gRPC fixture's vectors.
@@ -310,18 +333,6 @@ async fn every_feast_serve_capture_matches_byte_for_byte() {
     let text = std::fs::read_to_string(dir.join("tests/fixtures/feast/http_cases.json"))
         .expect("http_cases.json");
     let captures: Captures = serde_json::from_str(&text).expect("captures");
-    let on = TestServer::start(
-        &dir.join("examples/feature_repo/feature_store.yaml"),
-        Clock::Fixed(now),
-    )
-    .await
-    .expect("flag-on server");
-    let off = TestServer::start(
-        &dir.join("tests/fixtures/feast/flag_off/feature_store.yaml"),
-        Clock::Fixed(now),
-    )
-    .await
-    .expect("flag-off server");
     let channels = [
         ("on", channel(&on.url()).await),
         ("off", channel(&off.url()).await),
@@ -538,8 +549,6 @@ async fn every_feast_serve_capture_matches_byte_for_byte() {
     }
     assert_eq!(compared, captures.cases.len());
     assert!(compared >= 100, "the capture holds every case");
-    on.stop().await.expect("stop");
-    off.stop().await.expect("stop");
 }
 
 #[tokio::test]

@@ -43,6 +43,7 @@ async fn matches_the_sqlite_answers(online_store: &str) {
         .await
         .unwrap();
     check_all_cases(&on.url(), &off.url()).await;
+    crate::http_api::check_http_captures(&on, &off).await;
     on.stop().await.unwrap();
     off.stop().await.unwrap();
 }
