@@ -154,6 +154,7 @@ async fn tern_serve_binary_health_metrics_get_and_sigterm() {
         "tern_requests_in_flight 0",
         r#"tern_sqlite_reads_total{path="inline"} 0"#,
         r#"tern_sqlite_reads_total{path="handed_over"} 0"#,
+        r#"tern_http_requests_total{path="/get-online-features",status="200"} 0"#,
     ] {
         assert!(idle.contains(expected), "missing {expected:?} in:\n{idle}");
     }
@@ -242,6 +243,28 @@ async fn tern_serve_binary_health_metrics_get_and_sigterm() {
         "{table}"
     );
 
+    // Feast's HTTP API on the same port: one answer, one refusal.
+    let post = |body: &str| {
+        let mut stream = TcpStream::connect(&addr).unwrap();
+        write!(
+            stream,
+            "POST /get-online-features HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        answer
+    };
+    let ok = post(r#"{"features":["bench:f1"],"entities":{"driver_id":[2]}}"#);
+    assert!(ok.starts_with("HTTP/1.0 200"), "{ok}");
+    assert!(
+        ok.ends_with(r#""metadata":{"feature_names":["driver_id","f1"]}}"#),
+        "{ok}"
+    );
+    let missing = post(r#"{"features":["nope:f1"],"entities":{"driver_id":[2]}}"#);
+    assert!(missing.starts_with("HTTP/1.0 404"), "{missing}");
+
     let metrics = eventually(DEADLINE, "metrics endpoint", || {
         let addr = metrics_addr.clone();
         async move { http_get(&addr, "/metrics").filter(|b| b.contains("tern_grpc_requests_total")) }
@@ -256,10 +279,13 @@ async fn tern_serve_binary_health_metrics_get_and_sigterm() {
         "tern_registry_generation 1",
         "tern_registry_load_duration_seconds_count 1",
         "tern_requests_in_flight 0",
-        "tern_entity_rows_total 4",
+        "tern_entity_rows_total 5",
         r#"tern_feature_values_total{status="NOT_FOUND"} 2"#,
-        // Both reads had a few keys: each ran on its request's thread.
-        r#"tern_sqlite_reads_total{path="inline"} 2"#,
+        r#"tern_http_requests_total{path="/get-online-features",status="200"} 1"#,
+        r#"tern_http_requests_total{path="/get-online-features",status="404"} 1"#,
+        "tern_http_request_duration_seconds_bucket{",
+        // The three reads had a few keys: each ran on its request's thread.
+        r#"tern_sqlite_reads_total{path="inline"} 3"#,
         r#"tern_sqlite_reads_total{path="pool"} 0"#,
         "tern_store_read_duration_seconds_bucket{store=\"sqlite\"",
         "tern_grpc_request_duration_seconds_bucket{",
