@@ -27,6 +27,7 @@ use bytes::Bytes;
 use crate::metrics as m;
 use crate::serving::{Request as ServingRequest, Selection, Serving};
 use crate::telemetry::LogLimiter;
+use crate::writes::{Cells, Column as WriteColumn, Target, WriteRequest, Writer};
 
 pub use status::status_for;
 
@@ -34,6 +35,8 @@ pub use status::status_for;
 static FAILURE_LOG: LogLimiter = LogLimiter::new(5);
 
 const GET_ONLINE_FEATURES: &str = "/get-online-features";
+const PUSH: &str = "/push";
+const WRITE_TO_ONLINE_STORE: &str = "/write-to-online-store";
 
 /// Whether `/health` answers 200: the server's readiness, shared with gRPC health.
 #[derive(Debug, Clone, Default)]
@@ -55,6 +58,7 @@ impl Readiness {
 #[derive(Debug)]
 pub struct HttpApi {
     serving: Arc<Serving>,
+    writer: Writer,
     readiness: Readiness,
     /// Upper bound for one request.
     request_timeout: Duration,
@@ -74,6 +78,7 @@ impl HttpApi {
         max_request_bytes: usize,
     ) -> Self {
         Self {
+            writer: Writer::new(serving.registry().clone(), serving.store().clone()),
             serving,
             readiness,
             request_timeout,
@@ -101,8 +106,8 @@ impl HttpApi {
         Router::new()
             .route(GET_ONLINE_FEATURES, post(get_online_features))
             .route("/health", get(health))
-            .route("/push", not_yet("/push"))
-            .route("/write-to-online-store", not_yet("/write-to-online-store"))
+            .route(PUSH, post(push))
+            .route(WRITE_TO_ONLINE_STORE, post(write_to_online_store))
             .route("/materialize", not_yet("/materialize"))
             .route(
                 "/materialize-incremental",
@@ -228,6 +233,148 @@ async fn get_online_features(State(api): State<Arc<HttpApi>>, body: Body) -> Res
                 tracing::debug!(path = GET_ONLINE_FEATURES, status = code.as_u16(), error = %failure.0, "request refused");
             }
             json_response(code, body)
+        }
+    }
+}
+
+/// `/write-to-online-store`'s body (Feast's `WriteToFeatureStoreRequest`; its cache and
+/// transformation flags do not apply to Tern).
+#[derive(Debug, serde::Deserialize)]
+struct WriteBody {
+    feature_view_name: String,
+    df: serde_json::Map<String, serde_json::Value>,
+}
+
+/// `/push`'s body (Feast's `PushFeaturesRequest`).
+#[derive(Debug, serde::Deserialize)]
+struct PushBody {
+    push_source_name: String,
+    df: serde_json::Map<String, serde_json::Value>,
+    #[serde(default = "online")]
+    to: String,
+}
+
+fn online() -> String {
+    "online".to_owned()
+}
+
+/// Writes the active version of a view, as Feast's `write_to_online_store`; answers
+/// `null`, as Feast does.
+async fn write_to_online_store(State(api): State<Arc<HttpApi>>, body: Body) -> Response {
+    let started = Instant::now();
+    let parsed = match read_json::<WriteBody>(&api, body, WRITE_TO_ONLINE_STORE, started).await {
+        Ok(parsed) => parsed,
+        Err(refused) => return refused,
+    };
+    let target = Target::View {
+        name: &parsed.feature_view_name,
+        version: None,
+    };
+    let done = write_df(&api, target, &parsed.df, WRITE_TO_ONLINE_STORE, started).await;
+    done.unwrap_or_else(|| json_response(StatusCode::OK, Bytes::from_static(b"null")))
+}
+
+/// Writes every view fed by a push source, as Feast's `push` (online only); answers 200
+/// with no body, as Feast does.
+async fn push(State(api): State<Arc<HttpApi>>, body: Body) -> Response {
+    let started = Instant::now();
+    let parsed = match read_json::<PushBody>(&api, body, PUSH, started).await {
+        Ok(parsed) => parsed,
+        Err(refused) => return refused,
+    };
+    if let Err(err) = crate::writes::check_push_mode(&parsed.to) {
+        let (code, body) = status::write_response(&err);
+        record(PUSH, code, started);
+        return json_response(code, body);
+    }
+    let target = Target::PushSource(&parsed.push_source_name);
+    let done = write_df(&api, target, &parsed.df, PUSH, started).await;
+    done.unwrap_or_else(|| StatusCode::OK.into_response())
+}
+
+/// Reads and parses a JSON body; a refusal (413, 400 or 422) as the response.
+async fn read_json<T: serde::de::DeserializeOwned>(
+    api: &HttpApi,
+    body: Body,
+    path: &'static str,
+    started: Instant,
+) -> Result<T, Response> {
+    let bytes = match axum::body::to_bytes(body, api.max_request_bytes).await {
+        Ok(bytes) => bytes,
+        Err(err) => {
+            let (code, text) = status::body_error(&err, api.max_request_bytes);
+            record(path, code, started);
+            return Err(json_error(
+                code,
+                &response::feast_error(status::GENERIC_CLASS, &text),
+            ));
+        }
+    };
+    serde_json::from_slice(&bytes).map_err(|err| {
+        let problem = request::Problem::body(&err);
+        record(path, StatusCode::UNPROCESSABLE_ENTITY, started);
+        tracing::debug!(path, error = %problem.msg, "request refused");
+        json_response(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            status::validation_body(&problem),
+        )
+    })
+}
+
+/// Writes the columns of `df` to `target`; `None` when written, else the refusal.
+async fn write_df(
+    api: &HttpApi,
+    target: Target<'_>,
+    df: &serde_json::Map<String, serde_json::Value>,
+    path: &'static str,
+    started: Instant,
+) -> Option<Response> {
+    let mut columns = Vec::with_capacity(df.len());
+    for (name, values) in df {
+        let serde_json::Value::Array(values) = values else {
+            let problem = request::Problem::not_a_list(name, values);
+            record(path, StatusCode::UNPROCESSABLE_ENTITY, started);
+            return Some(json_response(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                status::validation_body(&problem),
+            ));
+        };
+        columns.push(WriteColumn {
+            name,
+            cells: Cells::Json(values),
+        });
+    }
+    let result = api
+        .writer
+        .write(&WriteRequest {
+            target,
+            columns,
+            event_times: &[],
+            default_event_time: None,
+        })
+        .await;
+    match result {
+        Ok(summary) => {
+            record(path, StatusCode::OK, started);
+            tracing::debug!(
+                path,
+                written = summary.written(),
+                skipped = summary.skipped(),
+                "write done"
+            );
+            None
+        }
+        Err(err) => {
+            let (code, body) = status::write_response(&err);
+            record(path, code, started);
+            if err.kind().is_server_side() {
+                if let Some(suppressed) = FAILURE_LOG.admit() {
+                    tracing::warn!(path, status = code.as_u16(), error = %err, suppressed, "write failed");
+                }
+            } else {
+                tracing::debug!(path, status = code.as_u16(), error = %err, "write refused");
+            }
+            Some(json_response(code, body))
         }
     }
 }

@@ -83,6 +83,36 @@ impl Problem {
     }
 }
 
+impl Problem {
+    /// A body of the write endpoints that does not parse: serde's words, at `body`.
+    pub(crate) fn body(err: &serde_json::Error) -> Self {
+        let kind = if err.is_syntax() || err.is_eof() {
+            "json_invalid"
+        } else if err.to_string().starts_with("missing field") {
+            "missing"
+        } else {
+            "value_error"
+        };
+        Self {
+            kind,
+            loc: body_loc(&[]),
+            msg: strip_position(&err.to_string()),
+            input: None,
+            ctx_error: None,
+        }
+    }
+
+    /// A `df` column that is not a list.
+    pub(crate) fn not_a_list(column: &str, value: &Json) -> Self {
+        Self::at(
+            "list_type",
+            body_loc(&[key("df"), key(column)]),
+            "Input should be a valid list",
+            Some(value),
+        )
+    }
+}
+
 /// Parses a request body; on failure, says where and why.
 pub(crate) fn parse(bytes: &[u8]) -> Result<Body, Box<Problem>> {
     serde_json::from_slice::<Body>(bytes).map_err(|err| Box::new(explain(bytes, &err)))

@@ -58,6 +58,26 @@ impl ServingFailure {
 /// The class of errors Feast has no exception of its own for.
 pub(crate) const GENERIC_CLASS: &str = "FeastError";
 
+/// Status and body of a refused write. Unknown targets keep Feast's statuses and
+/// classes (404, and 422 for a push source); the rest go by kind.
+pub(crate) fn write_response(err: &crate::writes::WriteError) -> (StatusCode, Bytes) {
+    use crate::writes::WriteError as W;
+    let (status, class) = match err {
+        W::ViewNotFound { .. } | W::VersionNotFound { .. } => {
+            (StatusCode::NOT_FOUND, "FeastObjectNotFoundException")
+        }
+        W::PushSourceNotFound(_) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "PushSourceNotFoundException",
+        ),
+        other => (status_for(other.kind()), GENERIC_CLASS),
+    };
+    (
+        status,
+        response::feast_error(class, &cap_message(err.to_string())),
+    )
+}
+
 /// Status and message for a body that could not be read.
 pub(crate) fn body_error(err: &axum::Error, limit: usize) -> (StatusCode, String) {
     let too_large = std::error::Error::source(err)

@@ -174,6 +174,88 @@ pub(crate) fn typed_time(value: &Value) -> Result<i64, String> {
     }
 }
 
+/// A JSON cell (the HTTP API's `df`) as a value of type `t` (`None`: a null). Numbers
+/// for numeric types (an integral number for integers), booleans for BOOL, arrays for
+/// lists, and strings read as [`parse_text`] reads them (so `"2025-01-10T00:00:00"` for a
+/// UNIX_TIMESTAMP, `"7"` for an INT64).
+pub(crate) fn json_cell(v: &serde_json::Value, t: ValueType) -> Result<Option<Val>, String> {
+    use serde_json::Value as J;
+    let bad = || format!("expected {}, got {}", type_label(t), clip(&v.to_string()));
+    Ok(Some(match v {
+        J::Null => return Ok(None),
+        J::String(s) => return parse_text(s, t),
+        J::Array(items) => match crate::definitions::list_item_type(t) {
+            Some(item) => list_of(items, item, t)?,
+            None => return Err(bad()),
+        },
+        J::Bool(b) if t == ValueType::Bool => Val::BoolVal(*b),
+        J::Number(n) => match t {
+            ValueType::Int64 => Val::Int64Val(json_int(n).ok_or_else(bad)?),
+            ValueType::Int32 => Val::Int32Val(
+                json_int(n)
+                    .and_then(|i| i32::try_from(i).ok())
+                    .ok_or_else(bad)?,
+            ),
+            ValueType::UnixTimestamp => Val::UnixTimestampVal(json_int(n).ok_or_else(bad)?),
+            ValueType::Double => Val::DoubleVal(n.as_f64().ok_or_else(bad)?),
+            #[expect(
+                clippy::cast_possible_truncation,
+                reason = "FLOAT is 32-bit by declaration"
+            )]
+            ValueType::Float => Val::FloatVal(n.as_f64().ok_or_else(bad)? as f32),
+            _ => return Err(bad()),
+        },
+        _ => return Err(bad()),
+    }))
+}
+
+/// An integer, or a float with no fractional part (JSON writers may send `7.0`).
+fn json_int(n: &serde_json::Number) -> Option<i64> {
+    n.as_i64().or_else(|| {
+        n.as_f64()
+            .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+            .map(|f| f as i64)
+    })
+}
+
+/// A JSON join-key cell as a value the key coercion takes: integers as INT64, other
+/// numbers as DOUBLE, strings and booleans as themselves.
+pub(crate) fn json_key(v: &serde_json::Value) -> Result<Value, String> {
+    use serde_json::Value as J;
+    let val = match v {
+        J::Null => None,
+        J::Bool(b) => Some(Val::BoolVal(*b)),
+        J::String(s) => Some(Val::StringVal(s.clone())),
+        J::Number(n) => Some(match n.as_i64() {
+            Some(i) => Val::Int64Val(i),
+            None => Val::DoubleVal(n.as_f64().ok_or("not a number")?),
+        }),
+        J::Array(_) | J::Object(_) => {
+            return Err(format!(
+                "expected a join key value, got {}",
+                clip(&v.to_string())
+            ));
+        }
+    };
+    Ok(Value { val })
+}
+
+/// Epoch seconds of a JSON time cell: an ISO 8601 string (naive is UTC) or a number of
+/// epoch seconds.
+pub(crate) fn json_time(v: &serde_json::Value) -> Result<i64, String> {
+    let bad = || {
+        format!(
+            "expected a time (ISO 8601, naive is UTC, or epoch seconds), got {}",
+            clip(&v.to_string())
+        )
+    };
+    match v {
+        serde_json::Value::String(s) => time_text(s.trim()).map_err(|_| bad()),
+        serde_json::Value::Number(n) => json_int(n).ok_or_else(bad),
+        _ => Err(bad()),
+    }
+}
+
 /// A value for messages: the scalar forms as reads describe them, lists by item type.
 fn describe(val: &Val) -> String {
     match val {
@@ -225,6 +307,48 @@ mod tests {
         assert!(parse_text("3000000000", ValueType::Int32).is_err());
         assert!(parse_text("[1, \"x\"]", ValueType::Int64List).is_err());
         assert!(parse_text("yes", ValueType::Bool).is_err());
+    }
+
+    #[test]
+    fn json_cells_convert_to_the_declared_type() {
+        use serde_json::json;
+        assert_eq!(
+            json_cell(&json!(7), ValueType::Int64),
+            Ok(Some(Val::Int64Val(7)))
+        );
+        assert_eq!(
+            json_cell(&json!(7.0), ValueType::Int32),
+            Ok(Some(Val::Int32Val(7)))
+        );
+        assert_eq!(
+            json_cell(&json!(0.5), ValueType::Float),
+            Ok(Some(Val::FloatVal(0.5)))
+        );
+        assert_eq!(
+            json_cell(&json!(true), ValueType::Bool),
+            Ok(Some(Val::BoolVal(true)))
+        );
+        assert_eq!(json_cell(&json!(null), ValueType::String), Ok(None));
+        assert_eq!(
+            json_cell(&json!("2025-01-02T00:00:00"), ValueType::UnixTimestamp),
+            Ok(Some(Val::UnixTimestampVal(1_735_776_000)))
+        );
+        assert_eq!(
+            json_cell(&json!([1.5, 2]), ValueType::DoubleList),
+            Ok(Some(Val::DoubleListVal(DoubleList {
+                val: vec![1.5, 2.0]
+            })))
+        );
+        assert_eq!(
+            json_cell(&json!("fast"), ValueType::Double).unwrap_err(),
+            "expected DOUBLE, got \"fast\""
+        );
+        assert!(json_cell(&json!(0.5), ValueType::Int64).is_err());
+        assert!(json_cell(&json!(1), ValueType::Bool).is_err());
+        assert!(json_cell(&json!([1]), ValueType::Int64).is_err());
+        assert_eq!(json_time(&json!("2025-01-02T00:00:00Z")), Ok(1_735_776_000));
+        assert_eq!(json_time(&json!(1_735_776_000)), Ok(1_735_776_000));
+        assert!(json_time(&json!(true)).is_err());
     }
 
     #[test]

@@ -47,6 +47,9 @@ pub enum Cells<'a> {
     Text(&'a str),
     /// Typed values, one per row (Feast's `typed_features` map, Tern's columns).
     Typed(&'a [Value]),
+    /// JSON values, one per row (a column of the HTTP API's `df`), converted to the
+    /// column's type.
+    Json(&'a [serde_json::Value]),
 }
 
 impl Cells<'_> {
@@ -54,6 +57,7 @@ impl Cells<'_> {
         match self {
             Cells::Text(_) => 1,
             Cells::Typed(values) => values.len(),
+            Cells::Json(values) => values.len(),
         }
     }
 }
@@ -538,15 +542,20 @@ fn prepare_view(
             key::push_value(&mut entity_key, &EntityValue::String("".into()));
         }
         for (column, (name, t)) in key_columns.iter().zip(&keys_sorted) {
-            let text_value;
+            let owned;
             let value = match column.cells {
                 Cells::Text(s) => {
-                    text_value = Value {
+                    owned = Value {
                         val: Some(Val::StringVal(s.to_owned())),
                     };
-                    &text_value
+                    &owned
                 }
                 Cells::Typed(values) => &values[row],
+                Cells::Json(values) => {
+                    owned =
+                        convert::json_key(&values[row]).map_err(|detail| bad(name, row, detail))?;
+                    &owned
+                }
             };
             let coerced = coerce(value, *t).map_err(|got| {
                 bad(
@@ -567,6 +576,7 @@ fn prepare_view(
             let val = match column.cells {
                 Cells::Text(s) => convert::parse_text(s, *t),
                 Cells::Typed(values) => convert::check_typed(&values[row], *t),
+                Cells::Json(values) => convert::json_cell(&values[row], *t),
             }
             .map_err(|detail| bad(name, row, detail))?;
             let stored = crate::materialize::values::stored_value(val);
@@ -612,5 +622,6 @@ fn time_cell(column: &Column<'_>, row: usize) -> Result<i64, String> {
             )
         }),
         Cells::Typed(values) => convert::typed_time(&values[row]),
+        Cells::Json(values) => convert::json_time(&values[row]),
     }
 }

@@ -810,3 +810,143 @@ async fn http_limits_answer_413_in_feast_error_format() {
     );
     server.stop().await.expect("stop");
 }
+
+/// What Feast's `/write-to-online-store` and `/push` answered and left stored
+/// (`http_cases.json`, "writes"), against Tern on a copy of the same repo.
+#[tokio::test]
+async fn http_writes_store_what_feast_serve_stores() {
+    #[derive(Debug, Deserialize)]
+    struct Writes {
+        writes: Vec<Write>,
+    }
+    #[derive(Debug, Deserialize)]
+    struct Write {
+        name: String,
+        path: String,
+        body: String,
+        status: u16,
+        response_body: String,
+        stored: Vec<(String, String, String, i64, Option<i64>)>,
+    }
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(dir.join("tests/fixtures/feast/http_cases.json"))
+        .expect("http_cases.json");
+    let fixture: Writes = serde_json::from_str(&text).expect("writes");
+    let copy = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(copy.path().join("data")).expect("data");
+    for file in ["feature_store.yaml", "data/registry.db", "data/online.db"] {
+        std::fs::copy(
+            dir.join("examples/feature_repo").join(file),
+            copy.path().join(file),
+        )
+        .expect("copy");
+    }
+    let server = TestServer::start(
+        &copy.path().join("feature_store.yaml"),
+        Clock::Fixed(load_cases().reference_time),
+    )
+    .await
+    .expect("server");
+    let stored = || {
+        let conn = rusqlite::Connection::open(copy.path().join("data/online.db")).expect("db");
+        let mut stmt = conn
+            .prepare(
+                "SELECT hex(entity_key), feature_name, hex(value), event_ts, created_ts \
+                 FROM tern_demo_driver_stats_v1 WHERE hex(entity_key) LIKE '%E903000000000000' \
+                 ORDER BY feature_name",
+            )
+            .expect("select");
+        stmt.query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
+        .expect("rows")
+        .collect::<Result<Vec<(String, String, String, i64, Option<i64>)>, _>>()
+        .expect("rows")
+    };
+    let mut after_first = None;
+    for w in &fixture.writes {
+        let before = stored();
+        let got = http1(
+            server.addr,
+            "POST",
+            &w.path,
+            Some("application/json"),
+            Some(w.body.as_bytes()),
+        )
+        .await;
+        let body = String::from_utf8(got.body).expect("utf-8");
+        let what = format!("{}: got {} {body}", w.name, got.status);
+        assert_eq!(
+            got.content_type.as_deref(),
+            Some("application/json"),
+            "{what}"
+        );
+        match w.name.as_str() {
+            "write_driver_stats" => {
+                assert_eq!(
+                    (got.status, body.as_str()),
+                    (w.status, w.response_body.as_str()),
+                    "{what}"
+                );
+                assert_eq!(stored(), w.stored, "{what}: the bytes Feast stored");
+                after_first = Some(stored());
+            }
+            // Deliberate difference: an older event never replaces a newer one (Feast's
+            // SQLite store overwrites).
+            "write_older_event" => {
+                assert_eq!(
+                    (got.status, body.as_str()),
+                    (w.status, w.response_body.as_str()),
+                    "{what}"
+                );
+                assert_eq!(Some(stored()), after_first, "{what}: the newer event kept");
+                assert_ne!(stored(), w.stored, "{what}: Feast overwrote");
+            }
+            // Feast's status and class; Tern's message names the project.
+            "write_unknown_view" => {
+                assert_eq!(got.status, w.status, "{what}");
+                let (class, message) = class_and_message(&body);
+                assert_eq!(class, class_and_message(&w.response_body).0, "{what}");
+                assert_eq!(
+                    message,
+                    "Feature view nope does not exist in project tern_demo"
+                );
+                assert_eq!(stored(), before, "{what}: nothing written");
+            }
+            // Feast: 500 "could not convert string to float: 'fast'".
+            "write_bad_value" => {
+                assert_eq!(got.status, 400, "{what}");
+                let (class, message) = class_and_message(&body);
+                assert_eq!(class, "FeastError");
+                assert!(
+                    message.contains("conv_rate") && message.contains("\"fast\""),
+                    "{what}"
+                );
+                assert_eq!(stored(), before, "{what}: nothing written");
+            }
+            "push_unknown_source" => {
+                assert_eq!(
+                    (got.status, body.as_str()),
+                    (w.status, w.response_body.as_str()),
+                    "{what}"
+                );
+                assert_eq!(stored(), before, "{what}: nothing written");
+            }
+            other => panic!("a write case this test does not know: {other}"),
+        }
+    }
+    // What was written is what the HTTP API reads back.
+    let read = http1(
+        server.addr,
+        "POST",
+        "/get-online-features",
+        None,
+        Some(br#"{"features":["driver_stats:conv_rate","driver_stats:ratings","driver_stats:name"],"entities":{"driver_id":[1001]}}"#),
+    )
+    .await;
+    assert_eq!(
+        String::from_utf8(read.body).expect("utf-8"),
+        r#"{"results":[{"values":[1001],"statuses":["PRESENT"],"event_timestamps":["1970-01-01T00:00:00Z"]},{"values":[0.5],"statuses":["PRESENT"],"event_timestamps":["2025-01-11T00:00:00Z"]},{"values":[[1.5,2.5]],"statuses":["PRESENT"],"event_timestamps":["2025-01-11T00:00:00Z"]},{"values":["zed"],"statuses":["PRESENT"],"event_timestamps":["2025-01-11T00:00:00Z"]}],"metadata":{"feature_names":["driver_id","conv_rate","ratings","name"]}}"#
+    );
+    server.stop().await.expect("stop");
+}
