@@ -96,6 +96,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         request_timeout: Duration::from_millis(args.request_timeout_ms),
         drain_timeout: Duration::from_secs(args.drain_timeout_s),
         max_request_bytes: args.max_request_bytes,
+        config_path: Some(args.config.clone()),
         ..ServerSettings::default()
     };
     let listener = tokio::net::TcpListener::bind(args.grpc_addr)

@@ -47,6 +47,9 @@ pub struct ServerSettings {
     pub max_request_bytes: usize,
     /// Largest response sent (bytes).
     pub max_response_bytes: usize,
+    /// The `feature_store.yaml` served, for the HTTP API's materialize endpoints
+    /// (`None`: they answer 501).
+    pub config_path: Option<std::path::PathBuf>,
 }
 
 impl Default for ServerSettings {
@@ -56,6 +59,7 @@ impl Default for ServerSettings {
             drain_timeout: Duration::from_secs(10),
             max_request_bytes: 16 * 1024 * 1024,
             max_response_bytes: 64 * 1024 * 1024,
+            config_path: None,
         }
     }
 }
@@ -254,6 +258,7 @@ pub async fn run(
         health.readiness.clone(),
         settings.request_timeout,
         settings.max_request_bytes,
+        settings.config_path.clone(),
     )
     .router();
     let service = FeatureService::new(serving, settings.request_timeout);

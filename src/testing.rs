@@ -73,10 +73,17 @@ impl TestServer {
         let config = config::load(config_path, |_| None)
             .map_err(|e| StartupError::Unsupported(e.to_string()))?;
         let (serving, reloader) = server::open_serving(&config, &options.store, clock).await?;
+        let server = ServerSettings {
+            config_path: options
+                .server
+                .config_path
+                .or_else(|| Some(config_path.to_owned())),
+            ..options.server
+        };
         Self::serve_with(
             Arc::new(serving.with_limits(options.limits)),
             Some(reloader),
-            options.server,
+            server,
         )
         .await
     }

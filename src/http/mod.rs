@@ -1,7 +1,9 @@
 //! Feast's HTTP JSON API (`feast serve` 0.67), from the same serving core as gRPC.
 //!
 //! Owns: the routes, the request body limit and deadline, the mapping from core errors
-//! to HTTP statuses and Feast's error bodies (`status.rs`), and the HTTP metrics.
+//! to HTTP statuses and Feast's error bodies (`status.rs`), and the HTTP metrics. Reads
+//! go through the serving core, writes through the same writer as gRPC, and
+//! materializations run `tern materialize`'s code on a thread of their own.
 //! Bodies are Feast's byte for byte (`response.rs`, `json.rs`) except where
 //! `docs/compatibility.md` says otherwise.
 //! Does not own: which requests reach it (`server.rs` sends it everything on the gRPC
@@ -37,6 +39,8 @@ static FAILURE_LOG: LogLimiter = LogLimiter::new(5);
 const GET_ONLINE_FEATURES: &str = "/get-online-features";
 const PUSH: &str = "/push";
 const WRITE_TO_ONLINE_STORE: &str = "/write-to-online-store";
+const MATERIALIZE: &str = "/materialize";
+const MATERIALIZE_INCREMENTAL: &str = "/materialize-incremental";
 
 /// Whether `/health` answers 200: the server's readiness, shared with gRPC health.
 #[derive(Debug, Clone, Default)]
@@ -64,6 +68,10 @@ pub struct HttpApi {
     request_timeout: Duration,
     /// Largest accepted body.
     max_request_bytes: usize,
+    /// The `feature_store.yaml` the materialize endpoints run on.
+    config_path: Option<std::path::PathBuf>,
+    /// Held while a materialization runs: one at a time.
+    materializing: tokio::sync::Mutex<()>,
     /// `tern_http_requests_total` and the duration of a 200 on `/get-online-features`,
     /// registered once (other outcomes are rare and use the macros).
     served: (metrics::Counter, metrics::Histogram),
@@ -76,6 +84,7 @@ impl HttpApi {
         readiness: Readiness,
         request_timeout: Duration,
         max_request_bytes: usize,
+        config_path: Option<std::path::PathBuf>,
     ) -> Self {
         Self {
             writer: Writer::new(serving.registry().clone(), serving.store().clone()),
@@ -83,6 +92,8 @@ impl HttpApi {
             readiness,
             request_timeout,
             max_request_bytes,
+            config_path,
+            materializing: tokio::sync::Mutex::new(()),
             served: handles(GET_ONLINE_FEATURES, StatusCode::OK),
         }
     }
@@ -90,29 +101,13 @@ impl HttpApi {
     /// The routes of `feast serve` that Tern answers; everything else is a JSON 404
     /// (or 405 for a known path with another method), as FastAPI answers.
     pub fn router(self) -> Router {
-        let not_yet = |path: &'static str| {
-            post(move || async move {
-                json_error(
-                    StatusCode::NOT_IMPLEMENTED,
-                    &response::feast_error(
-                        status::GENERIC_CLASS,
-                        &format!(
-                            "{path} is not served by this version of Tern; write with gRPC (WriteToOnlineStore, Push) or `tern materialize`"
-                        ),
-                    ),
-                )
-            })
-        };
         Router::new()
             .route(GET_ONLINE_FEATURES, post(get_online_features))
             .route("/health", get(health))
             .route(PUSH, post(push))
             .route(WRITE_TO_ONLINE_STORE, post(write_to_online_store))
-            .route("/materialize", not_yet("/materialize"))
-            .route(
-                "/materialize-incremental",
-                not_yet("/materialize-incremental"),
-            )
+            .route(MATERIALIZE, post(materialize))
+            .route(MATERIALIZE_INCREMENTAL, post(materialize_incremental))
             .fallback(not_found)
             .method_not_allowed_fallback(method_not_allowed)
             .with_state(Arc::new(self))
@@ -376,5 +371,174 @@ async fn write_df(
             }
             Some(json_response(code, body))
         }
+    }
+}
+
+/// `/materialize`'s body (Feast's `MaterializeRequest`; `full_feature_names` does not
+/// apply to the online store).
+#[derive(Debug, serde::Deserialize)]
+struct MaterializeBody {
+    start_ts: Option<String>,
+    end_ts: Option<String>,
+    feature_views: Option<Vec<String>>,
+    #[serde(default)]
+    disable_event_timestamp: bool,
+    version: Option<String>,
+}
+
+/// `/materialize-incremental`'s body.
+#[derive(Debug, serde::Deserialize)]
+struct IncrementalBody {
+    end_ts: String,
+    feature_views: Option<Vec<String>>,
+    version: Option<String>,
+}
+
+/// Materializes a window, as `tern materialize START END`; answers `null` when done.
+async fn materialize(
+    State(api): State<Arc<HttpApi>>,
+    uri: axum::http::Uri,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let parsed = match read_json::<MaterializeBody>(&api, body, MATERIALIZE, started).await {
+        Ok(parsed) => parsed,
+        Err(refused) => return refused,
+    };
+    let (start, end) = if parsed.disable_event_timestamp {
+        let now = crate::serving::Clock::System.now_seconds();
+        (crate::times::iso_utc(0), crate::times::iso_utc(now))
+    } else {
+        match (parsed.start_ts, parsed.end_ts) {
+            (Some(start), Some(end)) => (start, end),
+            _ => {
+                return refuse(
+                    MATERIALIZE,
+                    started,
+                    StatusCode::BAD_REQUEST,
+                    "start_ts and end_ts are required when disable_event_timestamp is False",
+                );
+            }
+        }
+    };
+    let options = crate::commands::materialize::MaterializeOptions {
+        start: Some(start),
+        end,
+        views: parsed.feature_views.unwrap_or_default(),
+        version: parsed.version,
+        ..Default::default()
+    };
+    run_materialization(&api, &uri, options, MATERIALIZE, started).await
+}
+
+/// Materializes each view from its watermark, as `tern materialize-incremental END`.
+async fn materialize_incremental(
+    State(api): State<Arc<HttpApi>>,
+    uri: axum::http::Uri,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let parsed =
+        match read_json::<IncrementalBody>(&api, body, MATERIALIZE_INCREMENTAL, started).await {
+            Ok(parsed) => parsed,
+            Err(refused) => return refused,
+        };
+    let options = crate::commands::materialize::MaterializeOptions {
+        start: None,
+        end: parsed.end_ts,
+        views: parsed.feature_views.unwrap_or_default(),
+        version: parsed.version,
+        ..Default::default()
+    };
+    run_materialization(&api, &uri, options, MATERIALIZE_INCREMENTAL, started).await
+}
+
+fn refuse(path: &'static str, started: Instant, code: StatusCode, message: &str) -> Response {
+    record(path, code, started);
+    tracing::debug!(path, error = message, "request refused");
+    json_response(code, response::feast_error(status::GENERIC_CLASS, message))
+}
+
+/// Runs a materialization on a thread and runtime of its own, never on the serving
+/// runtime, one at a time; answers when it is done.
+async fn run_materialization(
+    api: &HttpApi,
+    uri: &axum::http::Uri,
+    mut options: crate::commands::materialize::MaterializeOptions,
+    path: &'static str,
+    started: Instant,
+) -> Response {
+    if uri.query().is_some_and(|q| {
+        q.split('&')
+            .any(|kv| matches!(kv, "async=true" | "async=1"))
+    }) {
+        return refuse(
+            path,
+            started,
+            StatusCode::NOT_IMPLEMENTED,
+            "async materialization is not served by this version of Tern; call without ?async=true (the request answers when done)",
+        );
+    }
+    let Some(config) = api.config_path.clone() else {
+        return refuse(
+            path,
+            started,
+            StatusCode::NOT_IMPLEMENTED,
+            "this server was started without a feature_store.yaml path; run `tern materialize`",
+        );
+    };
+    options.config = config;
+    let Ok(_running) = api.materializing.try_lock() else {
+        return refuse(
+            path,
+            started,
+            StatusCode::CONFLICT,
+            "a materialization is already running in this server; retry when it is done",
+        );
+    };
+    tracing::info!(path, views = ?options.views, start = ?options.start, end = %options.end, "materialization started");
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name("tern-materialize".into())
+        .spawn(move || {
+            let result = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())
+                .and_then(|rt| {
+                    rt.block_on(async {
+                        let mut out = Vec::new();
+                        crate::commands::materialize::run(&options, &mut out)
+                            .await
+                            .map(|_| String::from_utf8_lossy(&out).into_owned())
+                            .map_err(|e| e.to_string())
+                    })
+                });
+            let _ = tx.send(result);
+        });
+    if let Err(e) = spawned {
+        return refuse(
+            path,
+            started,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("cannot start a materialization thread: {e}"),
+        );
+    }
+    match rx.await {
+        Ok(Ok(report)) => {
+            record(path, StatusCode::OK, started);
+            tracing::info!(path, report = %report.trim_end(), elapsed_s = started.elapsed().as_secs_f64(), "materialization done");
+            json_response(StatusCode::OK, Bytes::from_static(b"null"))
+        }
+        Ok(Err(message)) => {
+            tracing::warn!(path, error = %message, "materialization failed");
+            refuse(path, started, StatusCode::BAD_REQUEST, &message)
+        }
+        Err(_) => refuse(
+            path,
+            started,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the materialization thread ended without an answer",
+        ),
     }
 }
