@@ -811,6 +811,26 @@ async fn http_limits_answer_413_in_feast_error_format() {
     server.stop().await.expect("stop");
 }
 
+/// One online-store row: hex entity key, feature, hex value, event and created time.
+type StoredRow = (String, String, String, i64, Option<i64>);
+
+/// The rows of `from` (a table, and any condition) in the repo copy at `repo`, sorted.
+fn online_rows(repo: &std::path::Path, from: &str) -> Vec<StoredRow> {
+    let conn = rusqlite::Connection::open(repo.join("data/online.db")).expect("db");
+    let mut stmt = conn
+        .prepare(&format!(
+            "SELECT hex(entity_key), feature_name, hex(value), event_ts, created_ts \
+             FROM {from} ORDER BY 1, 2"
+        ))
+        .expect("select");
+    stmt.query_map([], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+    })
+    .expect("rows")
+    .collect::<Result<Vec<StoredRow>, _>>()
+    .expect("rows")
+}
+
 /// What Feast's `/write-to-online-store` and `/push` answered and left stored
 /// (`http_cases.json`, "writes"), against Tern on a copy of the same repo.
 #[tokio::test]
@@ -826,7 +846,7 @@ async fn http_writes_store_what_feast_serve_stores() {
         body: String,
         status: u16,
         response_body: String,
-        stored: Vec<(String, String, String, i64, Option<i64>)>,
+        stored: Vec<StoredRow>,
     }
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(dir.join("tests/fixtures/feast/http_cases.json"))
@@ -848,20 +868,10 @@ async fn http_writes_store_what_feast_serve_stores() {
     .await
     .expect("server");
     let stored = || {
-        let conn = rusqlite::Connection::open(copy.path().join("data/online.db")).expect("db");
-        let mut stmt = conn
-            .prepare(
-                "SELECT hex(entity_key), feature_name, hex(value), event_ts, created_ts \
-                 FROM tern_demo_driver_stats_v1 WHERE hex(entity_key) LIKE '%E903000000000000' \
-                 ORDER BY feature_name",
-            )
-            .expect("select");
-        stmt.query_map([], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-        })
-        .expect("rows")
-        .collect::<Result<Vec<(String, String, String, i64, Option<i64>)>, _>>()
-        .expect("rows")
+        online_rows(
+            copy.path(),
+            "tern_demo_driver_stats_v1 WHERE hex(entity_key) LIKE '%E903000000000000'",
+        )
     };
     let mut after_first = None;
     for w in &fixture.writes {
@@ -974,21 +984,7 @@ async fn http_materialize_restores_what_feast_materialized() {
         copy.path().join("feature_store.yaml"),
     )
     .expect("copy yaml");
-    let rows = || {
-        let conn = rusqlite::Connection::open(copy.path().join("data/online.db")).expect("db");
-        let mut stmt = conn
-            .prepare(
-                "SELECT hex(entity_key), feature_name, hex(value), event_ts, created_ts \
-                 FROM tern_demo_zone_stats ORDER BY 1, 2",
-            )
-            .expect("select");
-        stmt.query_map([], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-        })
-        .expect("rows")
-        .collect::<Result<Vec<(String, String, String, i64, Option<i64>)>, _>>()
-        .expect("rows")
-    };
+    let rows = || online_rows(copy.path(), "tern_demo_zone_stats");
     let feast_wrote = rows();
     assert!(!feast_wrote.is_empty());
     rusqlite::Connection::open(copy.path().join("data/online.db"))
