@@ -71,7 +71,7 @@ pub struct HttpApi {
     /// The `feature_store.yaml` the materialize endpoints run on.
     config_path: Option<std::path::PathBuf>,
     /// Held while a materialization runs: one at a time.
-    materializing: tokio::sync::Mutex<()>,
+    materializing: Arc<tokio::sync::Mutex<()>>,
     /// `tern_http_requests_total` and the duration of a 200 on `/get-online-features`,
     /// registered once (other outcomes are rare and use the macros).
     served: (metrics::Counter, metrics::Histogram),
@@ -93,7 +93,7 @@ impl HttpApi {
             request_timeout,
             max_request_bytes,
             config_path,
-            materializing: tokio::sync::Mutex::new(()),
+            materializing: Arc::default(),
             served: handles(GET_ONLINE_FEATURES, StatusCode::OK),
         }
     }
@@ -460,7 +460,8 @@ fn refuse(path: &'static str, started: Instant, code: StatusCode, message: &str)
 }
 
 /// Runs a materialization on a thread and runtime of its own, never on the serving
-/// runtime, one at a time; answers when it is done.
+/// runtime, one at a time; answers when it is done, or at once with 202 for
+/// `?async=true` (Feast's answer: the status and the views).
 async fn run_materialization(
     api: &HttpApi,
     uri: &axum::http::Uri,
@@ -468,17 +469,10 @@ async fn run_materialization(
     path: &'static str,
     started: Instant,
 ) -> Response {
-    if uri.query().is_some_and(|q| {
+    let background = uri.query().is_some_and(|q| {
         q.split('&')
-            .any(|kv| matches!(kv, "async=true" | "async=1"))
-    }) {
-        return refuse(
-            path,
-            started,
-            StatusCode::NOT_IMPLEMENTED,
-            "async materialization is not served by this version of Tern; call without ?async=true (the request answers when done)",
-        );
-    }
+            .any(|kv| matches!(kv, "async=true" | "async=True" | "async=1"))
+    });
     let Some(config) = api.config_path.clone() else {
         return refuse(
             path,
@@ -488,7 +482,7 @@ async fn run_materialization(
         );
     };
     options.config = config;
-    let Ok(_running) = api.materializing.try_lock() else {
+    let Ok(running) = api.materializing.clone().try_lock_owned() else {
         return refuse(
             path,
             started,
@@ -497,10 +491,22 @@ async fn run_materialization(
         );
     };
     tracing::info!(path, views = ?options.views, start = ?options.start, end = %options.end, "materialization started");
+    let views = if options.views.is_empty() {
+        let snapshot = api.serving.registry().snapshot();
+        snapshot
+            .view_names()
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
+    } else {
+        options.views.clone()
+    };
     let (tx, rx) = tokio::sync::oneshot::channel();
     let spawned = std::thread::Builder::new()
         .name("tern-materialize".into())
         .spawn(move || {
+            // Held until the materialization ends, answered or not.
+            let _running = running;
             let result = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -514,6 +520,14 @@ async fn run_materialization(
                             .map_err(|e| e.to_string())
                     })
                 });
+            if background {
+                match &result {
+                    Ok(report) => {
+                        tracing::info!(path, report = %report.trim_end(), "materialization done")
+                    }
+                    Err(error) => tracing::warn!(path, %error, "materialization failed"),
+                }
+            }
             let _ = tx.send(result);
         });
     if let Err(e) = spawned {
@@ -523,6 +537,18 @@ async fn run_materialization(
             StatusCode::INTERNAL_SERVER_ERROR,
             &format!("cannot start a materialization thread: {e}"),
         );
+    }
+    if background {
+        record(path, StatusCode::ACCEPTED, started);
+        let mut body = b"{\"status\":\"accepted\",\"feature_views\":[".to_vec();
+        for (i, view) in views.iter().enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            json::string(&mut body, view);
+        }
+        body.extend_from_slice(b"]}");
+        return json_response(StatusCode::ACCEPTED, Bytes::from(body));
     }
     match rx.await {
         Ok(Ok(report)) => {
