@@ -280,15 +280,20 @@ fn main() {
 
 /// The example repo (what Feast wrote) served three ways in one run: Tern over gRPC,
 /// Tern's HTTP API, and `feast serve` (when a Feast venv is found: `LOAD_FEAST_VENV`,
-/// default `~/.cache/tern/feast-0.67.0-venv`). One driver x driver_stats' 6 features.
+/// default `~/.cache/tern/feast-0.67.0-venv`). W1: one entity row x 10 features (driver_stats'
+/// 6 and customer_profile's 4, for driver 1001 and customer c1).
 fn http_comparison(rt: &tokio::runtime::Runtime, tern_bin: &str, seconds: u64, rate: f64) {
-    const FEATURES: [&str; 6] = [
+    const FEATURES: [&str; 10] = [
         "driver_stats:conv_rate",
         "driver_stats:acc_rate",
         "driver_stats:avg_daily_trips",
         "driver_stats:name",
         "driver_stats:active",
         "driver_stats:ratings",
+        "customer_profile:tier",
+        "customer_profile:lifetime_value",
+        "customer_profile:age",
+        "customer_profile:tags",
     ];
     let dir = tempfile::tempdir().expect("tempdir");
     let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/feature_repo");
@@ -350,7 +355,7 @@ fn http_comparison(rt: &tokio::runtime::Runtime, tern_bin: &str, seconds: u64, r
     });
     let body: Arc<[u8]> = serde_json::to_vec(&serde_json::json!({
         "features": FEATURES,
-        "entities": {"driver_id": [1001]},
+        "entities": {"driver_id": [1001], "customer_id": ["c1"]},
         "full_feature_names": false,
         "include_feature_view_version_metadata": false,
     }))
@@ -360,14 +365,24 @@ fn http_comparison(rt: &tokio::runtime::Runtime, tern_bin: &str, seconds: u64, r
         kind: Some(Kind::Features(FeatureList {
             val: FEATURES.iter().map(|f| (*f).to_owned()).collect(),
         })),
-        entities: [(
-            "driver_id".to_owned(),
-            RepeatedValue {
-                val: vec![Value {
-                    val: Some(Val::Int64Val(1001)),
-                }],
-            },
-        )]
+        entities: [
+            (
+                "driver_id".to_owned(),
+                RepeatedValue {
+                    val: vec![Value {
+                        val: Some(Val::Int64Val(1001)),
+                    }],
+                },
+            ),
+            (
+                "customer_id".to_owned(),
+                RepeatedValue {
+                    val: vec![Value {
+                        val: Some(Val::StringVal("c1".into())),
+                    }],
+                },
+            ),
+        ]
         .into(),
         ..Default::default()
     };
@@ -405,7 +420,7 @@ fn http_comparison(rt: &tokio::runtime::Runtime, tern_bin: &str, seconds: u64, r
         println!("\n(no Feast venv at {venv}: feast serve rows left out)");
     }
     println!(
-        "\n## HTTP API beside gRPC and feast serve: example repo, 1 driver x 6 features (driver_stats)"
+        "\n## HTTP API beside gRPC and feast serve: example repo, W1 (1 entity row x 10 features)"
     );
     println!(
         "open loop at {rate:.0} req/s, {seconds}s; HTTP/1.1 keep-alive over up to {SATURATION_IN_FLIGHT} connections"
