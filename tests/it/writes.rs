@@ -703,3 +703,49 @@ async fn writes_reach_every_node_of_a_redis_cluster() {
     );
     server.stop().await.unwrap();
 }
+
+/// Feast's HTTP `/push` on the same port: a `df` of JSON columns through the push
+/// source, read back over HTTP; `to: offline` is refused as on gRPC.
+#[tokio::test]
+async fn http_push_writes_through_the_push_source() {
+    let (_repo, server, _ch) = repo_with_server(None).await;
+    let pushed = crate::http_api::http1(
+        server.addr,
+        "POST",
+        "/push",
+        Some("application/json"),
+        Some(
+            br#"{"push_source_name": "driver_push", "df": {"driver_id": [7, 8], "conv_rate": [0.5, 1],
+                 "trips": [3, 4], "city": ["x", null], "vip": [true, false], "tags": [["a", "b"], []],
+                 "surge": [1.5, 2.5], "event_timestamp": ["2025-01-02T00:00:00", "2025-01-02T00:00:00"]},
+                 "to": "online"}"#,
+        ),
+    )
+    .await;
+    assert_eq!((pushed.status, pushed.body.len()), (200, 0), "{pushed:?}");
+    let read = crate::http_api::http1(
+        server.addr,
+        "POST",
+        "/get-online-features",
+        None,
+        Some(br#"{"features": ["driver_stats:conv_rate", "driver_stats:city", "driver_stats:tags"], "entities": {"driver_id": [7, 8]}}"#),
+    )
+    .await;
+    let body = String::from_utf8(read.body).unwrap();
+    assert!(
+        body.contains(r#"{"values":[0.5,1.0],"statuses":["PRESENT","PRESENT"]"#)
+            && body.contains(r#"{"values":["x",null],"statuses":["PRESENT","NULL_VALUE"]"#)
+            && body.contains(r#"{"values":[["a","b"],[]],"statuses":["PRESENT","PRESENT"]"#),
+        "{body}"
+    );
+    let offline = crate::http_api::http1(
+        server.addr,
+        "POST",
+        "/push",
+        None,
+        Some(br#"{"push_source_name": "driver_push", "df": {"driver_id": [7]}, "to": "offline"}"#),
+    )
+    .await;
+    assert_eq!(offline.status, 501, "{offline:?}");
+    server.stop().await.unwrap();
+}
