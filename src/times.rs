@@ -69,20 +69,27 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-/// `YYYY-MM-DDTHH:MM:SS` (UTC) of epoch seconds, as [`parse_time`] reads it back.
-pub fn iso_utc(seconds: i64) -> String {
-    let (y, m, d) = civil_from_days(seconds.div_euclid(86_400));
-    let s = seconds.rem_euclid(86_400);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
-        s / 3600,
-        s / 60 % 60,
-        s % 60
-    )
+/// Epoch seconds shown as `YYYY-MM-DDTHH:MM:SS` (UTC), as [`parse_time`] reads it back;
+/// written straight into any formatter, with no string of its own.
+#[derive(Debug, Clone, Copy)]
+pub struct IsoUtc(pub i64);
+
+impl std::fmt::Display for IsoUtc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (y, m, d) = civil_from_days(self.0.div_euclid(86_400));
+        let s = self.0.rem_euclid(86_400);
+        write!(
+            f,
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
+            s / 3600,
+            s / 60 % 60,
+            s % 60
+        )
+    }
 }
 
 /// (year, month, day) of days since 1970-01-01 (Howard Hinnant's days-to-civil).
-pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;

@@ -190,16 +190,7 @@ pub(crate) fn timestamp(out: &mut Vec<u8>, seconds: i64, nanos: i32) {
 
 /// `YYYY-MM-DDTHH:MM:SS` of epoch seconds, UTC.
 fn civil(out: &mut Vec<u8>, seconds: i64) {
-    let days = seconds.div_euclid(86_400);
-    let of_day = seconds.rem_euclid(86_400);
-    let (y, m, d) = crate::times::civil_from_days(days);
-    let _ = write!(
-        out,
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
-        of_day / 3600,
-        of_day / 60 % 60,
-        of_day % 60
-    );
+    let _ = write!(out, "{}", crate::times::IsoUtc(seconds));
 }
 
 /// A serialized value that is not what `feast.types.Value` allows (the stores check

@@ -138,8 +138,65 @@ fn json_response(status: StatusCode, body: Bytes) -> Response {
     response
 }
 
-fn json_error(status: StatusCode, body: &Bytes) -> Response {
-    json_response(status, body.clone())
+/// A refused request: counted, logged at debug, answered with its status and body.
+fn refused(
+    path: &'static str,
+    started: Instant,
+    code: StatusCode,
+    body: Bytes,
+    why: &str,
+) -> Response {
+    record(path, code, started);
+    tracing::debug!(path, status = code.as_u16(), error = why, "request refused");
+    json_response(code, body)
+}
+
+/// A request whose body does not parse: FastAPI's 422.
+fn unprocessable(path: &'static str, started: Instant, problem: &request::Problem) -> Response {
+    let why = format!("{}: {}", problem.path(), problem.msg);
+    refused(
+        path,
+        started,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        status::validation_body(problem),
+        &why,
+    )
+}
+
+/// A failed request: counted; logged as a warning (rate-limited) when the server is at
+/// fault, at debug when the client is.
+fn failed(
+    path: &'static str,
+    started: Instant,
+    (code, body): (StatusCode, Bytes),
+    server_side: bool,
+    error: &dyn std::fmt::Display,
+) -> Response {
+    record(path, code, started);
+    if server_side {
+        if let Some(suppressed) = FAILURE_LOG.admit() {
+            tracing::warn!(path, status = code.as_u16(), error = %error, suppressed, "request failed");
+        }
+    } else {
+        tracing::debug!(path, status = code.as_u16(), error = %error, "request refused");
+    }
+    json_response(code, body)
+}
+
+/// The whole request body, within `--max-request-bytes`; a refusal (413 or 400) as the
+/// response.
+async fn read_body(
+    api: &HttpApi,
+    body: Body,
+    path: &'static str,
+    started: Instant,
+) -> Result<Bytes, Response> {
+    axum::body::to_bytes(body, api.max_request_bytes)
+        .await
+        .map_err(|err| {
+            let (code, text) = status::body_error(&err, api.max_request_bytes);
+            refuse(path, started, code, &text)
+        })
 }
 
 async fn not_found() -> Response {
@@ -168,29 +225,13 @@ async fn health(State(api): State<Arc<HttpApi>>) -> StatusCode {
 
 async fn get_online_features(State(api): State<Arc<HttpApi>>, body: Body) -> Response {
     let started = Instant::now();
-    let bytes = match axum::body::to_bytes(body, api.max_request_bytes).await {
+    let bytes = match read_body(&api, body, GET_ONLINE_FEATURES, started).await {
         Ok(bytes) => bytes,
-        Err(err) => {
-            let (code, text) = status::body_error(&err, api.max_request_bytes);
-            record(GET_ONLINE_FEATURES, code, started);
-            tracing::debug!(path = GET_ONLINE_FEATURES, error = %text, "request refused");
-            return json_error(code, &response::feast_error(status::GENERIC_CLASS, &text));
-        }
+        Err(refusal) => return refusal,
     };
     let body = match request::parse(&bytes) {
         Ok(body) => body,
-        Err(problem) => {
-            record(
-                GET_ONLINE_FEATURES,
-                StatusCode::UNPROCESSABLE_ENTITY,
-                started,
-            );
-            tracing::debug!(path = GET_ONLINE_FEATURES, field = %problem.path(), error = %problem.msg, "request refused");
-            return json_response(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                status::validation_body(&problem),
-            );
-        }
+        Err(problem) => return unprocessable(GET_ONLINE_FEATURES, started, &problem),
     };
     let selection = match &body.feature_service {
         Some(service) => Some(Selection::Service(service)),
@@ -217,18 +258,13 @@ async fn get_online_features(State(api): State<Arc<HttpApi>>, body: Body) -> Res
             duration.record(started.elapsed().as_secs_f64());
             json_response(StatusCode::OK, json)
         }
-        Err(failure) => {
-            let (code, body) = failure.response();
-            record(GET_ONLINE_FEATURES, code, started);
-            if failure.0.kind().is_server_side() {
-                if let Some(suppressed) = FAILURE_LOG.admit() {
-                    tracing::warn!(path = GET_ONLINE_FEATURES, status = code.as_u16(), error = %failure.0, suppressed, "request failed");
-                }
-            } else {
-                tracing::debug!(path = GET_ONLINE_FEATURES, status = code.as_u16(), error = %failure.0, "request refused");
-            }
-            json_response(code, body)
-        }
+        Err(failure) => failed(
+            GET_ONLINE_FEATURES,
+            started,
+            failure.response(),
+            failure.0.kind().is_server_side(),
+            &failure.0,
+        ),
     }
 }
 
@@ -278,9 +314,7 @@ async fn push(State(api): State<Arc<HttpApi>>, body: Body) -> Response {
         Err(refused) => return refused,
     };
     if let Err(err) = crate::writes::check_push_mode(&parsed.to) {
-        let (code, body) = status::write_response(&err);
-        record(PUSH, code, started);
-        return json_response(code, body);
+        return failed(PUSH, started, status::write_response(&err), false, &err);
     }
     let target = Target::PushSource(&parsed.push_source_name);
     let done = write_df(&api, target, &parsed.df, PUSH, started).await;
@@ -294,26 +328,9 @@ async fn read_json<T: serde::de::DeserializeOwned>(
     path: &'static str,
     started: Instant,
 ) -> Result<T, Response> {
-    let bytes = match axum::body::to_bytes(body, api.max_request_bytes).await {
-        Ok(bytes) => bytes,
-        Err(err) => {
-            let (code, text) = status::body_error(&err, api.max_request_bytes);
-            record(path, code, started);
-            return Err(json_error(
-                code,
-                &response::feast_error(status::GENERIC_CLASS, &text),
-            ));
-        }
-    };
-    serde_json::from_slice(&bytes).map_err(|err| {
-        let problem = request::Problem::body(&err);
-        record(path, StatusCode::UNPROCESSABLE_ENTITY, started);
-        tracing::debug!(path, error = %problem.msg, "request refused");
-        json_response(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            status::validation_body(&problem),
-        )
-    })
+    let bytes = read_body(api, body, path, started).await?;
+    serde_json::from_slice(&bytes)
+        .map_err(|err| unprocessable(path, started, &request::Problem::body(&err)))
 }
 
 /// Writes the columns of `df` to `target`; `None` when written, else the refusal.
@@ -328,11 +345,7 @@ async fn write_df(
     for (name, values) in df {
         let serde_json::Value::Array(values) = values else {
             let problem = request::Problem::not_a_list(name, values);
-            record(path, StatusCode::UNPROCESSABLE_ENTITY, started);
-            return Some(json_response(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                status::validation_body(&problem),
-            ));
+            return Some(unprocessable(path, started, &problem));
         };
         columns.push(WriteColumn {
             name,
@@ -359,18 +372,13 @@ async fn write_df(
             );
             None
         }
-        Err(err) => {
-            let (code, body) = status::write_response(&err);
-            record(path, code, started);
-            if err.kind().is_server_side() {
-                if let Some(suppressed) = FAILURE_LOG.admit() {
-                    tracing::warn!(path, status = code.as_u16(), error = %err, suppressed, "write failed");
-                }
-            } else {
-                tracing::debug!(path, status = code.as_u16(), error = %err, "write refused");
-            }
-            Some(json_response(code, body))
-        }
+        Err(err) => Some(failed(
+            path,
+            started,
+            status::write_response(&err),
+            err.kind().is_server_side(),
+            &err,
+        )),
     }
 }
 
@@ -407,7 +415,10 @@ async fn materialize(
     };
     let (start, end) = if parsed.disable_event_timestamp {
         let now = crate::serving::Clock::System.now_seconds();
-        (crate::times::iso_utc(0), crate::times::iso_utc(now))
+        (
+            crate::times::IsoUtc(0).to_string(),
+            crate::times::IsoUtc(now).to_string(),
+        )
     } else {
         match (parsed.start_ts, parsed.end_ts) {
             (Some(start), Some(end)) => (start, end),
@@ -453,10 +464,10 @@ async fn materialize_incremental(
     run_materialization(&api, &uri, options, MATERIALIZE_INCREMENTAL, started).await
 }
 
+/// A refusal with a message of Tern's own, in Feast's error format.
 fn refuse(path: &'static str, started: Instant, code: StatusCode, message: &str) -> Response {
-    record(path, code, started);
-    tracing::debug!(path, error = message, "request refused");
-    json_response(code, response::feast_error(status::GENERIC_CLASS, message))
+    let body = response::feast_error(status::GENERIC_CLASS, message);
+    refused(path, started, code, body, message)
 }
 
 /// Runs a materialization on a thread and runtime of its own, never on the serving

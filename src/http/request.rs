@@ -192,7 +192,7 @@ fn validate(tree: &Json) -> Option<Problem> {
                     ));
                 };
                 for (i, v) in values.iter().enumerate() {
-                    if let Err(msg) = entity_value(v) {
+                    if let Err(msg) = crate::writes::convert::json_key(v) {
                         return Some(Problem::at(
                             "value_error",
                             body_loc(&[key("entities"), key(name), Loc::Index(i)]),
@@ -313,38 +313,6 @@ fn word_bool(s: &str) -> Option<bool> {
 
 fn lax_bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     bool_of(&Json::deserialize(d)?).ok_or_else(|| de::Error::custom("not a boolean"))
-}
-
-/// An entity value from JSON: what the serving core then converts to the join key's
-/// type, exactly as it converts gRPC values.
-fn entity_value(v: &Json) -> Result<Value, String> {
-    let val = match v {
-        Json::Null => None,
-        Json::Bool(b) => Some(Val::BoolVal(*b)),
-        Json::String(s) => Some(Val::StringVal(s.clone())),
-        Json::Number(n) => Some(match (n.as_i64(), n.as_f64()) {
-            (Some(i), _) => Val::Int64Val(i),
-            (None, _) if n.is_u64() => {
-                return Err(format!(
-                    "the integer {n} is out of range for an entity value (at most {})",
-                    i64::MAX
-                ));
-            }
-            (None, Some(f)) => Val::DoubleVal(f),
-            (None, None) => return Err(format!("{n} is not a number an entity can have")),
-        }),
-        Json::Array(_) => {
-            return Err(
-                "an entity value must be a string, number, boolean or null, not a list".into(),
-            );
-        }
-        Json::Object(_) => {
-            return Err(
-                "an entity value must be a string, number, boolean or null, not an object".into(),
-            );
-        }
-    };
-    Ok(Value { val })
 }
 
 impl<'de> Deserialize<'de> for Entities {

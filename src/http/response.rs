@@ -9,6 +9,7 @@ use bytes::Bytes;
 use super::json::{self, BadValue};
 use crate::proto::feast::serving::FieldStatus;
 use crate::serving::OnlineFeatures;
+use crate::store::Span;
 
 /// Bytes a cell takes in the output, on average, for the first allocation.
 const CELL_ESTIMATE: usize = 48;
@@ -25,13 +26,7 @@ pub(crate) fn online_features(answer: &OnlineFeatures) -> Result<Bytes, BadValue
             out.push(b',');
         }
         first = false;
-        out.extend_from_slice(b"{\"values\":[");
-        for (r, span) in column.values.iter().enumerate() {
-            if r > 0 {
-                out.push(b',');
-            }
-            json::value(&mut out, span.of(&column.buffer))?;
-        }
+        values(&mut out, &column.values, &column.buffer)?;
         // Echoed entity values: PRESENT, at time zero (as Feast answers them).
         out.extend_from_slice(b"],\"statuses\":[");
         repeat(&mut out, rows, b"\"PRESENT\"");
@@ -48,13 +43,7 @@ pub(crate) fn online_features(answer: &OnlineFeatures) -> Result<Bytes, BadValue
             out.push(b',');
         }
         first = false;
-        out.extend_from_slice(b"{\"values\":[");
-        for (r, span) in column.values.iter().enumerate() {
-            if r > 0 {
-                out.push(b',');
-            }
-            json::value(&mut out, span.of(column.buffer))?;
-        }
+        values(&mut out, column.values, column.buffer)?;
         out.extend_from_slice(b"],\"statuses\":[");
         for (r, status) in column.statuses.iter().enumerate() {
             if r > 0 {
@@ -115,6 +104,18 @@ pub(crate) fn online_features(answer: &OnlineFeatures) -> Result<Bytes, BadValue
     }
     out.extend_from_slice(b"}}");
     Ok(Bytes::from(out))
+}
+
+/// `{"values":[...` of one column, each value from its stored bytes.
+fn values(out: &mut Vec<u8>, spans: &[Span], buffer: &[u8]) -> Result<(), BadValue> {
+    out.extend_from_slice(b"{\"values\":[");
+    for (r, span) in spans.iter().enumerate() {
+        if r > 0 {
+            out.push(b',');
+        }
+        json::value(out, span.of(buffer))?;
+    }
+    Ok(())
 }
 
 fn repeat(out: &mut Vec<u8>, n: usize, item: &[u8]) {

@@ -218,23 +218,36 @@ fn json_int(n: &serde_json::Number) -> Option<i64> {
     })
 }
 
-/// A JSON join-key cell as a value the key coercion takes: integers as INT64, other
-/// numbers as DOUBLE, strings and booleans as themselves.
+/// A JSON entity value (an HTTP request's entity column, or a join-key cell of a
+/// write) as the `Value` the key coercion takes: integers as INT64, other numbers as
+/// DOUBLE, strings and booleans as themselves, null as an empty value. Integers past
+/// INT64, lists and objects are refused.
 pub(crate) fn json_key(v: &serde_json::Value) -> Result<Value, String> {
     use serde_json::Value as J;
     let val = match v {
         J::Null => None,
         J::Bool(b) => Some(Val::BoolVal(*b)),
         J::String(s) => Some(Val::StringVal(s.clone())),
-        J::Number(n) => Some(match n.as_i64() {
-            Some(i) => Val::Int64Val(i),
-            None => Val::DoubleVal(n.as_f64().ok_or("not a number")?),
+        J::Number(n) => Some(match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) => Val::Int64Val(i),
+            (None, _) if n.is_u64() => {
+                return Err(format!(
+                    "the integer {n} is out of range for an entity value (at most {})",
+                    i64::MAX
+                ));
+            }
+            (None, Some(f)) => Val::DoubleVal(f),
+            (None, None) => return Err(format!("{n} is not a number an entity can have")),
         }),
-        J::Array(_) | J::Object(_) => {
-            return Err(format!(
-                "expected a join key value, got {}",
-                clip(&v.to_string())
-            ));
+        J::Array(_) => {
+            return Err(
+                "an entity value must be a string, number, boolean or null, not a list".into(),
+            );
+        }
+        J::Object(_) => {
+            return Err(
+                "an entity value must be a string, number, boolean or null, not an object".into(),
+            );
         }
     };
     Ok(Value { val })

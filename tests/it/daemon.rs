@@ -244,26 +244,25 @@ async fn tern_serve_binary_health_metrics_get_and_sigterm() {
     );
 
     // Feast's HTTP API on the same port: one answer, one refusal.
-    let post = |body: &str| {
-        let mut stream = TcpStream::connect(&addr).unwrap();
-        write!(
-            stream,
-            "POST /get-online-features HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
+    let http_addr: std::net::SocketAddr = addr.parse().unwrap();
+    let post = |body: &'static str| {
+        crate::http_api::http1(
+            http_addr,
+            "POST",
+            "/get-online-features",
+            Some("application/json"),
+            Some(body.as_bytes()),
         )
-        .unwrap();
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).unwrap();
-        answer
     };
-    let ok = post(r#"{"features":["bench:f1"],"entities":{"driver_id":[2]}}"#);
-    assert!(ok.starts_with("HTTP/1.0 200"), "{ok}");
+    let ok = post(r#"{"features":["bench:f1"],"entities":{"driver_id":[2]}}"#).await;
+    let ok_body = String::from_utf8(ok.body).unwrap();
+    assert_eq!(ok.status, 200, "{ok_body}");
     assert!(
-        ok.ends_with(r#""metadata":{"feature_names":["driver_id","f1"]}}"#),
-        "{ok}"
+        ok_body.ends_with(r#""metadata":{"feature_names":["driver_id","f1"]}}"#),
+        "{ok_body}"
     );
-    let missing = post(r#"{"features":["nope:f1"],"entities":{"driver_id":[2]}}"#);
-    assert!(missing.starts_with("HTTP/1.0 404"), "{missing}");
+    let missing = post(r#"{"features":["nope:f1"],"entities":{"driver_id":[2]}}"#).await;
+    assert_eq!(missing.status, 404, "{missing:?}");
 
     let metrics = eventually(DEADLINE, "metrics endpoint", || {
         let addr = metrics_addr.clone();
