@@ -517,7 +517,7 @@ async fn run_materialization(
         .name("tern-materialize".into())
         .spawn(move || {
             // Held until the materialization ends, answered or not.
-            let _running = running;
+            let running = running;
             let result = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -539,6 +539,9 @@ async fn run_materialization(
                     Err(error) => tracing::warn!(path, %error, "materialization failed"),
                 }
             }
+            // Released before answering, so a request sent after the answer is not
+            // refused as concurrent.
+            drop(running);
             let _ = tx.send(result);
         });
     if let Err(e) = spawned {
