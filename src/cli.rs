@@ -29,6 +29,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Ask a running server for features and print them as a table.
     Get(GetArgs),
+    /// Ask a running server's gRPC health service; exit 0 only when it is SERVING.
+    Health(HealthArgs),
     /// Show what `tern apply` would change; exit 1 when the plan breaks a rule.
     Plan(PlanArgs),
     /// Apply definitions to the registry (and create or drop online tables).
@@ -296,6 +298,21 @@ pub struct GetArgs {
     /// Which gRPC service to call.
     #[arg(long, value_enum, default_value_t = ServicePath::Serving)]
     pub service: ServicePath,
+}
+
+/// `tern health`: for exec probes and Docker's `HEALTHCHECK`.
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    /// Server address (`http://` is assumed when no scheme is given).
+    #[arg(long, env = "TERN_ADDR", default_value = "http://127.0.0.1:6566")]
+    pub addr: String,
+    /// The health service to ask: `""` is ready to serve (registry loaded, online store
+    /// answering), `liveness` is the process answering at all.
+    #[arg(long, default_value = "")]
+    pub service: String,
+    /// Give up after this many milliseconds (connecting included).
+    #[arg(long, default_value_t = 2000)]
+    pub timeout_ms: u64,
 }
 
 /// The two services serving GetOnlineFeatures.

@@ -1,11 +1,12 @@
 //! `tern get`: a small client that asks a server for features and prints a table, so
-//! a person can try a server without writing code.
+//! a person can try a server without writing code. `tern health`: asks its gRPC
+//! health service, for exec probes and Docker's `HEALTHCHECK`.
 
 use std::fmt::Write as _;
 
 use anyhow::{Context, bail};
 
-use crate::cli::{GetArgs, ServicePath};
+use crate::cli::{GetArgs, HealthArgs, ServicePath};
 use crate::grpc::code_label;
 use crate::proto::feast::serving::{FeatureList, FieldStatus, GetOnlineFeaturesResponse};
 use crate::proto::feast::types::value::Val;
@@ -70,6 +71,51 @@ pub async fn get(args: &GetArgs) -> anyhow::Result<String> {
         .await
         .map_err(|s| anyhow::anyhow!("{}: {}", code_label(s.code()), s.message()))?;
     Ok(render(&response.into_inner(), args.timestamps))
+}
+
+/// Asks `args.addr`'s `grpc.health.v1.Health/Check` about `args.service`; answers
+/// `SERVING`, or fails with a one-line reason (not serving, unknown service, no
+/// server, no answer in time). The caller exits 1 on failure: Docker reserves 2.
+pub async fn health(args: &HealthArgs) -> anyhow::Result<&'static str> {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let addr = if args.addr.contains("://") {
+        args.addr.clone()
+    } else {
+        format!("http://{}", args.addr)
+    };
+    let timeout = std::time::Duration::from_millis(args.timeout_ms);
+    let service = &args.service;
+    let endpoint = tonic::transport::Endpoint::from_shared(addr.clone())
+        .with_context(|| format!("invalid --addr {:?}", args.addr))?
+        .connect_timeout(timeout);
+    let ask = async {
+        let channel = endpoint
+            .connect()
+            .await
+            .with_context(|| format!("cannot connect to {addr}"))?;
+        let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+        let request = tonic_health::pb::HealthCheckRequest {
+            service: service.clone(),
+        };
+        match client.check(request).await {
+            Ok(answer) => Ok(answer.into_inner().status),
+            Err(s) if s.code() == tonic::Code::NotFound => {
+                bail!("{addr} has no health service {service:?}")
+            }
+            Err(s) => bail!("{addr}: {}: {}", code_label(s.code()), s.message()),
+        }
+    };
+    let status = tokio::time::timeout(timeout, ask)
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer from {addr} within {} ms", args.timeout_ms))??;
+    match ServingStatus::try_from(status) {
+        Ok(ServingStatus::Serving) => Ok("SERVING"),
+        Ok(other) => bail!(
+            "{addr} answers {} for health service {service:?}",
+            other.as_str_name()
+        ),
+        Err(_) => bail!("{addr} answers unknown status {status} for health service {service:?}"),
+    }
 }
 
 /// Renders a response as an aligned table, one line per entity row.

@@ -63,6 +63,10 @@ async fn run(command: Command) -> anyhow::Result<Outcome> {
             print!("{}", tern::client::get(&args).await?);
             Ok(Outcome::Done)
         }
+        Command::Health(args) => {
+            println!("{}", tern::client::health(&args).await?);
+            Ok(Outcome::Done)
+        }
         _ => Ok(Outcome::Done),
     }
 }

@@ -8,7 +8,8 @@
 //! 1. the shutdown future resolves (SIGTERM/SIGINT in `main`);
 //! 2. the store watcher and the registry reloader are stopped wherever they are (a hung
 //!    store or registry must not delay shutdown), and health turns NOT_SERVING, so
-//!    probes and health-checking clients stop sending;
+//!    probes and health-checking clients stop sending (the `liveness` health service
+//!    alone stays SERVING: a draining server must not be restarted);
 //! 3. the listener stops accepting, every connection is asked to finish (HTTP/2
 //!    GOAWAY) and in-flight RPCs drain, for at most `drain_timeout`, after which the
 //!    remaining connections are dropped;
@@ -24,8 +25,8 @@ use tonic_health::ServingStatus;
 
 use crate::config::{OnlineStoreConfig, RepoConfig};
 use crate::grpc::{
-    FEATURE_SERVER_NAME, FeatureService, GrpcFeatureServerServer, ONLINE_WRITER_NAME,
-    OnlineWriterServer, SERVING_SERVICE_NAME, ServingServiceServer,
+    FEATURE_SERVER_NAME, FeatureService, GrpcFeatureServerServer, LIVENESS_NAME,
+    ONLINE_WRITER_NAME, OnlineWriterServer, SERVING_SERVICE_NAME, ServingServiceServer,
 };
 use crate::http::{HttpApi, Readiness};
 use crate::metrics as m;
@@ -227,6 +228,10 @@ pub async fn run(
     // The registry is loaded before `run` is called; whether we are ready now depends
     // on the online store answering, and is kept up to date by the watcher.
     let up = check_store(&serving, None).await;
+    health
+        .reporter
+        .set_service_status(LIVENESS_NAME, ServingStatus::Serving)
+        .await;
     set_all(
         &health,
         if up {

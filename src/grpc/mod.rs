@@ -56,6 +56,10 @@ pub const SERVING_SERVICE_NAME: &str = "feast.serving.ServingService";
 pub const FEATURE_SERVER_NAME: &str = "GrpcFeatureServer";
 /// Tern's write service.
 pub const ONLINE_WRITER_NAME: &str = "tern.v1.OnlineWriter";
+/// A health service that is SERVING while the process answers at all, whatever the
+/// online store does: for liveness and startup probes, which restart a pod that fails
+/// them (a Redis outage should make it unready, never restart it).
+pub const LIVENESS_NAME: &str = "liveness";
 
 /// Version string GetFeastServingInfo answers with.
 pub const SERVING_INFO_VERSION: &str = concat!("tern-", env!("CARGO_PKG_VERSION"));

@@ -733,3 +733,91 @@ async fn an_outage_does_not_flood_the_log() {
         .sum();
     assert!(held_back > 0, "the held-back count is reported");
 }
+
+/// `tern health [--addr] [--service]`, run as a probe runs it: its exit code and its
+/// one line.
+fn tern_health(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tern"))
+        .arg("health")
+        .args(args)
+        .env_remove("TERN_ADDR")
+        .output()
+        .expect("run tern health");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// What exec probes and Docker's HEALTHCHECK rely on: exit 0 with `SERVING` only when
+/// ready; exit 1 (never Docker's reserved 2) with one line saying why otherwise; the
+/// `liveness` service answers SERVING while the online store is down, so a Redis
+/// outage makes a pod unready without getting it restarted.
+#[tokio::test]
+async fn health_command_follows_readiness_and_liveness() {
+    use crate::redis_support::RedisServer;
+    let one_line = |err: &str| {
+        assert_eq!(err.trim_end().lines().count(), 1, "one line: {err:?}");
+    };
+
+    let nobody = format!("127.0.0.1:{}", free_port());
+    let (code, out, err) = tern_health(&["--addr", &nobody]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(
+        err.contains(&format!("cannot connect to http://{nobody}")),
+        "{err}"
+    );
+    one_line(&err);
+
+    // Accepts connections (the kernel does) but never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let silent_addr = silent.local_addr().expect("addr").to_string();
+    let (code, _, err) = tern_health(&["--addr", &silent_addr, "--timeout-ms", "300"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains(&format!(
+            "no answer from http://{silent_addr} within 300 ms"
+        )),
+        "{err}"
+    );
+    one_line(&err);
+
+    let (_dir, port, yaml) = unreachable_redis_repo();
+    let (mut daemon, _metrics) = Daemon::serve(&yaml, &[]);
+    daemon.wait_for_log("online store not answering: health NOT_SERVING until it does");
+    let serving = daemon.wait_for_log("serving gRPC");
+    let addr = serving["addr"].as_str().expect("addr").to_owned();
+
+    let (code, out, err) = tern_health(&["--addr", &addr]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(
+        err.contains(&format!(
+            "http://{addr} answers NOT_SERVING for health service \"\""
+        )),
+        "{err}"
+    );
+    one_line(&err);
+    let (code, out, err) = tern_health(&["--addr", &addr, "--service", "liveness"]);
+    assert_eq!((code, out.as_str()), (Some(0), "SERVING\n"), "{err}");
+    let (code, _, err) = tern_health(&["--addr", &addr, "--service", "nope"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains(&format!("http://{addr} has no health service \"nope\"")),
+        "{err}"
+    );
+
+    let _redis = RedisServer::start_on(port, &[]).expect("redis-server starts");
+    daemon.wait_for_log("online store answering again: health SERVING");
+    let url = format!("http://{addr}");
+    let ready = eventually(DEADLINE, "tern health exits 0", || {
+        let url = url.clone();
+        async move {
+            let (code, out, _) = tern_health(&["--addr", &url]);
+            (code == Some(0)).then_some(out)
+        }
+    })
+    .await;
+    assert_eq!(ready, "SERVING\n");
+    assert!(daemon.terminate().await.success());
+}
