@@ -230,6 +230,11 @@ pub struct ServeArgs {
     /// keeps serving.
     #[arg(long, env = "TERN_REGISTRY_TIMEOUT_MS", default_value_t = 10_000)]
     pub registry_timeout_ms: u64,
+    /// How often a registry file is checked for a change (default 500 ms), or a
+    /// registry in object storage asked for its ETag (default 5000 ms: one HEAD
+    /// request each time), in milliseconds.
+    #[arg(long, env = "TERN_REGISTRY_POLL_MS", value_parser = clap::value_parser!(u64).range(10..))]
+    pub registry_poll_ms: Option<u64>,
     /// Multiplexed connections to a single Redis server (requests are spread over them).
     #[arg(long, env = "TERN_REDIS_CONNECTIONS", default_value_t = 1)]
     pub redis_connections: usize,

@@ -51,6 +51,8 @@ pub enum RegistryLocation {
     File(PathBuf),
     /// A SQLAlchemy-style URL of Feast's SQL registry, as written in the YAML.
     Sql(String),
+    /// A `registry.db` in object storage: `s3://`, `gs://` or `az://` URL.
+    Object(String),
 }
 
 /// The `online_store` key.
@@ -387,6 +389,7 @@ fn build_registry(raw: RawRegistry, repo_dir: &Path) -> Result<RegistryConfig, K
     let ttl = raw.cache_ttl_seconds.unwrap_or(DEFAULT_CACHE_TTL_SECONDS);
     let path = raw.path.unwrap_or_default();
     let location = match raw.registry_type.as_deref().unwrap_or("file") {
+        "file" if crate::registry::object::is_object_url(&path) => RegistryLocation::Object(path),
         "file" => RegistryLocation::File(resolve_file_registry(&path, repo_dir)?),
         "sql" => {
             if path.is_empty() {
@@ -422,7 +425,7 @@ fn resolve_file_registry(path: &str, repo_dir: &Path) -> Result<PathBuf, KeyErro
         return Err((
             "registry.path",
             format!(
-                "'{scheme}://' registries are not supported: Tern reads a local registry.db or a SQL registry"
+                "'{scheme}://' registries are not supported: Tern reads a registry.db in a local file, s3://, gs:// or az://, or a SQL registry"
             ),
         ));
     }
@@ -662,6 +665,28 @@ mod tests {
     }
 
     #[test]
+    fn registry_in_object_storage() {
+        for url in [
+            "s3://bucket/feast/registry.db",
+            "gs://bucket/registry.pb",
+            "az://container/registry.db",
+        ] {
+            let c = parse_str(&format!("project: demo\nregistry: {url}\n")).unwrap();
+            assert_eq!(
+                c.registry.location,
+                RegistryLocation::Object(url.to_owned())
+            );
+        }
+        let err = parse_str("project: demo\nregistry: hdfs://nn/registry.db\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("'hdfs://' registries are not supported") && err.contains("s3://"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn registry_mapping_and_unknown_keys() {
         let c = parse_str(
             "project: demo\nprovider: local\noffline_store: {type: file}\n\
@@ -802,7 +827,7 @@ mod tests {
                 "registry.registry_type",
             ),
             (
-                "project: demo\nregistry: s3://bucket/registry.db\n",
+                "project: demo\nregistry: hdfs://nn/registry.db\n",
                 "registry.path",
             ),
             (

@@ -86,6 +86,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         sqlite_mmap_size: args.sqlite_mmap_size,
         timeout: Duration::from_millis(args.store_timeout_ms),
         registry_timeout: Duration::from_millis(args.registry_timeout_ms),
+        registry_poll: args.registry_poll_ms.map(Duration::from_millis),
         redis_connections: args.redis_connections,
         wait_for_registry: args.wait_for_registry,
     };

@@ -79,8 +79,12 @@ pub struct StoreSettings {
     /// and for connecting to Redis. Well under a second: a feature lookup that takes
     /// longer is better answered with an error the model server can act on.
     pub timeout: Duration,
-    /// Upper bound for connecting to a SQL registry and for each of its reads.
+    /// Upper bound for connecting to a SQL registry or object store and for each of
+    /// its reads.
     pub registry_timeout: Duration,
+    /// How often the registry file or object is checked for a change (`None`: the
+    /// default for its kind).
+    pub registry_poll: Option<Duration>,
     /// Multiplexed connections to a single Redis server.
     pub redis_connections: usize,
     /// At start-up, wait (retrying every second) for a loadable registry instead of
@@ -98,6 +102,7 @@ impl Default for StoreSettings {
             sqlite_mmap_size: SqliteSettings::MMAP_SIZE,
             timeout: Duration::from_millis(250),
             registry_timeout: Duration::from_secs(10),
+            registry_poll: None,
             redis_connections: 1,
             wait_for_registry: false,
         }
@@ -131,6 +136,10 @@ pub async fn open_serving(
         Reloader::open_waiting(config, store.registry_timeout, REGISTRY_RETRY).await
     } else {
         Reloader::open(config, store.registry_timeout).await?
+    };
+    let reloader = match store.registry_poll {
+        Some(poll) => reloader.with_poll(poll),
+        None => reloader,
     };
     let store = match &config.online_store {
         OnlineStoreConfig::Sqlite { path } => {

@@ -10,6 +10,7 @@
 pub mod data_source;
 pub mod file;
 pub mod model;
+pub mod object;
 pub mod reload;
 pub mod snapshot;
 pub mod source;
@@ -106,11 +107,19 @@ pub enum RegistryError {
     },
     /// A concurrent writer got there first (a unique key taken); the whole apply
     /// can be retried on the registry as it is now.
-    #[error("SQL registry {source_name}: {detail}")]
+    #[error("registry {source_name}: {detail}")]
     Conflict {
         /// The database, without credentials.
         source_name: String,
         /// What collided.
+        detail: String,
+    },
+    /// A registry in object storage that cannot be reached or read.
+    #[error("registry {url}: {detail}")]
+    Object {
+        /// The registry's URL.
+        url: String,
+        /// What failed.
         detail: String,
     },
     /// A registry this build cannot read.

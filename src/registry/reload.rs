@@ -2,8 +2,10 @@
 //!
 //! The [`Reloader`] owns the registry source and runs as one background task. It
 //! reloads every `cache_ttl_seconds` (0: never by timer), on a forced reload (SIGHUP,
-//! [`ReloadHandle::force`]), and for a file registry as soon as the file has changed
-//! and then stayed the same for one more poll. Reading, decoding and indexing run off
+//! [`ReloadHandle::force`]), for a file registry as soon as the file has changed and
+//! then stayed the same for one more poll, and for a registry in object storage as
+//! soon as its ETag or version changes (an object is replaced whole, so one poll
+//! suffices). Reading, decoding and indexing run off
 //! the async reactor; the result is published with one atomic swap. A registry that
 //! does not load (missing, garbage, truncated, half-written, wrong project) is logged
 //! with its file and cause, counted, and retried; the last good snapshot keeps serving.
@@ -21,13 +23,16 @@ use tokio::sync::{mpsc, watch};
 
 use super::file::{self, FileStamp};
 use super::model::RegistryModel;
-use super::source::{Fingerprint, RegistrySource};
+use super::source::{Fingerprint, RegistrySource, Stamp};
 use super::{Registry, RegistryError, Snapshot, SnapshotSettings};
 use crate::config::RepoConfig;
 use crate::metrics as m;
 
 /// How often a file registry is `stat`ed for changes.
 pub const FILE_POLL: Duration = Duration::from_millis(500);
+/// How often a registry object's metadata is asked for (a HEAD request: cheap, but
+/// billed per request).
+pub const OBJECT_POLL: Duration = Duration::from_secs(5);
 
 /// Counters a caller can read (tests, diagnostics).
 #[derive(Debug, Default)]
@@ -79,8 +84,8 @@ impl ReloadHandle {
 #[derive(Debug, Clone, PartialEq)]
 struct Loaded {
     fingerprint: Fingerprint,
-    /// The file as read (file registries).
-    stamp: Option<FileStamp>,
+    /// The file or object as read.
+    stamp: Option<Stamp>,
 }
 
 /// What a reload did.
@@ -99,6 +104,8 @@ pub struct Reloader {
     name: String,
     settings: SnapshotSettings,
     ttl: Option<Duration>,
+    /// How often the file or object is checked for a change.
+    poll: Duration,
     loaded: Loaded,
     /// A file stamp seen once, waiting to be seen again before it is read.
     pending: Option<FileStamp>,
@@ -135,12 +142,18 @@ impl Reloader {
         let registry = Arc::new(Registry::new(build(read.model, &settings, &name).await?));
         record_success(&registry.snapshot(), started, &name, "initial");
         let (force_tx, force_rx) = mpsc::channel(1);
+        let poll = if source.object().is_some() {
+            OBJECT_POLL
+        } else {
+            FILE_POLL
+        };
         Ok(Self {
             registry,
             source,
             name,
             settings,
             ttl: config.registry.cache_ttl,
+            poll,
             loaded,
             pending: None,
             last_error: None,
@@ -169,6 +182,14 @@ impl Reloader {
             }
             tokio::time::sleep(retry).await;
         }
+    }
+
+    /// Checks the registry file or object for a change every `poll` instead of the
+    /// default ([`FILE_POLL`], [`OBJECT_POLL`]).
+    #[must_use]
+    pub fn with_poll(mut self, poll: Duration) -> Self {
+        self.poll = poll;
+        self
     }
 
     /// The published registry.
@@ -222,17 +243,24 @@ impl Reloader {
     /// Runs until `stop` turns true. See the module docs for when it reloads.
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
         let file = self.source.file().is_some();
+        let object = self.source.object().is_some();
         let mut ttl = self
             .ttl
             .map(|d| tokio::time::interval_at(tokio::time::Instant::now() + d, d));
-        let mut poll = tokio::time::interval(FILE_POLL);
+        let mut poll = tokio::time::interval(self.poll);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = stop.changed() => return,
                 Some(()) = self.force_rx.recv() => self.attempt(true).await,
                 () = tick(&mut ttl) => self.attempt(false).await,
-                _ = poll.tick(), if file => self.poll_file().await,
+                _ = poll.tick(), if file || object => {
+                    if file {
+                        self.poll_file().await;
+                    } else {
+                        self.poll_object().await;
+                    }
+                }
             }
         }
     }
@@ -248,7 +276,10 @@ impl Reloader {
             Ok(Err(e)) => return self.failed(&e),
             Err(e) => return self.failed(&RegistryError::Unsupported(e.to_string())),
         };
-        let current = self.loaded.stamp;
+        let current = match &self.loaded.stamp {
+            Some(Stamp::File(s)) => Some(*s),
+            _ => None,
+        };
         if Some(stamp) == current && self.last_error.is_none() {
             self.pending = None;
             return;
@@ -258,6 +289,21 @@ impl Reloader {
             self.attempt(false).await;
         } else {
             self.pending = Some(stamp);
+        }
+    }
+
+    /// One poll of a registry object: read it as soon as its version changed (or
+    /// again, after a failed read).
+    async fn poll_object(&mut self) {
+        let Some(object) = self.source.object() else {
+            return;
+        };
+        let stamp = match object.stamp().await {
+            Ok(s) => Stamp::Object(s),
+            Err(e) => return self.failed(&e),
+        };
+        if self.loaded.stamp.as_ref() != Some(&stamp) || self.last_error.is_some() {
+            self.attempt(false).await;
         }
     }
 

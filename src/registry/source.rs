@@ -1,5 +1,5 @@
-//! Where a registry lives, behind one interface: Feast's registry file or its SQL
-//! tables.
+//! Where a registry lives, behind one interface: Feast's registry file (local or in
+//! object storage) or its SQL tables.
 //!
 //! Owns: opening the source `feature_store.yaml` names, the cheap change check, and
 //! reading the registry whole into a [`RegistryModel`]. `tern serve`'s reloader and the
@@ -12,6 +12,7 @@ use std::time::Duration;
 use super::RegistryError;
 use super::file::{self, FileStamp};
 use super::model::RegistryModel;
+use super::object::{ObjectSource, ObjectStamp};
 use super::sql::{self, SqlSource};
 use crate::config::{RegistryLocation, RepoConfig};
 
@@ -22,12 +23,24 @@ pub enum RegistrySource {
     File(PathBuf),
     /// Feast's SQL registry tables.
     Sql(SqlSource),
+    /// `registry.db` in S3, GCS or Azure Blob Storage.
+    Object(ObjectSource),
+}
+
+/// What changes when a registry file or object is rewritten: seen without reading it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Stamp {
+    /// A local file's `stat`.
+    File(FileStamp),
+    /// An object's ETag and version.
+    Object(ObjectStamp),
 }
 
 /// What identifies the content of a registry: equal fingerprints, same registry.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Fingerprint {
-    /// A file registry: Feast rewrites `version_id` and `last_updated` on every write.
+    /// A registry file, local or in object storage: Feast rewrites `version_id` and
+    /// `last_updated` on every write.
     File {
         /// `version_id`.
         version_id: String,
@@ -45,8 +58,8 @@ pub struct RegistryRead {
     pub model: RegistryModel,
     /// What identifies this content.
     pub fingerprint: Fingerprint,
-    /// For a file registry, the file as it was when read.
-    pub stamp: Option<FileStamp>,
+    /// For a file or object registry, its stamp as it was when read.
+    pub stamp: Option<Stamp>,
 }
 
 impl RegistrySource {
@@ -58,6 +71,9 @@ impl RegistrySource {
             RegistryLocation::Sql(url) => {
                 RegistrySource::Sql(SqlSource::from_url(url, &config.repo_dir, timeout)?)
             }
+            RegistryLocation::Object(url) => {
+                RegistrySource::Object(ObjectSource::from_url(url, timeout)?)
+            }
         })
     }
 
@@ -66,6 +82,7 @@ impl RegistrySource {
         match self {
             RegistrySource::File(path) => path.display().to_string(),
             RegistrySource::Sql(s) => s.name().to_owned(),
+            RegistrySource::Object(o) => o.name().to_owned(),
         }
     }
 
@@ -73,19 +90,27 @@ impl RegistrySource {
     pub fn file(&self) -> Option<&Path> {
         match self {
             RegistrySource::File(path) => Some(path),
-            RegistrySource::Sql(_) => None,
+            RegistrySource::Sql(_) | RegistrySource::Object(_) => None,
+        }
+    }
+
+    /// The registry object, for a registry in object storage.
+    pub fn object(&self) -> Option<&ObjectSource> {
+        match self {
+            RegistrySource::Object(o) => Some(o),
+            RegistrySource::File(_) | RegistrySource::Sql(_) => None,
         }
     }
 
     /// The cheap change check, where the source has one that needs no full read: the
-    /// SQL fingerprint. A file registry answers `None`: its file stamp is watched
-    /// instead ([`file::stamp`]).
+    /// SQL fingerprint. A file or object registry answers `None`: its stamp is watched
+    /// instead ([`file::stamp`], [`ObjectSource::stamp`]).
     pub async fn fingerprint(
         &mut self,
         project: &str,
     ) -> Result<Option<Fingerprint>, RegistryError> {
         match self {
-            RegistrySource::File(_) => Ok(None),
+            RegistrySource::File(_) | RegistrySource::Object(_) => Ok(None),
             RegistrySource::Sql(s) => Ok(Some(Fingerprint::Sql(s.fingerprint(project).await?))),
         }
     }
@@ -105,7 +130,7 @@ impl RegistrySource {
                     Ok(RegistryRead {
                         model: RegistryModel::from_file(proto),
                         fingerprint,
-                        stamp: Some(stamp),
+                        stamp: Some(Stamp::File(stamp)),
                     })
                 })
                 .await
@@ -117,6 +142,21 @@ impl RegistrySource {
                     model,
                     fingerprint: Fingerprint::Sql(fingerprint),
                     stamp: None,
+                })
+            }
+            RegistrySource::Object(o) => {
+                let (proto, stamp) = o.read().await?;
+                let fingerprint = Fingerprint::File {
+                    version_id: proto.version_id.clone(),
+                    last_updated: proto.last_updated,
+                };
+                let model = tokio::task::spawn_blocking(move || RegistryModel::from_file(proto))
+                    .await
+                    .map_err(|e| RegistryError::Unsupported(format!("registry index task: {e}")))?;
+                Ok(RegistryRead {
+                    model,
+                    fingerprint,
+                    stamp: Some(Stamp::Object(stamp)),
                 })
             }
         }

@@ -6,9 +6,11 @@
 //! on `<registry>.lock` beside it (Feast takes none: two `feast apply` runs lose one
 //! update) and written to a temporary file that is fsynced and renamed over the old
 //! one, then the folder fsynced: a crash leaves the old registry or the new one, never
-//! a mix, and a reader never sees a half-written file. A SQL registry is written in
-//! one database transaction (`sql::SqlTxn`). Dropping a transaction without commit
-//! changes nothing.
+//! a mix, and a reader never sees a half-written file. A registry in object storage
+//! has no lock: its commit is a conditional write of the version read, so a concurrent
+//! writer turns it into a [`RegistryError::Conflict`] (and `tern apply` plans again)
+//! instead of a lost update. A SQL registry is written in one database transaction
+//! (`sql::SqlTxn`). Dropping a transaction without commit changes nothing.
 
 use std::fs::File;
 use std::io::Write;
@@ -18,6 +20,7 @@ use std::time::SystemTime;
 use super::RegistryError;
 use super::file;
 use super::model::RegistryModel;
+use super::object::{ObjectSource, ObjectStamp};
 use super::source::RegistrySource;
 use super::sql::SqlTxn;
 
@@ -36,6 +39,11 @@ enum Inner<'a> {
         _lock: File,
     },
     Sql(Box<SqlTxn<'a>>),
+    Object {
+        source: &'a ObjectSource,
+        /// The version read; `None` when there was no registry yet.
+        read: Option<ObjectStamp>,
+    },
 }
 
 impl RegistrySource {
@@ -55,6 +63,16 @@ impl RegistrySource {
                 Ok(RegistryTxn {
                     model,
                     inner: Inner::File { path, _lock: lock },
+                })
+            }
+            RegistrySource::Object(source) => {
+                let (model, read) = match source.read_for_update().await? {
+                    Some((proto, stamp)) => (RegistryModel::from_file(proto), Some(stamp)),
+                    None => (RegistryModel::default(), None),
+                };
+                Ok(RegistryTxn {
+                    model,
+                    inner: Inner::Object { source, read },
                 })
             }
             RegistrySource::Sql(sql) => {
@@ -77,19 +95,10 @@ impl RegistryTxn<'_> {
     /// Writes `new` in place of [`model`](Self::model), atomically, and releases the
     /// lock. A file registry gets a fresh `version_id` and `last_updated = now` (the
     /// reloaders of `tern serve` and Feast compare them).
-    pub async fn commit(
-        self,
-        mut new: RegistryModel,
-        now: SystemTime,
-    ) -> Result<(), RegistryError> {
+    pub async fn commit(self, new: RegistryModel, now: SystemTime) -> Result<(), RegistryError> {
         match self.inner {
             Inner::File { path, _lock } => {
-                new.header.version_id = uuid::Uuid::new_v4().to_string();
-                new.header.last_updated = Some(prost_types::Timestamp::from(now));
-                if new.header.registry_schema_version.is_empty() {
-                    new.header.registry_schema_version = "1".to_owned();
-                }
-                let bytes = file::encode(&new.to_file());
+                let bytes = file_bytes(new, now);
                 tokio::task::spawn_blocking(move || {
                     let written = replace_atomically(&path, &bytes);
                     drop(_lock);
@@ -98,9 +107,23 @@ impl RegistryTxn<'_> {
                 .await
                 .map_err(|e| RegistryError::Unsupported(format!("registry write task: {e}")))?
             }
+            Inner::Object { source, read } => {
+                source.replace(file_bytes(new, now), read.as_ref()).await
+            }
             Inner::Sql(txn) => txn.commit(&self.model, &new, now).await,
         }
     }
+}
+
+/// A registry file's bytes, with the fresh `version_id` and `last_updated = now` that
+/// the reloaders of `tern serve` and Feast compare.
+fn file_bytes(mut new: RegistryModel, now: SystemTime) -> Vec<u8> {
+    new.header.version_id = uuid::Uuid::new_v4().to_string();
+    new.header.last_updated = Some(prost_types::Timestamp::from(now));
+    if new.header.registry_schema_version.is_empty() {
+        new.header.registry_schema_version = "1".to_owned();
+    }
+    file::encode(&new.to_file())
 }
 
 fn lock_path(path: &Path) -> PathBuf {

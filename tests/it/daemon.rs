@@ -20,16 +20,22 @@ use crate::support::*;
 const DEADLINE: Duration = Duration::from_secs(20);
 
 /// A `tern serve` child process and its stderr lines.
-struct Daemon {
+pub(crate) struct Daemon {
     child: Child,
     lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
+    pub(crate) seen: Vec<String>,
 }
 
 impl Daemon {
     fn spawn(args: &[&str]) -> Self {
+        Self::spawn_with_env(args, &[])
+    }
+
+    /// `tern` with `args` and these variables added to its environment.
+    pub(crate) fn spawn_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tern"))
             .args(args)
+            .envs(env.iter().copied())
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -74,7 +80,7 @@ impl Daemon {
     }
 
     /// Waits for a JSON log line whose message is `message`; returns it parsed.
-    fn wait_for_log(&mut self, message: &str) -> serde_json::Value {
+    pub(crate) fn wait_for_log(&mut self, message: &str) -> serde_json::Value {
         loop {
             let line = self.lines.recv_timeout(DEADLINE).unwrap_or_else(|_| {
                 panic!("no log line {message:?}; saw:\n{}", self.seen.join("\n"))
@@ -90,7 +96,7 @@ impl Daemon {
 
     /// Sends SIGTERM and waits for the exit without blocking the runtime, so clients
     /// in this process can still answer the server's shutdown handshake.
-    async fn terminate(&mut self) -> std::process::ExitStatus {
+    pub(crate) async fn terminate(&mut self) -> std::process::ExitStatus {
         let status = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()

@@ -14,6 +14,7 @@ mod feast_reads_tern;
 mod http_api;
 mod limits;
 mod materialize;
+mod object_registry;
 mod prevent_destroy;
 mod redis_cluster;
 mod redis_delete;
