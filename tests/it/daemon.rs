@@ -827,3 +827,42 @@ async fn health_command_follows_readiness_and_liveness() {
     assert_eq!(ready, "SERVING\n");
     assert!(daemon.terminate().await.success());
 }
+
+/// What a readiness probe and a health-watching client see of a drain: the standard
+/// health service turns NOT_SERVING the moment shutdown starts, while calls already in
+/// flight (here, the watch itself) go on being answered.
+#[tokio::test]
+async fn a_drain_turns_readiness_not_serving_at_once() {
+    let (_dir, _repo, server) = crate::limits::serve(Default::default()).await;
+    let ch = channel(&server.url()).await;
+    let health = HealthClient::new(ch.clone());
+    let watch = |service: &str| {
+        let request = HealthCheckRequest {
+            service: service.to_owned(),
+        };
+        let mut health = health.clone();
+        async move { health.watch(request).await.expect("watch").into_inner() }
+    };
+    let mut ready = watch("").await;
+    let mut live = watch("liveness").await;
+    let next = |m: Option<tonic_health::pb::HealthCheckResponse>| m.expect("an update").status;
+    assert_eq!(
+        next(ready.message().await.expect("stream")),
+        ServingStatus::Serving as i32
+    );
+    assert_eq!(
+        next(live.message().await.expect("stream")),
+        ServingStatus::Serving as i32
+    );
+
+    let stopped = tokio::spawn(server.stop());
+    assert_eq!(
+        next(ready.message().await.expect("the watch is still answered")),
+        ServingStatus::NotServing as i32
+    );
+    drop((ready, live, health, ch));
+    stopped
+        .await
+        .expect("join")
+        .expect("the server stops once the watchers are gone");
+}
