@@ -11,6 +11,7 @@ mod daemon;
 mod data_faults;
 mod export;
 mod feast_reads_tern;
+mod ghz_kit;
 mod http_api;
 mod limits;
 mod materialize;
