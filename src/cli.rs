@@ -215,6 +215,21 @@ pub struct ServeArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long, env = "TERN_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
+    /// Also serve gRPC health checks, always plaintext, on this address: for
+    /// Kubernetes gRPC probes, which cannot verify a certificate.
+    #[arg(long, env = "TERN_HEALTH_ADDR")]
+    pub health_addr: Option<SocketAddr>,
+    /// Serve TLS on --grpc-addr and --http-addr with this certificate chain (PEM, leaf
+    /// first). Re-read when it changes or on SIGHUP.
+    #[arg(long, env = "TERN_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "TERN_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Require client certificates that chain to these CA certificates (PEM): mutual
+    /// TLS.
+    #[arg(long, env = "TERN_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
     /// Upper bound for one RPC, in milliseconds.
     #[arg(long, env = "TERN_REQUEST_TIMEOUT_MS", default_value_t = 5000)]
     pub request_timeout_ms: u64,
@@ -303,6 +318,35 @@ pub struct GetArgs {
     /// Which gRPC service to call.
     #[arg(long, value_enum, default_value_t = ServicePath::Serving)]
     pub service: ServicePath,
+    /// TLS to the server.
+    #[command(flatten)]
+    pub tls: ClientTlsArgs,
+}
+
+/// A client's TLS options (`tern get`, `tern health`). Any of them, or an `https://`
+/// address, turns TLS on.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ClientTlsArgs {
+    /// Trust the server's certificate only if it chains to these CA certificates (PEM);
+    /// without it, the system's trusted CAs.
+    #[arg(long, env = "TERN_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// A client certificate (PEM) for a server that asks for one (mutual TLS).
+    #[arg(long = "tls-cert", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long = "tls-key", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// The name the server's certificate must carry (default: the host of --addr).
+    #[arg(long)]
+    pub tls_server_name: Option<String>,
+}
+
+impl ClientTlsArgs {
+    /// Whether any TLS option was given.
+    pub fn any(&self) -> bool {
+        self.tls_ca.is_some() || self.tls_cert.is_some() || self.tls_server_name.is_some()
+    }
 }
 
 /// `tern health`: for exec probes and Docker's `HEALTHCHECK`.
@@ -318,6 +362,9 @@ pub struct HealthArgs {
     /// Give up after this many milliseconds (connecting included).
     #[arg(long, default_value_t = 2000)]
     pub timeout_ms: u64,
+    /// TLS to the server.
+    #[command(flatten)]
+    pub tls: ClientTlsArgs,
 }
 
 /// The two services serving GetOnlineFeatures.

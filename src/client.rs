@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use anyhow::{Context, bail};
 
-use crate::cli::{GetArgs, HealthArgs, ServicePath};
+use crate::cli::{ClientTlsArgs, GetArgs, HealthArgs, ServicePath};
 use crate::grpc::code_label;
 use crate::proto::feast::serving::{FeatureList, FieldStatus, GetOnlineFeaturesResponse};
 use crate::proto::feast::types::value::Val;
@@ -50,8 +50,7 @@ pub fn request(args: &GetArgs) -> anyhow::Result<wire::GetOnlineFeaturesRequest>
 /// Sends the request and renders the answer.
 pub async fn get(args: &GetArgs) -> anyhow::Result<String> {
     let req = request(args)?;
-    let endpoint = tonic::transport::Endpoint::from_shared(args.addr.clone())
-        .with_context(|| format!("invalid --addr {:?}", args.addr))?;
+    let (endpoint, _) = endpoint(&args.addr, &args.tls)?;
     let channel = endpoint
         .connect()
         .await
@@ -73,21 +72,57 @@ pub async fn get(args: &GetArgs) -> anyhow::Result<String> {
     Ok(render(&response.into_inner(), args.timestamps))
 }
 
+/// The endpoint for `addr` (`http://` assumed without a scheme, `https://` when a TLS
+/// option is given), with TLS set up from `tls`; and the address as used.
+fn endpoint(
+    addr: &str,
+    tls: &ClientTlsArgs,
+) -> anyhow::Result<(tonic::transport::Endpoint, String)> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let addr = match addr.split_once("://") {
+        Some(("http", _)) if tls.any() => {
+            bail!("--addr {addr} is plaintext but TLS options were given: use https://")
+        }
+        Some(_) => addr.to_owned(),
+        None if tls.any() => format!("https://{addr}"),
+        None => format!("http://{addr}"),
+    };
+    let mut endpoint = tonic::transport::Endpoint::from_shared(addr.clone())
+        .with_context(|| format!("invalid --addr {addr:?}"))?;
+    if addr.starts_with("https://") {
+        let read = |path: &std::path::Path, what: &str| {
+            std::fs::read(path).with_context(|| format!("cannot read {what} {}", path.display()))
+        };
+        let mut config = ClientTlsConfig::new();
+        config = match &tls.tls_ca {
+            Some(ca) => config.ca_certificate(Certificate::from_pem(read(ca, "--tls-ca")?)),
+            None => config.with_native_roots(),
+        };
+        if let (Some(cert), Some(key)) = (&tls.tls_cert, &tls.tls_key) {
+            config = config.identity(Identity::from_pem(
+                read(cert, "--tls-cert")?,
+                read(key, "--tls-key")?,
+            ));
+        }
+        if let Some(name) = &tls.tls_server_name {
+            config = config.domain_name(name.clone());
+        }
+        endpoint = endpoint
+            .tls_config(config)
+            .with_context(|| format!("TLS settings for {addr}"))?;
+    }
+    Ok((endpoint, addr))
+}
+
 /// Asks `args.addr`'s `grpc.health.v1.Health/Check` about `args.service`; answers
 /// `SERVING`, or fails with a one-line reason (not serving, unknown service, no
 /// server, no answer in time). The caller exits 1 on failure: Docker reserves 2.
 pub async fn health(args: &HealthArgs) -> anyhow::Result<&'static str> {
     use tonic_health::pb::health_check_response::ServingStatus;
-    let addr = if args.addr.contains("://") {
-        args.addr.clone()
-    } else {
-        format!("http://{}", args.addr)
-    };
     let timeout = std::time::Duration::from_millis(args.timeout_ms);
     let service = &args.service;
-    let endpoint = tonic::transport::Endpoint::from_shared(addr.clone())
-        .with_context(|| format!("invalid --addr {:?}", args.addr))?
-        .connect_timeout(timeout);
+    let (endpoint, addr) = endpoint(&args.addr, &args.tls)?;
+    let endpoint = endpoint.connect_timeout(timeout);
     let ask = async {
         let channel = endpoint
             .connect()

@@ -39,4 +39,5 @@ pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod times;
+pub mod tls;
 pub mod writes;

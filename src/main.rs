@@ -97,11 +97,23 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let (serving, reloader) = server::open_serving(&config, &store, Default::default()).await?;
     tokio::spawn(server::reload_on_sighup(reloader.handle()));
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let files = tern::tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: args.tls_client_ca.clone(),
+            };
+            Some(Arc::new(tern::tls::ServerTls::load(files)?))
+        }
+        _ => None,
+    };
     let settings = ServerSettings {
         request_timeout: Duration::from_millis(args.request_timeout_ms),
         drain_timeout: Duration::from_secs(args.drain_timeout_s),
         max_request_bytes: args.max_request_bytes,
         config_path: Some(args.config.clone()),
+        tls,
         ..ServerSettings::default()
     };
     let listener = tokio::net::TcpListener::bind(args.grpc_addr)
@@ -115,10 +127,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    let health = match args.health_addr {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (--health-addr)"))?,
+        ),
+        None => None,
+    };
     server::run(
         server::Listeners {
             main: listener,
             http,
+            health,
         },
         Arc::new(serving.with_limits(limits)),
         Some(reloader),

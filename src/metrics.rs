@@ -43,6 +43,11 @@ pub const REGISTRY_RELOADS: &str = "tern_registry_reloads_total";
 pub const REGISTRY_LAST_SUCCESS: &str = "tern_registry_last_success_timestamp_seconds";
 /// Histogram: time to read and index a registry, in seconds.
 pub const REGISTRY_LOAD_SECONDS: &str = "tern_registry_load_duration_seconds";
+/// Counter: TLS certificate reloads, by `result` (loaded, failed).
+pub const TLS_RELOADS: &str = "tern_tls_reloads_total";
+/// Counter: TLS handshakes that failed (no or untrusted client certificate, plaintext
+/// on a TLS port, a client that gave up).
+pub const TLS_HANDSHAKE_FAILURES: &str = "tern_tls_handshake_failures_total";
 
 /// Latency buckets (seconds) for request and store histograms: sub-millisecond
 /// resolution where a feature server lives, up to the request timeout.
@@ -109,6 +114,11 @@ pub fn describe() {
         REGISTRY_RELOADS,
         "Registry reload attempts, by result (swapped, unchanged, failed)"
     );
+    describe_counter!(
+        TLS_RELOADS,
+        "TLS certificate reloads, by result (loaded, failed)"
+    );
+    describe_counter!(TLS_HANDSHAKE_FAILURES, "TLS handshakes that failed");
     describe_gauge!(
         REGISTRY_LAST_SUCCESS,
         "Unix time of the last successful registry load"
@@ -155,6 +165,8 @@ mod tests {
             REGISTRY_RELOADS,
             REGISTRY_LAST_SUCCESS,
             REGISTRY_LOAD_SECONDS,
+            TLS_RELOADS,
+            TLS_HANDSHAKE_FAILURES,
         ];
         let unique: std::collections::HashSet<_> = names.iter().collect();
         assert_eq!(unique.len(), names.len());

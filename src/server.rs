@@ -35,6 +35,7 @@ use crate::serving::{Clock, Serving};
 use crate::store::{
     OnlineStore, RedisSettings, RedisStore, SqliteSettings, SqliteStore, Store, StoreError,
 };
+use crate::tls::ServerTls;
 
 /// Server knobs (CLI flags).
 #[derive(Debug, Clone)]
@@ -51,6 +52,9 @@ pub struct ServerSettings {
     /// The `feature_store.yaml` served, for the HTTP API's materialize endpoints
     /// (`None`: they answer 501).
     pub config_path: Option<std::path::PathBuf>,
+    /// TLS on the main and HTTP ports (`None`: plaintext). The health port, if any,
+    /// stays plaintext.
+    pub tls: Option<Arc<ServerTls>>,
 }
 
 impl Default for ServerSettings {
@@ -61,6 +65,7 @@ impl Default for ServerSettings {
             max_request_bytes: 16 * 1024 * 1024,
             max_response_bytes: 64 * 1024 * 1024,
             config_path: None,
+            tls: None,
         }
     }
 }
@@ -198,11 +203,18 @@ pub struct Listeners {
     pub main: TcpListener,
     /// The HTTP API alone (`--http-addr`), if wanted.
     pub http: Option<TcpListener>,
+    /// gRPC health checks alone, always plaintext (`--health-addr`): Kubernetes' gRPC
+    /// probes cannot verify a certificate.
+    pub health: Option<TcpListener>,
 }
 
 impl From<TcpListener> for Listeners {
     fn from(main: TcpListener) -> Self {
-        Self { main, http: None }
+        Self {
+            main,
+            http: None,
+            health: None,
+        }
     }
 }
 
@@ -225,6 +237,7 @@ pub async fn run(
     let Listeners {
         main: listener,
         http: http_listener,
+        health: health_listener,
     } = listeners.into();
     let local = listener
         .local_addr()
@@ -286,6 +299,9 @@ pub async fn run(
         .max_decoding_message_size(settings.max_request_bytes)
         .max_encoding_message_size(settings.max_response_bytes);
 
+    let health_routes = tonic::service::Routes::new(health_service.clone())
+        .prepare()
+        .into_axum_router();
     let routes = tonic::service::Routes::new(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)
@@ -321,27 +337,55 @@ pub async fn run(
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
+    let tls = settings.tls.clone();
+    if let Some(tls) = &tls {
+        tokio::spawn(tls.clone().watch(accepting.clone()));
+    }
+    let health_port = health_listener.map(|health_listener| {
+        let addr = health_listener
+            .local_addr()
+            .map_or_else(|e| e.to_string(), |a| a.to_string());
+        tracing::info!(%addr, "serving gRPC health checks (plaintext)");
+        serve_connections(
+            health_listener,
+            health_routes,
+            None,
+            stopped(accepting.clone()),
+            settings.drain_timeout,
+        )
+    });
     let main = Dispatch {
         grpc: routes,
         http: http_api.clone(),
     };
-    tracing::info!(addr = %local, "serving gRPC");
-    tracing::info!(addr = %local, "serving the HTTP API");
+    let tls_on = tls.is_some();
+    tracing::info!(addr = %local, tls = tls_on, "serving gRPC");
+    tracing::info!(addr = %local, tls = tls_on, "serving the HTTP API");
     let main = serve_connections(
         listener,
         main,
+        tls.clone(),
         stopped(accepting.clone()),
         settings.drain_timeout,
     );
+    let main = async move {
+        match health_port {
+            Some(health) => {
+                tokio::join!(main, health);
+            }
+            None => main.await,
+        }
+    };
     match http_listener {
         Some(http_listener) => {
             let http_local = http_listener
                 .local_addr()
                 .map_or_else(|e| e.to_string(), |a| a.to_string());
-            tracing::info!(addr = %http_local, "serving the HTTP API");
+            tracing::info!(addr = %http_local, tls = tls_on, "serving the HTTP API");
             let http = serve_connections(
                 http_listener,
                 http_api,
+                tls,
                 stopped(accepting),
                 settings.drain_timeout,
             );
@@ -405,6 +449,7 @@ const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 async fn serve_connections<S>(
     listener: TcpListener,
     routes: S,
+    tls: Option<Arc<ServerTls>>,
     shutdown: impl Future<Output = ()>,
     drain_timeout: Duration,
 ) where
@@ -454,12 +499,33 @@ async fn serve_connections<S>(
         if let Err(e) = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive) {
             tracing::debug!(%peer, error = %e, "cannot set TCP keepalive");
         }
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service.clone())
-            .into_owned();
-        let conn = connections.watch(conn);
+        let Some(tls) = &tls else {
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service.clone())
+                .into_owned();
+            let conn = connections.watch(conn);
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+            });
+            continue;
+        };
+        // The handshake runs in the connection's own task, with the config current
+        // now: a slow or silent client never holds up the accept loop.
+        let acceptor = tls.acceptor();
+        let (builder, service, watcher) = (builder.clone(), service.clone(), connections.watcher());
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let stream =
+                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(e)) => return handshake_failed(peer, &e.to_string()),
+                    Err(_) => return handshake_failed(peer, "no handshake within 10 s"),
+                };
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .into_owned();
+            if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
@@ -476,6 +542,19 @@ async fn serve_connections<S>(
 
 /// Accept failures logged, at most a few a second.
 static ACCEPT_LOG: crate::telemetry::LogLimiter = crate::telemetry::LogLimiter::new(1);
+/// Failed TLS handshakes logged, at most a few a second.
+static HANDSHAKE_LOG: crate::telemetry::LogLimiter = crate::telemetry::LogLimiter::new(1);
+/// Time a client gets to complete its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Counts and logs (rate-limited) a TLS handshake that failed: an untrusted or missing
+/// client certificate, plaintext sent to a TLS port, a client that gave up.
+fn handshake_failed(peer: std::net::SocketAddr, error: &str) {
+    metrics::counter!(m::TLS_HANDSHAKE_FAILURES).increment(1);
+    if let Some(suppressed) = HANDSHAKE_LOG.admit() {
+        tracing::info!(%peer, %error, suppressed, "TLS handshake failed");
+    }
+}
 
 /// How often the store is checked while it answers, and while it does not.
 const STORE_CHECK_UP: Duration = Duration::from_secs(1);

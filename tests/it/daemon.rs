@@ -79,6 +79,15 @@ impl Daemon {
         (daemon, metrics_addr)
     }
 
+    /// Sends SIGHUP (reload the registry and TLS certificates).
+    pub(crate) fn hangup(&self) {
+        let status = Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
     /// Waits for a JSON log line whose message is `message`; returns it parsed.
     pub(crate) fn wait_for_log(&mut self, message: &str) -> serde_json::Value {
         loop {

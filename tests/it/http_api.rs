@@ -638,6 +638,7 @@ async fn http_addr_serves_the_http_api_alone() {
             tern::server::Listeners {
                 main,
                 http: Some(http),
+                health: None,
             },
             std::sync::Arc::new(serving),
             None,

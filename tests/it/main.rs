@@ -28,4 +28,5 @@ mod serving;
 mod sql_registry;
 mod sql_registry_write;
 mod sqlite_store;
+mod tls;
 mod writes;
