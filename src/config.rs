@@ -29,6 +29,44 @@ pub struct RepoConfig {
     /// `environment: development` (Tern's key): prevent_destroy is not enforced, as in
     /// a Tecton development workspace.
     pub development: bool,
+    /// `auth`: who may call the server.
+    pub auth: AuthConfig,
+}
+
+/// The `auth` key (Feast's): how callers are authenticated.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum AuthConfig {
+    /// `no_auth` (the default): everyone who reaches the port.
+    #[default]
+    NoAuth,
+    /// `oidc`: bearer JWTs signed by the provider's keys (boxed: every command's
+    /// future carries a `RepoConfig`).
+    Oidc(Box<OidcConfig>),
+    /// `kubernetes`: service-account tokens checked with the API server.
+    Kubernetes,
+}
+
+/// `auth: {type: oidc, ...}`, as Feast's server reads it. The keys Feast's clients read
+/// from the same file (`username`, `password`, `client_secret`, `token`, ...) are ignored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OidcConfig {
+    /// `auth_discovery_url`: the provider's `.well-known/openid-configuration`.
+    pub discovery_url: String,
+    /// `client_id`: roles are read from `resource_access.<client_id>.roles`.
+    pub client_id: Option<String>,
+    /// `verify_ssl` (default true): verify the provider's certificate.
+    pub verify_ssl: bool,
+    /// `ca_cert_path`: a PEM CA for the provider's certificate.
+    pub ca_cert: Option<PathBuf>,
+    /// `audience`: when set, tokens must carry it in `aud`.
+    pub audience: Option<String>,
+    /// `issuer`: when set, tokens must carry it in `iss`.
+    pub issuer: Option<String>,
+    /// `jwks_cache_lifespan_seconds` (300): how long fetched keys are used before they
+    /// are fetched again.
+    pub jwks_lifespan: Duration,
+    /// `jwks_request_timeout_seconds` (10): bound on each fetch from the provider.
+    pub jwks_timeout: Duration,
 }
 
 /// The `registry` key.
@@ -349,6 +387,9 @@ pub fn parse(
         }
     };
 
+    let auth = build_auth(raw.auth.unwrap_or_default(), repo_dir)
+        .map_err(|(key, msg)| invalid(key, msg))?;
+
     Ok(RepoConfig {
         project,
         repo_dir: repo_dir.to_owned(),
@@ -356,7 +397,52 @@ pub fn parse(
         online_store,
         entity_key_serialization,
         development,
+        auth,
     })
+}
+
+fn build_auth(raw: RawAuth, repo_dir: &Path) -> Result<AuthConfig, KeyError> {
+    let empty = |v: Option<String>| v.filter(|s| !s.is_empty());
+    match raw.auth_type.as_deref().unwrap_or("no_auth") {
+        "no_auth" => Ok(AuthConfig::NoAuth),
+        "kubernetes" => Ok(AuthConfig::Kubernetes),
+        "oidc" => {
+            let discovery_url = empty(raw.auth_discovery_url).ok_or((
+                "auth.auth_discovery_url",
+                "required with type: oidc (the provider's .well-known/openid-configuration URL)"
+                    .to_owned(),
+            ))?;
+            let lifespan = raw.jwks_cache_lifespan_seconds.unwrap_or(300);
+            if lifespan == 0 {
+                return Err((
+                    "auth.jwks_cache_lifespan_seconds",
+                    "must be greater than 0".into(),
+                ));
+            }
+            let timeout = raw.jwks_request_timeout_seconds.unwrap_or(10.0);
+            let timeout = Duration::try_from_secs_f64(timeout)
+                .ok()
+                .filter(|t| !t.is_zero())
+                .ok_or((
+                    "auth.jwks_request_timeout_seconds",
+                    format!("{timeout} is not a number of seconds greater than 0"),
+                ))?;
+            Ok(AuthConfig::Oidc(Box::new(OidcConfig {
+                discovery_url,
+                client_id: empty(raw.client_id),
+                verify_ssl: raw.verify_ssl.unwrap_or(true),
+                ca_cert: empty(raw.ca_cert_path).map(|p| resolve(repo_dir, &p)),
+                audience: empty(raw.audience),
+                issuer: empty(raw.issuer),
+                jwks_lifespan: Duration::from_secs(lifespan),
+                jwks_timeout: timeout,
+            })))
+        }
+        other => Err((
+            "auth.type",
+            format!("'{other}' is not an auth type: use no_auth, oidc or kubernetes"),
+        )),
+    }
 }
 
 fn validate_project(project: &str, sqlite: bool) -> Result<(), String> {
@@ -530,6 +616,21 @@ struct RawConfig {
     online_store: Option<RawOnlineStore>,
     entity_key_serialization_version: Option<u32>,
     environment: Option<String>,
+    auth: Option<RawAuth>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawAuth {
+    #[serde(rename = "type")]
+    auth_type: Option<String>,
+    auth_discovery_url: Option<String>,
+    client_id: Option<String>,
+    verify_ssl: Option<bool>,
+    ca_cert_path: Option<String>,
+    audience: Option<String>,
+    issuer: Option<String>,
+    jwks_cache_lifespan_seconds: Option<u64>,
+    jwks_request_timeout_seconds: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -662,6 +763,40 @@ mod tests {
             }
         );
         assert_eq!(c.entity_key_serialization, KeySerialization::V3);
+    }
+
+    #[test]
+    fn auth_section_as_feast_writes_it() {
+        let c = parse_str("project: demo\nregistry: r.db\n").unwrap();
+        assert_eq!(c.auth, AuthConfig::NoAuth);
+        let c = parse_str(
+            "project: demo\nregistry: r.db\nauth:\n  type: oidc\n  client_id: tern\n  \
+             auth_discovery_url: https://idp/realms/ml/.well-known/openid-configuration\n  \
+             username: reader\n  password: secret\n  audience: tern\n  ca_cert_path: ca.pem\n",
+        )
+        .unwrap();
+        let AuthConfig::Oidc(oidc) = c.auth else {
+            panic!("expected oidc")
+        };
+        assert_eq!(oidc.client_id.as_deref(), Some("tern"));
+        assert_eq!(oidc.audience.as_deref(), Some("tern"));
+        assert_eq!(oidc.issuer, None);
+        assert_eq!(oidc.ca_cert, Some(PathBuf::from("/repo/ca.pem")));
+        assert_eq!(oidc.jwks_lifespan, Duration::from_secs(300));
+        assert!(oidc.verify_ssl);
+        for (yaml, key) in [
+            ("auth: {type: oidc}", "auth.auth_discovery_url"),
+            ("auth: {type: ldap}", "auth.type"),
+            (
+                "auth: {type: oidc, auth_discovery_url: u, jwks_cache_lifespan_seconds: 0}",
+                "auth.jwks_cache_lifespan_seconds",
+            ),
+        ] {
+            let err = parse_str(&format!("project: demo\nregistry: r.db\n{yaml}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{yaml}: {err}");
+        }
     }
 
     #[test]

@@ -36,6 +36,10 @@ pub enum ErrorKind {
     CorruptData,
     /// A bug in Tern: an invariant did not hold.
     Internal,
+    /// The caller did not prove who it is: no token, or one that does not verify.
+    Unauthenticated,
+    /// The caller is known but may not do this.
+    PermissionDenied,
 }
 
 impl ErrorKind {
@@ -52,6 +56,8 @@ impl ErrorKind {
             ErrorKind::Timeout => "timeout",
             ErrorKind::CorruptData => "corrupt_data",
             ErrorKind::Internal => "internal",
+            ErrorKind::Unauthenticated => "unauthenticated",
+            ErrorKind::PermissionDenied => "permission_denied",
         }
     }
 

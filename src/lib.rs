@@ -18,6 +18,7 @@
 //!   [`metrics`]: metric names. [`proto`]: generated protobuf messages (no gRPC).
 //! - [`client`]: `tern get`.
 
+pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod commands;

@@ -108,12 +108,25 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         _ => None,
     };
+    let auth = tern::auth::Authenticator::from_config(&config.auth)?;
+    if auth.enabled() {
+        tracing::warn!(
+            "authentication is on; the registry's permissions are not enforced yet: every authenticated caller may read and write"
+        );
+    }
+    if auth.enabled() && tls.is_none() && !args.grpc_addr.ip().is_loopback() {
+        tracing::warn!(
+            addr = %args.grpc_addr,
+            "authentication is on but TLS is off: bearer tokens cross the network in clear text (use --tls-cert and --tls-key)"
+        );
+    }
     let settings = ServerSettings {
         request_timeout: Duration::from_millis(args.request_timeout_ms),
         drain_timeout: Duration::from_secs(args.drain_timeout_s),
         max_request_bytes: args.max_request_bytes,
         config_path: Some(args.config.clone()),
         tls,
+        auth,
         ..ServerSettings::default()
     };
     let listener = tokio::net::TcpListener::bind(args.grpc_addr)

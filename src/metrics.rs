@@ -43,6 +43,9 @@ pub const REGISTRY_RELOADS: &str = "tern_registry_reloads_total";
 pub const REGISTRY_LAST_SUCCESS: &str = "tern_registry_last_success_timestamp_seconds";
 /// Histogram: time to read and index a registry, in seconds.
 pub const REGISTRY_LOAD_SECONDS: &str = "tern_registry_load_duration_seconds";
+/// Counter: calls refused because the caller was not authenticated, by `reason`
+/// (missing, not_bearer, invalid, unknown_key, keys_unavailable).
+pub const AUTH_FAILURES: &str = "tern_auth_failures_total";
 /// Counter: TLS certificate reloads, by `result` (loaded, failed).
 pub const TLS_RELOADS: &str = "tern_tls_reloads_total";
 /// Counter: TLS handshakes that failed (no or untrusted client certificate, plaintext
@@ -119,6 +122,10 @@ pub fn describe() {
         "TLS certificate reloads, by result (loaded, failed)"
     );
     describe_counter!(TLS_HANDSHAKE_FAILURES, "TLS handshakes that failed");
+    describe_counter!(
+        AUTH_FAILURES,
+        "Calls refused because the caller was not authenticated, by reason"
+    );
     describe_gauge!(
         REGISTRY_LAST_SUCCESS,
         "Unix time of the last successful registry load"
@@ -167,6 +174,7 @@ mod tests {
             REGISTRY_LOAD_SECONDS,
             TLS_RELOADS,
             TLS_HANDSHAKE_FAILURES,
+            AUTH_FAILURES,
         ];
         let unique: std::collections::HashSet<_> = names.iter().collect();
         assert_eq!(unique.len(), names.len());

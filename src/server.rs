@@ -23,6 +23,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic_health::ServingStatus;
 
+use crate::auth::Authenticator;
 use crate::config::{OnlineStoreConfig, RepoConfig};
 use crate::grpc::{
     FEATURE_SERVER_NAME, FeatureService, GrpcFeatureServerServer, LIVENESS_NAME,
@@ -55,6 +56,9 @@ pub struct ServerSettings {
     /// TLS on the main and HTTP ports (`None`: plaintext). The health port, if any,
     /// stays plaintext.
     pub tls: Option<Arc<ServerTls>>,
+    /// Who may call (feature_store.yaml's `auth`). Health checks and reflection stay
+    /// open.
+    pub auth: Authenticator,
 }
 
 impl Default for ServerSettings {
@@ -66,6 +70,7 @@ impl Default for ServerSettings {
             max_response_bytes: 64 * 1024 * 1024,
             config_path: None,
             tls: None,
+            auth: Authenticator::None,
         }
     }
 }
@@ -341,6 +346,10 @@ pub async fn run(
     if let Some(tls) = &tls {
         tokio::spawn(tls.clone().watch(accepting.clone()));
     }
+    let auth = settings.auth.clone();
+    if auth.enabled() {
+        tokio::spawn(auth.clone().run(accepting.clone()));
+    }
     let health_port = health_listener.map(|health_listener| {
         let addr = health_listener
             .local_addr()
@@ -354,9 +363,16 @@ pub async fn run(
             settings.drain_timeout,
         )
     });
-    let main = Dispatch {
-        grpc: routes,
-        http: http_api.clone(),
+    let main = Authenticated {
+        inner: Dispatch {
+            grpc: routes,
+            http: http_api.clone(),
+        },
+        auth: auth.clone(),
+    };
+    let http_api = Authenticated {
+        inner: http_api,
+        auth,
     };
     let tls_on = tls.is_some();
     tracing::info!(addr = %local, tls = tls_on, "serving gRPC");
@@ -429,6 +445,85 @@ where
             .is_some_and(|t| t.as_bytes().starts_with(b"application/grpc"));
         let router = if grpc { &mut self.grpc } else { &mut self.http };
         tower_service::Service::call(router, req)
+    }
+}
+
+/// Authenticates every call but health checks and reflection before it is routed,
+/// and hands the [`Principal`](crate::auth::Principal) on in the request's
+/// extensions; refuses the others as UNAUTHENTICATED (gRPC) or 401 (HTTP). The token
+/// never reaches a log line or a metric label.
+#[derive(Clone)]
+struct Authenticated<S> {
+    inner: S,
+    auth: Authenticator,
+}
+
+/// Calls open to everyone: probes and tooling must work without a token.
+fn open_to_all(path: &str) -> bool {
+    path.starts_with("/grpc.health.v1.Health/")
+        || path.starts_with("/grpc.reflection.v1.ServerReflection/")
+        || path.starts_with("/grpc.reflection.v1alpha.ServerReflection/")
+        || path == "/health"
+}
+
+/// Refused calls logged, at most a few a second.
+static AUTH_LOG: crate::telemetry::LogLimiter = crate::telemetry::LogLimiter::new(1);
+
+impl<S, B> tower_service::Service<axum::http::Request<B>> for Authenticated<S>
+where
+    S: tower_service::Service<
+            axum::http::Request<B>,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        >,
+{
+    type Response = axum::response::Response;
+    type Error = std::convert::Infallible;
+    type Future = futures_util::future::Either<
+        S::Future,
+        std::future::Ready<Result<axum::response::Response, std::convert::Infallible>>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: axum::http::Request<B>) -> Self::Future {
+        use futures_util::future::Either;
+        if !self.auth.enabled() || open_to_all(req.uri().path()) {
+            return Either::Left(self.inner.call(req));
+        }
+        let authorization = req
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .map(|v| v.as_bytes());
+        match self.auth.verify(authorization) {
+            Ok(principal) => {
+                req.extensions_mut().insert(Arc::new(principal));
+                Either::Left(self.inner.call(req))
+            }
+            Err(e) => {
+                metrics::counter!(m::AUTH_FAILURES, "reason" => e.label()).increment(1);
+                if let Some(suppressed) = AUTH_LOG.admit() {
+                    tracing::info!(path = %crate::error::clip(req.uri().path()), reason = e.label(), error = %e, suppressed, "call refused: not authenticated");
+                }
+                let grpc = req
+                    .headers()
+                    .get(axum::http::header::CONTENT_TYPE)
+                    .is_some_and(|t| t.as_bytes().starts_with(b"application/grpc"));
+                let response = if grpc {
+                    crate::grpc::status::auth_status(&e)
+                        .into_http::<axum::body::Body>()
+                        .map(axum::body::Body::new)
+                } else {
+                    crate::http::auth_refused(&e)
+                };
+                Either::Right(std::future::ready(Ok(response)))
+            }
+        }
     }
 }
 

@@ -20,11 +20,18 @@ pub fn code(kind: ErrorKind) -> Code {
         ErrorKind::Timeout => Code::DeadlineExceeded,
         ErrorKind::CorruptData => Code::DataLoss,
         ErrorKind::Internal => Code::Internal,
+        ErrorKind::Unauthenticated => Code::Unauthenticated,
+        ErrorKind::PermissionDenied => Code::PermissionDenied,
     }
 }
 
 /// A request error as a gRPC status: its kind's code, its message capped.
 pub fn status(err: &Error) -> Status {
+    Status::new(code(err.kind()), cap_message(err.to_string()))
+}
+
+/// An unauthenticated call as a gRPC status.
+pub fn auth_status(err: &crate::auth::AuthError) -> Status {
     Status::new(code(err.kind()), cap_message(err.to_string()))
 }
 

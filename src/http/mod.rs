@@ -129,6 +129,23 @@ fn record(path: &'static str, status: StatusCode, started: Instant) {
 }
 
 /// A JSON body with its status.
+/// A request refused before routing because its caller is not authenticated: 401
+/// (503 while the provider's keys are unavailable) with FastAPI's `{"detail": ...}`,
+/// as Feast's server answers.
+pub(crate) fn auth_refused(err: &crate::auth::AuthError) -> Response {
+    let status = status_for(err.kind());
+    let mut body = b"{\"detail\":".to_vec();
+    json::string(&mut body, &crate::error::cap_message(err.to_string()));
+    body.push(b'}');
+    let mut response = json_response(status, Bytes::from(body));
+    if status == StatusCode::UNAUTHORIZED {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    response
+}
+
 fn json_response(status: StatusCode, body: Bytes) -> Response {
     let mut response = (status, body).into_response();
     response.headers_mut().insert(

@@ -16,6 +16,7 @@ mod http_api;
 mod limits;
 mod materialize;
 mod object_registry;
+mod oidc;
 mod prevent_destroy;
 mod redis_cluster;
 mod redis_delete;
