@@ -33,6 +33,7 @@ const PROTO_FILES: &[&str] = &[
     "feast/core/StreamFeatureView.proto",
     "feast/core/LabelView.proto",
     "feast/core/Project.proto",
+    "feast/core/Permission.proto",
     "tern/wire/serving.proto",
     "tern/v1/write.proto",
 ];

@@ -96,6 +96,7 @@ fn child(case: &Case, n: usize) {
                     full_feature_names: false,
                     include_metadata: false,
                     deadline: Some(Duration::from_secs(5)),
+                    caller: None,
                 };
                 let answer = rt
                     .block_on(serving.get_online_features(req))

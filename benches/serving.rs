@@ -52,6 +52,7 @@ fn bench_tern(
                 full_feature_names: false,
                 include_metadata: false,
                 deadline: Some(Duration::from_secs(5)),
+                caller: None,
             };
             // The core's answer serialized as the gRPC edge sends it.
             black_box(

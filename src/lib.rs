@@ -29,6 +29,7 @@ pub mod grpc;
 pub mod http;
 pub mod materialize;
 pub mod metrics;
+pub mod permissions;
 pub mod plan;
 pub mod proto;
 pub mod refs;

@@ -78,6 +78,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .context("cannot start the metrics endpoint")?;
     }
     let config = tern::config::load(&args.config, |k| std::env::var(k).ok())?;
+    // A bad `auth` section stops start-up before anything is loaded.
+    let auth = tern::auth::Authenticator::from_config(&config.auth)?;
     let store = StoreSettings {
         sqlite_readers: args
             .sqlite_readers
@@ -96,6 +98,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_entity_rows: usize::try_from(args.max_entity_rows).unwrap_or(usize::MAX),
     };
     let (serving, reloader) = server::open_serving(&config, &store, Default::default()).await?;
+    if auth.enabled() && serving.registry().snapshot().permissions().is_empty() {
+        tracing::warn!(
+            project = %config.project,
+            "authentication is on but the registry holds no permission for the project: every authenticated caller may read and write (as Feast does)"
+        );
+    }
     tokio::spawn(server::reload_on_sighup(reloader.handle()));
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
@@ -108,12 +116,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         _ => None,
     };
-    let auth = tern::auth::Authenticator::from_config(&config.auth)?;
-    if auth.enabled() {
-        tracing::warn!(
-            "authentication is on; the registry's permissions are not enforced yet: every authenticated caller may read and write"
-        );
-    }
     if auth.enabled() && tls.is_none() && !args.grpc_addr.ip().is_loopback() {
         tracing::warn!(
             addr = %args.grpc_addr,

@@ -117,6 +117,7 @@ impl FeatureService {
         let started = Instant::now();
         let deadline = client_timeout(request.metadata())
             .map_or(self.request_timeout, |t| t.min(self.request_timeout));
+        let caller = caller(&request);
         let req = match request.into_inner().into_message() {
             Ok(req) => req,
             Err(status) => {
@@ -138,6 +139,7 @@ impl FeatureService {
                 full_feature_names: req.full_feature_names,
                 include_metadata: req.include_feature_view_version_metadata,
                 deadline: Some(deadline),
+                caller: caller.as_deref(),
             })
             .await;
         match result {
@@ -251,10 +253,19 @@ fn record(service: &'static str, method: &'static str, code: Code, started: Inst
     duration.record(started.elapsed().as_secs_f64());
 }
 
+/// The authenticated caller, set by the server's authentication when it is on.
+fn caller<T>(request: &Request<T>) -> Option<Arc<crate::auth::Principal>> {
+    request
+        .extensions()
+        .get::<Arc<crate::auth::Principal>>()
+        .cloned()
+}
+
 impl FeatureService {
     /// One row from Feast's `features` (strings) or `typed_features` map.
     async fn write_map(
         &self,
+        caller: Option<&crate::auth::Principal>,
         target: Target<'_>,
         features: &std::collections::BTreeMap<String, String>,
         typed: &std::collections::BTreeMap<String, crate::proto::feast::types::Value>,
@@ -279,6 +290,7 @@ impl FeatureService {
                 columns,
                 event_times: &[],
                 default_event_time: None,
+                caller,
             })
             .await
     }
@@ -327,6 +339,7 @@ impl OnlineWriter for FeatureService {
         request: Request<crate::proto::tern::v1::WriteFeaturesRequest>,
     ) -> Result<Response<crate::proto::tern::v1::WriteFeaturesResponse>, Status> {
         let started = Instant::now();
+        let who = caller(&request);
         let req = request.into_inner();
         let columns = req
             .columns
@@ -346,6 +359,7 @@ impl OnlineWriter for FeatureService {
                 columns,
                 event_times: &req.event_timestamps,
                 default_event_time: Some(self.serving.clock().now_timestamp()),
+                caller: who.as_deref(),
             })
             .await;
         self.finish(ONLINE_WRITER_NAME, "WriteFeatures", started, result)
@@ -387,10 +401,12 @@ impl ServingService for FeatureService {
 impl GrpcFeatureServer for FeatureService {
     async fn push(&self, request: Request<PushRequest>) -> Result<Response<PushResponse>, Status> {
         let started = Instant::now();
+        let who = caller(&request);
         let req = request.into_inner();
         let result = match writes::check_push_mode(&req.to) {
             Ok(()) => {
                 self.write_map(
+                    who.as_deref(),
                     Target::PushSource(&req.stream_feature_view),
                     &req.features,
                     &req.typed_features,
@@ -408,9 +424,11 @@ impl GrpcFeatureServer for FeatureService {
         request: Request<WriteToOnlineStoreRequest>,
     ) -> Result<Response<WriteToOnlineStoreResponse>, Status> {
         let started = Instant::now();
+        let who = caller(&request);
         let req = request.into_inner();
         let result = self
             .write_map(
+                who.as_deref(),
                 Target::View {
                     name: &req.feature_view_name,
                     version: None,

@@ -240,7 +240,11 @@ async fn health(State(api): State<Arc<HttpApi>>) -> StatusCode {
     }
 }
 
-async fn get_online_features(State(api): State<Arc<HttpApi>>, body: Body) -> Response {
+async fn get_online_features(
+    State(api): State<Arc<HttpApi>>,
+    caller: Caller,
+    body: Body,
+) -> Response {
     let started = Instant::now();
     let bytes = match read_body(&api, body, GET_ONLINE_FEATURES, started).await {
         Ok(bytes) => bytes,
@@ -262,6 +266,7 @@ async fn get_online_features(State(api): State<Arc<HttpApi>>, body: Body) -> Res
             full_feature_names: body.full_feature_names,
             include_metadata: body.include_feature_view_version_metadata,
             deadline: Some(api.request_timeout),
+            caller: caller.as_ref().map(|c| c.0.as_ref()),
         })
         .await;
     let answer = result.map_err(status::ServingFailure).and_then(|answer| {
@@ -308,7 +313,14 @@ fn online() -> String {
 
 /// Writes the active version of a view, as Feast's `write_to_online_store`; answers
 /// `null`, as Feast does.
-async fn write_to_online_store(State(api): State<Arc<HttpApi>>, body: Body) -> Response {
+/// The authenticated caller, set by the server's authentication when it is on.
+type Caller = Option<axum::Extension<Arc<crate::auth::Principal>>>;
+
+async fn write_to_online_store(
+    State(api): State<Arc<HttpApi>>,
+    caller: Caller,
+    body: Body,
+) -> Response {
     let started = Instant::now();
     let parsed = match read_json::<WriteBody>(&api, body, WRITE_TO_ONLINE_STORE, started).await {
         Ok(parsed) => parsed,
@@ -318,13 +330,22 @@ async fn write_to_online_store(State(api): State<Arc<HttpApi>>, body: Body) -> R
         name: &parsed.feature_view_name,
         version: None,
     };
-    let done = write_df(&api, target, &parsed.df, WRITE_TO_ONLINE_STORE, started).await;
+    let who = caller.as_ref().map(|c| c.0.as_ref());
+    let done = write_df(
+        &api,
+        who,
+        target,
+        &parsed.df,
+        WRITE_TO_ONLINE_STORE,
+        started,
+    )
+    .await;
     done.unwrap_or_else(|| json_response(StatusCode::OK, Bytes::from_static(b"null")))
 }
 
 /// Writes every view fed by a push source, as Feast's `push` (online only); answers 200
 /// with no body, as Feast does.
-async fn push(State(api): State<Arc<HttpApi>>, body: Body) -> Response {
+async fn push(State(api): State<Arc<HttpApi>>, caller: Caller, body: Body) -> Response {
     let started = Instant::now();
     let parsed = match read_json::<PushBody>(&api, body, PUSH, started).await {
         Ok(parsed) => parsed,
@@ -334,7 +355,8 @@ async fn push(State(api): State<Arc<HttpApi>>, body: Body) -> Response {
         return failed(PUSH, started, status::write_response(&err), false, &err);
     }
     let target = Target::PushSource(&parsed.push_source_name);
-    let done = write_df(&api, target, &parsed.df, PUSH, started).await;
+    let who = caller.as_ref().map(|c| c.0.as_ref());
+    let done = write_df(&api, who, target, &parsed.df, PUSH, started).await;
     done.unwrap_or_else(|| StatusCode::OK.into_response())
 }
 
@@ -353,6 +375,7 @@ async fn read_json<T: serde::de::DeserializeOwned>(
 /// Writes the columns of `df` to `target`; `None` when written, else the refusal.
 async fn write_df(
     api: &HttpApi,
+    caller: Option<&crate::auth::Principal>,
     target: Target<'_>,
     df: &serde_json::Map<String, serde_json::Value>,
     path: &'static str,
@@ -376,6 +399,7 @@ async fn write_df(
             columns,
             event_times: &[],
             default_event_time: None,
+            caller,
         })
         .await;
     match result {
@@ -422,6 +446,7 @@ struct IncrementalBody {
 /// Materializes a window, as `tern materialize START END`; answers `null` when done.
 async fn materialize(
     State(api): State<Arc<HttpApi>>,
+    caller: Caller,
     uri: axum::http::Uri,
     body: Body,
 ) -> Response {
@@ -456,12 +481,14 @@ async fn materialize(
         version: parsed.version,
         ..Default::default()
     };
-    run_materialization(&api, &uri, options, MATERIALIZE, started).await
+    let who = caller.as_ref().map(|c| c.0.as_ref());
+    run_materialization(&api, who, &uri, options, MATERIALIZE, started).await
 }
 
 /// Materializes each view from its watermark, as `tern materialize-incremental END`.
 async fn materialize_incremental(
     State(api): State<Arc<HttpApi>>,
+    caller: Caller,
     uri: axum::http::Uri,
     body: Body,
 ) -> Response {
@@ -478,7 +505,8 @@ async fn materialize_incremental(
         version: parsed.version,
         ..Default::default()
     };
-    run_materialization(&api, &uri, options, MATERIALIZE_INCREMENTAL, started).await
+    let who = caller.as_ref().map(|c| c.0.as_ref());
+    run_materialization(&api, who, &uri, options, MATERIALIZE_INCREMENTAL, started).await
 }
 
 /// A refusal with a message of Tern's own, in Feast's error format.
@@ -492,6 +520,7 @@ fn refuse(path: &'static str, started: Instant, code: StatusCode, message: &str)
 /// `?async=true` (Feast's answer: the status and the views).
 async fn run_materialization(
     api: &HttpApi,
+    caller: Option<&crate::auth::Principal>,
     uri: &axum::http::Uri,
     mut options: crate::commands::materialize::MaterializeOptions,
     path: &'static str,
@@ -510,6 +539,39 @@ async fn run_materialization(
         );
     };
     options.config = config;
+    let views = {
+        let snapshot = api.serving.registry().snapshot();
+        let views: Vec<String> = if options.views.is_empty() {
+            snapshot
+                .view_names()
+                .into_iter()
+                .map(str::to_owned)
+                .collect()
+        } else {
+            options.views.clone()
+        };
+        // Materializing writes online: WRITE_ONLINE on every view, as Feast checks.
+        if let Some(caller) = caller {
+            let permissions = snapshot.permissions();
+            for name in &views {
+                let Some(view) = snapshot.view(name) else {
+                    continue;
+                };
+                let resource = crate::permissions::Resource {
+                    kind: crate::serving::plan::resource_kind(view.active.kind),
+                    name,
+                    tags: &view.active.tags,
+                };
+                let covering =
+                    permissions.covering(resource, crate::permissions::Action::WriteOnline);
+                if let Err(denied) = permissions.decide(&covering, caller) {
+                    let body = response::feast_error("FeastPermissionError", &denied.0);
+                    return refused(path, started, StatusCode::FORBIDDEN, body, &denied.0);
+                }
+            }
+        }
+        views
+    };
     let Ok(running) = api.materializing.clone().try_lock_owned() else {
         return refuse(
             path,
@@ -519,16 +581,6 @@ async fn run_materialization(
         );
     };
     tracing::info!(path, views = ?options.views, start = ?options.start, end = %options.end, "materialization started");
-    let views = if options.views.is_empty() {
-        let snapshot = api.serving.registry().snapshot();
-        snapshot
-            .view_names()
-            .into_iter()
-            .map(str::to_owned)
-            .collect()
-    } else {
-        options.views.clone()
-    };
     let (tx, rx) = tokio::sync::oneshot::channel();
     let spawned = std::thread::Builder::new()
         .name("tern-materialize".into())

@@ -48,6 +48,7 @@ impl ServingFailure {
             Error::ServiceNotFound { .. } => "FeatureServiceNotFoundException",
             Error::FeatureNotFound { .. } => "FeastObjectNotFoundException",
             Error::NameCollision { .. } => "FeatureNameCollisionError",
+            Error::PermissionDenied(_) => "FeastPermissionError",
             _ => GENERIC_CLASS,
         };
         (
@@ -72,6 +73,7 @@ pub(crate) fn write_response(err: &crate::writes::WriteError) -> (StatusCode, By
             StatusCode::UNPROCESSABLE_ENTITY,
             "PushSourceNotFoundException",
         ),
+        W::PermissionDenied(_) => (StatusCode::FORBIDDEN, "FeastPermissionError"),
         other => (status_for(other.kind()), GENERIC_CLASS),
     };
     (

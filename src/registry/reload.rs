@@ -406,6 +406,7 @@ fn record_success(snapshot: &Snapshot, started: Instant, source: &str, why: &'st
         views = snapshot.view_count(),
         services = snapshot.service_count(),
         entities = snapshot.entity_count(),
+        permissions = snapshot.permissions().len(),
         load_ms = elapsed.as_secs_f64() * 1e3,
         "registry snapshot loaded"
     );

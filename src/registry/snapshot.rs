@@ -15,6 +15,7 @@ use prost::Message;
 use super::RegistryError;
 use super::model::{RegistryModel, Stored};
 use crate::config::{KeySerialization, RepoConfig};
+use crate::permissions::Permissions;
 use crate::proto::feast::core as pb;
 use crate::proto::feast::types::value_type::Enum as ValueType;
 use crate::store::StorageLayout;
@@ -71,6 +72,8 @@ pub struct Snapshot {
     entity_names: HashMap<String, String>,
     /// Push source name -> the views it feeds (by their active definitions), sorted.
     push_sources: HashMap<String, Vec<String>>,
+    /// The project's permissions, decoded once.
+    permissions: Permissions,
 }
 
 /// Kinds of view Feast serves from the online store.
@@ -120,6 +123,8 @@ pub struct ViewVersion {
     pub version: u32,
     /// What kind of view.
     pub kind: ViewKind,
+    /// `spec.tags` (permissions' `required_tags` match them).
+    pub tags: BTreeMap<String, String>,
     /// Join keys in the view's entity order; empty for an entityless view.
     pub join_keys: Vec<JoinKey>,
     /// Values older than this many seconds are OUTSIDE_MAX_AGE.
@@ -175,6 +180,8 @@ pub struct JoinKey {
 pub struct ServiceDef {
     /// Service name.
     pub name: String,
+    /// `spec.tags`.
+    pub tags: BTreeMap<String, String>,
     /// Projections in order.
     pub projections: Vec<ProjectionDef>,
 }
@@ -325,7 +332,15 @@ impl Snapshot {
             .map(|s| (s.name.clone(), Arc::new(service_def(s))))
             .collect();
 
+        let (permissions, problems) = Permissions::build(
+            registry.permissions.iter().map(|p| p.object.as_slice()),
+            project,
+        );
+        for problem in problems {
+            tracing::warn!(source = %source, %problem, "registry permission not usable as written");
+        }
         Ok(Self {
+            permissions,
             generation,
             settings: settings.clone(),
             version_id: registry.header.version_id.clone(),
@@ -337,6 +352,11 @@ impl Snapshot {
             entity_names,
             push_sources,
         })
+    }
+
+    /// The project's permissions.
+    pub fn permissions(&self) -> &Permissions {
+        &self.permissions
     }
 
     /// The views a push source feeds, sorted by name; `None` for an unknown source.
@@ -434,6 +454,7 @@ fn value_type(raw: i32) -> ValueType {
 struct ViewDef<'a> {
     name: &'a str,
     kind: ViewKind,
+    tags: &'a BTreeMap<String, String>,
     entities: &'a [String],
     features: Vec<String>,
     entity_columns: &'a [pb::FeatureSpecV2],
@@ -454,6 +475,7 @@ impl<'a> ViewDef<'a> {
         Self {
             name: &spec.name,
             kind: ViewKind::Feature,
+            tags: &spec.tags,
             entities: &spec.entities,
             features: spec.features.iter().map(|f| f.name.clone()).collect(),
             entity_columns: &spec.entity_columns,
@@ -474,6 +496,7 @@ impl<'a> ViewDef<'a> {
         Self {
             name: &spec.name,
             kind: ViewKind::Stream,
+            tags: &spec.tags,
             entities: &spec.entities,
             features: spec.features.iter().map(|f| f.name.clone()).collect(),
             entity_columns: &spec.entity_columns,
@@ -496,6 +519,7 @@ impl<'a> ViewDef<'a> {
             kind: ViewKind::OnDemand {
                 stored: spec.write_to_online_store,
             },
+            tags: &spec.tags,
             entities: &spec.entities,
             features: spec.features.iter().map(|f| f.name.clone()).collect(),
             entity_columns: &spec.entity_columns,
@@ -513,6 +537,7 @@ impl<'a> ViewDef<'a> {
         Self {
             name: &spec.name,
             kind: ViewKind::Label,
+            tags: &spec.tags,
             entities: &spec.entities,
             features: spec.features.iter().map(|f| f.name.clone()).collect(),
             entity_columns: &spec.entity_columns,
@@ -613,6 +638,7 @@ impl Builder<'_> {
             name: def.name.to_owned(),
             version,
             kind: def.kind,
+            tags: def.tags.clone(),
             join_keys,
             ttl_seconds: def.ttl.map(|d| d.seconds).filter(|s| *s > 0),
             disabled: def.disabled,
@@ -664,6 +690,7 @@ fn decode_record(record: &pb::FeatureViewVersionRecord) -> Result<RecordProto, S
 fn service_def(spec: &pb::FeatureServiceSpec) -> ServiceDef {
     ServiceDef {
         name: spec.name.clone(),
+        tags: spec.tags.clone(),
         projections: spec
             .features
             .iter()

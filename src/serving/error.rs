@@ -18,6 +18,9 @@ pub enum Error {
     /// A feature ref that cannot be parsed.
     #[error(transparent)]
     Ref(#[from] RefError),
+    /// The caller may not read this (Feast's `FeastPermissionError` text).
+    #[error("{0}")]
+    PermissionDenied(#[from] crate::permissions::Denied),
     /// Neither refs nor a service, or an empty list. Feast's text.
     #[error("No features specified for retrieval")]
     NoFeatures,
@@ -175,6 +178,7 @@ impl Error {
             Error::TooManyRequests { .. } => ErrorKind::Overloaded,
             Error::DeadlineExceeded { .. } => ErrorKind::Timeout,
             Error::Internal(_) => ErrorKind::Internal,
+            Error::PermissionDenied(_) => ErrorKind::PermissionDenied,
             Error::Store(e) => e.kind(),
         }
     }

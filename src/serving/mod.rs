@@ -11,6 +11,7 @@ pub mod entities;
 pub mod error;
 pub mod plan;
 
+use crate::auth::Principal;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -82,6 +83,9 @@ pub struct Request<'a> {
     pub include_metadata: bool,
     /// Answer within this long, or fail with [`Error::DeadlineExceeded`].
     pub deadline: Option<Duration>,
+    /// The authenticated caller, checked against the registry's permissions; `None`
+    /// when authentication is off (nothing is checked, as in Feast).
+    pub caller: Option<&'a Principal>,
 }
 
 /// Limits on what one request, and all requests together, may ask of the server.
@@ -357,6 +361,11 @@ impl Serving {
         let plan = self
             .plans
             .get(&snapshot, selection, req.full_feature_names)?;
+        if let Some(caller) = req.caller {
+            for access in &plan.access {
+                snapshot.permissions().decide(access, caller)?;
+            }
+        }
         let rows = EntityRows::new(req.entities)?;
         if rows.rows > self.limits.max_entity_rows {
             return Err(Error::TooManyRows {

@@ -17,6 +17,7 @@ use dashmap::DashMap;
 
 use super::Error;
 use crate::error::{clipped, clipped_list};
+use crate::permissions::{Action, Covering, Resource, ResourceKind};
 use crate::proto::feast::core::FeatureViewState;
 use crate::proto::feast::serving::FeatureViewMetadata;
 use crate::proto::feast::types::value_type::Enum as ValueType;
@@ -54,6 +55,8 @@ pub struct Plan {
     /// `metadata` encoded as `GetOnlineFeaturesResponseMetadata.feature_view_metadata`
     /// entries (field 2), ready to append.
     pub encoded_view_metadata: Bytes,
+    /// What a caller must be allowed to READ_ONLINE: the service, or each view read.
+    pub access: Vec<Covering>,
     /// Request columns echoed as entity columns: every join key of the project,
     /// aliased join-key columns of this plan, and entity names (Feast's deprecated
     /// spelling, echoed under the join key's name).
@@ -407,6 +410,40 @@ pub fn build(
         }
     }
 
+    let permissions = snapshot.permissions();
+    let access = match selection {
+        Selection::Service(name) => snapshot
+            .service(name)
+            .map(|s| {
+                vec![permissions.covering(
+                    Resource {
+                        kind: ResourceKind::FeatureService,
+                        name: &s.name,
+                        tags: &s.tags,
+                    },
+                    Action::ReadOnline,
+                )]
+            })
+            .unwrap_or_default(),
+        Selection::Refs(_) => {
+            let mut seen: Vec<&str> = Vec::new();
+            let mut access = Vec::new();
+            for group in &groups {
+                if seen.contains(&group.name) {
+                    continue;
+                }
+                seen.push(group.name);
+                let resource = Resource {
+                    kind: resource_kind(group.view.kind),
+                    name: group.name,
+                    tags: &group.view.tags,
+                };
+                access.push(permissions.covering(resource, Action::ReadOnline));
+            }
+            access
+        }
+    };
+
     let mut encoded_feature_names = Vec::new();
     for name in &feature_names {
         prost::encoding::string::encode(1, name, &mut encoded_feature_names);
@@ -429,8 +466,19 @@ pub fn build(
         reads,
         key_sets,
         metadata,
+        access,
         entity_columns,
     })
+}
+
+/// How permissions name a kind of view.
+pub fn resource_kind(kind: ViewKind) -> ResourceKind {
+    match kind {
+        ViewKind::Feature => ResourceKind::FeatureView,
+        ViewKind::Stream => ResourceKind::StreamFeatureView,
+        ViewKind::OnDemand { .. } => ResourceKind::OnDemandFeatureView,
+        ViewKind::Label => ResourceKind::LabelView,
+    }
 }
 
 impl Plan {

@@ -84,6 +84,9 @@ pub struct WriteRequest<'a> {
     pub event_times: &'a [Timestamp],
     /// The event time of rows that carry none (Tern's API: the server clock).
     pub default_event_time: Option<Timestamp>,
+    /// The authenticated caller, who must be allowed WRITE_ONLINE on every target
+    /// view; `None` when authentication is off.
+    pub caller: Option<&'a crate::auth::Principal>,
 }
 
 /// What a write did, per view version.
@@ -243,6 +246,9 @@ pub enum WriteError {
         /// What was expected and what came.
         detail: String,
     },
+    /// The caller may not write a target view (Feast's `FeastPermissionError` text).
+    #[error("{0}")]
+    PermissionDenied(#[from] crate::permissions::Denied),
     /// The online store failed; what was written before the failure stays written
     /// (each view's rows are one transaction on SQLite).
     #[error(transparent)]
@@ -268,6 +274,7 @@ impl WriteError {
             | WriteError::BadValue { .. } => ErrorKind::BadRequest,
             WriteError::Offline(_) | WriteError::OnDemand(_) => ErrorKind::Unsupported,
             WriteError::Broken { .. } => ErrorKind::NotServable,
+            WriteError::PermissionDenied(_) => ErrorKind::PermissionDenied,
             WriteError::Store(e) => e.kind(),
         }
     }
@@ -364,6 +371,18 @@ pub fn prepare(snapshot: &Snapshot, req: &WriteRequest<'_>) -> Result<Vec<Prepar
             .filter_map(|name| snapshot.view(name).map(|e| e.active.clone()))
             .collect(),
     };
+    if let Some(caller) = req.caller {
+        let permissions = snapshot.permissions();
+        for target in &targets {
+            let resource = crate::permissions::Resource {
+                kind: crate::serving::plan::resource_kind(target.kind),
+                name: &target.name,
+                tags: &target.tags,
+            };
+            let covering = permissions.covering(resource, crate::permissions::Action::WriteOnline);
+            permissions.decide(&covering, caller)?;
+        }
+    }
     let Some(first) = req.columns.first() else {
         return Err(WriteError::NoColumns);
     };
