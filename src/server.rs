@@ -502,7 +502,7 @@ where
             .map(|v| v.as_bytes());
         match self.auth.verify(authorization) {
             Ok(principal) => {
-                req.extensions_mut().insert(Arc::new(principal));
+                req.extensions_mut().insert(principal);
                 Either::Left(self.inner.call(req))
             }
             Err(e) => {

@@ -117,9 +117,9 @@ impl Authenticator {
     }
 
     /// The principal an `authorization` value (`None`: absent) proves. CPU only.
-    pub fn verify(&self, authorization: Option<&[u8]>) -> Result<Principal, AuthError> {
+    pub fn verify(&self, authorization: Option<&[u8]>) -> Result<Arc<Principal>, AuthError> {
         match self {
-            Authenticator::None => Ok(Principal::default()),
+            Authenticator::None => Ok(Arc::default()),
             Authenticator::Oidc(oidc) => oidc.verify(bearer(authorization)?),
         }
     }

@@ -8,6 +8,12 @@
 //! most once every [`UNKNOWN_KEY_REFETCH`]). A request never waits on the provider: it
 //! is checked against the keys in hand, so a provider that hangs or is down slows no
 //! request; a failed fetch keeps the previous keys.
+//!
+//! A model server sends the same token on every call until it expires, so a verified
+//! token is remembered with its principal until its `exp` (plus the leeway), for as long
+//! as the key set it was verified with is current: a repeat costs a map lookup instead
+//! of an RSA verification. Every fetch of the keys forgets the remembered tokens, so a
+//! key the provider withdrew stops validating within `jwks_cache_lifespan_seconds`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,9 +37,24 @@ pub const UNKNOWN_KEY_REFETCH: Duration = Duration::from_secs(2);
 /// How soon a failed fetch is tried again (at most the lifespan).
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
 
+/// Most verified tokens remembered at once; past it the memory is cleared (a flood of
+/// distinct tokens costs verifications, never memory).
+const REMEMBERED_TOKENS: usize = 10_000;
+
+/// A verified token's principal and when it stops being valid.
+struct Verified {
+    principal: Arc<Principal>,
+    /// `exp` + leeway, Unix seconds.
+    valid_until: u64,
+    /// The key set it was verified with.
+    generation: u64,
+}
+
 /// The keys in hand, by key id.
 #[derive(Default)]
 struct KeySet {
+    /// Increases with every key set stored.
+    generation: u64,
     keys: HashMap<String, DecodingKey>,
     /// Why there are none yet (the last fetch's failure).
     missing_because: Option<String>,
@@ -44,6 +65,7 @@ struct KeySet {
 pub struct OidcVerifier {
     config: OidcConfig,
     keys: ArcSwap<KeySet>,
+    verified: dashmap::DashMap<Box<str>, Verified, foldhash::fast::RandomState>,
     refetch: Notify,
     validation: Validation,
     client: reqwest::Client,
@@ -91,6 +113,7 @@ impl OidcVerifier {
         Ok(Self {
             config,
             keys: ArcSwap::default(),
+            verified: dashmap::DashMap::default(),
             refetch: Notify::new(),
             validation,
             client,
@@ -98,7 +121,33 @@ impl OidcVerifier {
     }
 
     /// The principal `token` proves, from the keys in hand. CPU only.
-    pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+    pub fn verify(&self, token: &str) -> Result<Arc<Principal>, AuthError> {
+        let generation = self.keys.load().generation;
+        let now = unix_now();
+        if let Some(hit) = self.verified.get(token)
+            && hit.generation == generation
+            && now < hit.valid_until
+        {
+            return Ok(hit.principal.clone());
+        }
+        let (principal, exp) = self.verify_fully(token)?;
+        let principal = Arc::new(principal);
+        if self.verified.len() >= REMEMBERED_TOKENS {
+            self.verified.clear();
+        }
+        self.verified.insert(
+            token.into(),
+            Verified {
+                principal: principal.clone(),
+                valid_until: exp.saturating_add(LEEWAY_S),
+                generation,
+            },
+        );
+        Ok(principal)
+    }
+
+    /// Signature and claims, every time; the principal and the token's `exp`.
+    fn verify_fully(&self, token: &str) -> Result<(Principal, u64), AuthError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| {
             // A header that names an algorithm jsonwebtoken does not know ("none"):
             // say so rather than "not a JWT".
@@ -139,7 +188,12 @@ impl OidcVerifier {
         };
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, key, &self.validation)
             .map_err(|e| AuthError::Invalid(self.reason(e.kind())))?;
-        principal(&data.claims, self.config.client_id.as_deref())
+        // Validation required `exp`; a token that somehow lacks a number is not kept.
+        let exp = data.claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
+        Ok((
+            principal(&data.claims, self.config.client_id.as_deref())?,
+            exp,
+        ))
     }
 
     fn reason(&self, e: &JwtError) -> String {
@@ -169,7 +223,11 @@ impl OidcVerifier {
             let wait = match self.fetch().await {
                 Ok(keys) => {
                     let count = keys.len();
+                    // Every fetch starts a new generation: remembered tokens are
+                    // verified again against what the provider publishes now.
+                    let generation = self.keys.load().generation + 1;
                     self.keys.store(Arc::new(KeySet {
+                        generation,
                         keys,
                         missing_because: None,
                         fetched: true,
@@ -276,6 +334,12 @@ impl OidcVerifier {
     }
 }
 
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// The `alg` a token's header declares, if the header is readable JSON.
 fn declared_algorithm(token: &str) -> Option<String> {
     use base64::Engine as _;
@@ -345,6 +409,53 @@ fn principal(claims: &Map<String, Value>, client_id: Option<&str>) -> Result<Pri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn verifier() -> OidcVerifier {
+        OidcVerifier::new(OidcConfig {
+            discovery_url: "http://127.0.0.1:9/.well-known/openid-configuration".into(),
+            client_id: None,
+            verify_ssl: true,
+            ca_cert: None,
+            audience: None,
+            issuer: None,
+            jwks_lifespan: Duration::from_secs(300),
+            jwks_timeout: Duration::from_secs(1),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn remembered_tokens_end_with_their_expiry_and_their_key_set() {
+        let v = verifier();
+        let alice = Arc::new(Principal {
+            username: "alice".into(),
+            ..Principal::default()
+        });
+        let remember = |token: &str, valid_until: u64, generation: u64| {
+            v.verified.insert(
+                token.into(),
+                Verified {
+                    principal: alice.clone(),
+                    valid_until,
+                    generation,
+                },
+            );
+        };
+        remember("fresh", unix_now() + 60, 0);
+        remember("expired", unix_now() - 1, 0);
+        remember("old-keys", unix_now() + 60, 7);
+        assert_eq!(v.verify("fresh").unwrap().username, "alice");
+        // Not remembered any more: verified in full, which fails here (no keys).
+        for token in ["expired", "old-keys", "unknown"] {
+            assert!(
+                matches!(
+                    v.verify(token),
+                    Err(AuthError::Invalid(_) | AuthError::KeysUnavailable(_))
+                ),
+                "{token}"
+            );
+        }
+    }
 
     #[test]
     fn claims_as_feast_reads_them() {
