@@ -51,6 +51,43 @@ pub struct Definitions {
     pub feature_views: Vec<ViewDef>,
     /// Feature services.
     pub feature_services: Vec<ServiceDef>,
+    /// Permissions; `None` when no file has a `permissions:` key, and then `tern apply`
+    /// leaves the registry's permissions as they are (they may be managed elsewhere).
+    pub permissions: Option<Vec<PermissionDef>>,
+}
+
+/// A Feast permission: who may do what to which registry objects.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PermissionDef {
+    /// Where it is declared.
+    pub origin: Origin,
+    /// Name.
+    pub name: String,
+    /// Resource types covered (empty: all), as Feast's `PermissionSpec.Type`.
+    pub types: Vec<crate::proto::feast::core::permission_spec::Type>,
+    /// Whole-name regular expressions (empty: every name).
+    pub name_patterns: Vec<String>,
+    /// Tags a resource must carry.
+    pub required_tags: BTreeMap<String, String>,
+    /// Actions covered.
+    pub actions: Vec<crate::proto::feast::core::permission_spec::AuthzedAction>,
+    /// Who is let in.
+    pub policy: PolicyDef,
+    /// Tags of the permission itself.
+    pub tags: BTreeMap<String, String>,
+}
+
+/// A permission's policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicyDef {
+    /// `roles: [...]`: callers holding any of them.
+    Roles(Vec<String>),
+    /// `groups: [...]`.
+    Groups(Vec<String>),
+    /// `namespaces: [...]`.
+    Namespaces(Vec<String>),
+    /// `groups` and `namespaces` together: callers in any of either.
+    GroupsOrNamespaces(Vec<String>, Vec<String>),
 }
 
 /// An entity.

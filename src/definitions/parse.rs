@@ -9,7 +9,8 @@ use yaml_rust2::scanner::{Marker, TScalarStyle};
 
 use super::{
     DefinitionError, DefinitionErrors, Definitions, EntityDef, FieldDef, Origin,
-    PREVENT_DESTROY_TAG, ProjectionDef, PushSourceDef, ServiceDef, SourceDef, VersionPin, ViewDef,
+    PREVENT_DESTROY_TAG, PermissionDef, PolicyDef, ProjectionDef, PushSourceDef, ServiceDef,
+    SourceDef, VersionPin, ViewDef,
 };
 use crate::proto::feast::types::value_type::Enum as ValueType;
 
@@ -533,6 +534,8 @@ struct Parsed {
     services: Vec<ServiceDef>,
     /// Projection features with the line they are written on, for the checks.
     projection_lines: Vec<Vec<usize>>,
+    /// `None` when the file has no `permissions:` key.
+    permissions: Option<Vec<PermissionDef>>,
 }
 
 fn parse_file(
@@ -574,6 +577,7 @@ fn parse_file(
             "sources",
             "feature_views",
             "feature_services",
+            "permissions",
         ],
     ) else {
         return parsed;
@@ -620,7 +624,145 @@ fn parse_file(
             parsed.projection_lines.push(lines);
         }
     }
+    if top.get("permissions").is_some() {
+        let mut permissions = Vec::new();
+        for (i, node) in list(&mut cx, "permissions").iter().enumerate() {
+            if let Some(p) = permission(&mut cx, node, i) {
+                permissions.push(p);
+            }
+        }
+        parsed.permissions = Some(permissions);
+    }
     parsed
+}
+
+/// The permission types, by their names in definitions (Feast's enum names, any case).
+fn permission_type(text: &str) -> Option<crate::proto::feast::core::permission_spec::Type> {
+    crate::proto::feast::core::permission_spec::Type::from_str_name(&text.to_ascii_uppercase())
+}
+
+fn permission_action(
+    text: &str,
+) -> Option<crate::proto::feast::core::permission_spec::AuthzedAction> {
+    crate::proto::feast::core::permission_spec::AuthzedAction::from_str_name(
+        &text.to_ascii_uppercase(),
+    )
+}
+
+fn permission(cx: &mut Ctx<'_>, node: &Node, i: usize) -> Option<PermissionDef> {
+    let path = object_path("permissions", node, i);
+    let f = cx.mapping(
+        node,
+        &path,
+        &[
+            "name",
+            "types",
+            "name_patterns",
+            "required_tags",
+            "actions",
+            "policy",
+            "tags",
+        ],
+    )?;
+    let name = cx.required(&f, "name");
+    let mut types = Vec::new();
+    if let Some(n) = f.get("types").filter(|n| !n.is_null()) {
+        for (text, line) in cx.strings(n, &join(&path, "types")) {
+            match permission_type(&text) {
+                Some(t) => types.push(t),
+                None => cx.error(
+                    line,
+                    &join(&path, "types"),
+                    format!(
+                        "unknown type '{text}' (expected feature_view, on_demand_feature_view, batch_feature_view, stream_feature_view, label_view, feature_service, entity, data_source, validation_reference, saved_dataset, permission or project)"
+                    ),
+                ),
+            }
+        }
+    }
+    let mut name_patterns = Vec::new();
+    if let Some(n) = f.get("name_patterns").filter(|n| !n.is_null()) {
+        for (text, line) in cx.strings(n, &join(&path, "name_patterns")) {
+            match regex::Regex::new(&format!("^(?:{text})$")) {
+                Ok(_) => name_patterns.push(text),
+                Err(e) => cx.error(
+                    line,
+                    &join(&path, "name_patterns"),
+                    format!("'{text}' is not a regular expression: {e}"),
+                ),
+            }
+        }
+    }
+    let required_tags = cx.string_map(&f, "required_tags");
+    let tags = cx.string_map(&f, "tags");
+    let mut actions = Vec::new();
+    match f.get("actions").filter(|n| !n.is_null()) {
+        None => cx.error(
+            f.line,
+            &join(&path, "actions"),
+            "required: the actions covered, e.g. [read_online, write_online]",
+        ),
+        Some(n) => {
+            for (text, line) in cx.strings(n, &join(&path, "actions")) {
+                match permission_action(&text) {
+                    Some(a) => actions.push(a),
+                    None => cx.error(
+                        line,
+                        &join(&path, "actions"),
+                        format!(
+                            "unknown action '{text}' (expected create, describe, update, delete, read_online, read_offline, write_online or write_offline)"
+                        ),
+                    ),
+                }
+            }
+        }
+    }
+    let policy = policy(cx, &f, &join(&path, "policy"));
+    Some(PermissionDef {
+        origin: cx.origin(f.line),
+        name: name?,
+        types,
+        name_patterns,
+        required_tags,
+        actions,
+        policy: policy?,
+        tags,
+    })
+}
+
+fn policy(cx: &mut Ctx<'_>, f: &Fields<'_>, path: &str) -> Option<PolicyDef> {
+    let Some(node) = f.get("policy").filter(|n| !n.is_null()) else {
+        cx.error(
+            f.line,
+            path,
+            "required: who is let in, e.g. {roles: [reader]}, {groups: [ml]} or {namespaces: [serving]}",
+        );
+        return None;
+    };
+    let p = cx.mapping(node, path, &["roles", "groups", "namespaces"])?;
+    let mut list = |key: &str| {
+        p.get(key).filter(|n| !n.is_null()).map(|n| {
+            cx.strings(n, &join(path, key))
+                .into_iter()
+                .map(|(s, _)| s)
+                .collect::<Vec<_>>()
+        })
+    };
+    let (roles, groups, namespaces) = (list("roles"), list("groups"), list("namespaces"));
+    match (roles, groups, namespaces) {
+        (Some(r), None, None) => Some(PolicyDef::Roles(r)),
+        (None, Some(g), None) => Some(PolicyDef::Groups(g)),
+        (None, None, Some(n)) => Some(PolicyDef::Namespaces(n)),
+        (None, Some(g), Some(n)) => Some(PolicyDef::GroupsOrNamespaces(g, n)),
+        _ => {
+            cx.error(
+                p.line,
+                path,
+                "give roles, groups, namespaces, or groups with namespaces (roles combine with nothing)",
+            );
+            None
+        }
+    }
 }
 
 /// `kind[name]` when the object has a readable name, else `kind[i]`.
@@ -1211,6 +1353,9 @@ fn combine(all: Vec<(PathBuf, Parsed)>, errors: &mut Vec<DefinitionError>) -> De
         views.extend(parsed.views);
         defs.feature_services.extend(parsed.services);
         lines.extend(parsed.projection_lines);
+        if let Some(p) = parsed.permissions {
+            defs.permissions.get_or_insert_with(Vec::new).extend(p);
+        }
     }
     let err =
         |errors: &mut Vec<DefinitionError>, origin: &Origin, field: String, message: String| {
@@ -1263,6 +1408,14 @@ fn combine(all: Vec<(PathBuf, Parsed)>, errors: &mut Vec<DefinitionError>) -> De
             .iter()
             .map(|e| (e.name.as_str(), &e.origin)),
         "feature_services",
+        errors,
+    );
+    duplicates(
+        defs.permissions
+            .iter()
+            .flatten()
+            .map(|e| (e.name.as_str(), &e.origin)),
+        "permissions",
         errors,
     );
 

@@ -233,3 +233,44 @@ pub(crate) fn schema(spec: &pb::FeatureViewSpec) -> Schema {
         transformation: spec.feature_transformation.clone(),
     }
 }
+
+/// A permission as Feast stores it.
+pub(crate) fn permission_spec(
+    def: &crate::definitions::PermissionDef,
+    project: &str,
+) -> pb::PermissionSpec {
+    use crate::definitions::PolicyDef;
+    use pb::policy::PolicyType;
+    let policy_type = match &def.policy {
+        PolicyDef::Roles(roles) => PolicyType::RoleBasedPolicy(pb::RoleBasedPolicy {
+            roles: roles.clone(),
+        }),
+        PolicyDef::Groups(groups) => PolicyType::GroupBasedPolicy(pb::GroupBasedPolicy {
+            groups: groups.clone(),
+        }),
+        PolicyDef::Namespaces(namespaces) => {
+            PolicyType::NamespaceBasedPolicy(pb::NamespaceBasedPolicy {
+                namespaces: namespaces.clone(),
+            })
+        }
+        PolicyDef::GroupsOrNamespaces(groups, namespaces) => {
+            PolicyType::CombinedGroupNamespacePolicy(pb::CombinedGroupNamespacePolicy {
+                groups: groups.clone(),
+                namespaces: namespaces.clone(),
+            })
+        }
+    };
+    pb::PermissionSpec {
+        name: def.name.clone(),
+        project: project.to_owned(),
+        types: def.types.iter().map(|t| *t as i32).collect(),
+        name_patterns: def.name_patterns.clone(),
+        required_tags: def.required_tags.clone(),
+        actions: def.actions.iter().map(|a| *a as i32).collect(),
+        policy: Some(pb::Policy {
+            policy_type: Some(policy_type),
+            ..Default::default()
+        }),
+        tags: def.tags.clone(),
+    }
+}

@@ -272,3 +272,40 @@ pub(crate) fn diff_service(
     }
     out
 }
+
+/// What changed in a permission, one line per field.
+pub(crate) fn diff_permission(old: &pb::PermissionSpec, new: &pb::PermissionSpec) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut field = |name: &str, a: String, b: String| {
+        if a != b {
+            out.push(format!("{name}: {a} -> {b}"));
+        }
+    };
+    let types = |s: &pb::PermissionSpec| format!("{:?}", s.types().collect::<Vec<_>>());
+    let actions = |s: &pb::PermissionSpec| format!("{:?}", s.actions().collect::<Vec<_>>());
+    field("types", types(old), types(new));
+    field(
+        "name_patterns",
+        format!("{:?}", old.name_patterns),
+        format!("{:?}", new.name_patterns),
+    );
+    field(
+        "required_tags",
+        format!("{:?}", old.required_tags),
+        format!("{:?}", new.required_tags),
+    );
+    field("actions", actions(old), actions(new));
+    field(
+        "policy",
+        format!(
+            "{:?}",
+            old.policy.as_ref().and_then(|p| p.policy_type.as_ref())
+        ),
+        format!(
+            "{:?}",
+            new.policy.as_ref().and_then(|p| p.policy_type.as_ref())
+        ),
+    );
+    field("tags", format!("{:?}", old.tags), format!("{:?}", new.tags));
+    out
+}

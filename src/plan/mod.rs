@@ -35,10 +35,10 @@ pub mod protect;
 pub mod render;
 pub mod versions;
 
-use build::{FEATURE_VIEW_TYPE, schema, timestamp};
+use build::{FEATURE_VIEW_TYPE, permission_spec, schema, timestamp};
 use diff::{
-    diff_entity, diff_schema, diff_service, diff_source, diff_view_metadata, metadata_lines,
-    service_schema,
+    diff_entity, diff_permission, diff_schema, diff_service, diff_source, diff_view_metadata,
+    metadata_lines, service_schema,
 };
 pub use protect::{Protection, Violation};
 
@@ -69,6 +69,8 @@ pub enum ObjectKind {
     FeatureView,
     /// Feature service.
     FeatureService,
+    /// Permission.
+    Permission,
 }
 
 impl ObjectKind {
@@ -80,6 +82,7 @@ impl ObjectKind {
             ObjectKind::DataSource => "data source",
             ObjectKind::FeatureView => "feature view",
             ObjectKind::FeatureService => "feature service",
+            ObjectKind::Permission => "permission",
         }
     }
 }
@@ -339,6 +342,7 @@ pub fn plan(
     p.sources();
     p.views()?;
     p.services();
+    p.permissions();
     p.note_kept();
     if !p.errors.is_empty() {
         p.errors
@@ -1138,6 +1142,101 @@ impl Planner<'_> {
                 Action::Delete,
                 Vec::new(),
             );
+        }
+    }
+
+    /// Makes the project's permissions those the definitions declare, when they
+    /// declare any `permissions:` at all (else leaves them alone).
+    fn permissions(&mut self) {
+        let Some(defs) = &self.defs.permissions else {
+            return;
+        };
+        // A file registry keeps permissions opaque, project and name inside the bytes.
+        let decoded: Vec<Option<pb::Permission>> = self
+            .model
+            .permissions
+            .iter()
+            .map(|s| prost::Message::decode(s.object.as_slice()).ok())
+            .collect();
+        let spec_of = |p: &Option<pb::Permission>| p.as_ref().and_then(|p| p.spec.clone());
+        let find = |name: &str| {
+            decoded.iter().position(|p| {
+                spec_of(p).is_some_and(|s| s.project == self.project && s.name == name)
+            })
+        };
+        let mut changes = Vec::new();
+        let mut updates: Vec<(Option<usize>, pb::Permission)> = Vec::new();
+        for def in defs {
+            let spec = permission_spec(def, self.project);
+            match find(&def.name) {
+                None => {
+                    changes.push((def.name.clone(), Action::Create, Vec::new()));
+                    updates.push((
+                        None,
+                        pb::Permission {
+                            spec: Some(spec),
+                            meta: Some(pb::PermissionMeta {
+                                created_timestamp: Some(self.ts),
+                                last_updated_timestamp: Some(self.ts),
+                            }),
+                        },
+                    ));
+                }
+                Some(i) => {
+                    let Some(old) = decoded[i].clone() else {
+                        continue;
+                    };
+                    let old_spec = old.spec.clone().unwrap_or_default();
+                    if old_spec == spec {
+                        continue;
+                    }
+                    changes.push((
+                        def.name.clone(),
+                        Action::Update,
+                        diff_permission(&old_spec, &spec),
+                    ));
+                    let mut meta = old.meta.unwrap_or_default();
+                    meta.last_updated_timestamp = Some(self.ts);
+                    updates.push((
+                        Some(i),
+                        pb::Permission {
+                            spec: Some(spec),
+                            meta: Some(meta),
+                        },
+                    ));
+                }
+            }
+        }
+        let declared: BTreeSet<&str> = defs.iter().map(|d| d.name.as_str()).collect();
+        let gone: Vec<usize> = decoded
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| {
+                let s = spec_of(p)?;
+                (s.project == self.project && !declared.contains(s.name.as_str())).then_some(i)
+            })
+            .collect();
+        for (at, permission) in updates {
+            let bytes = prost::Message::encode_to_vec(&permission);
+            let name = permission.spec.map(|s| s.name).unwrap_or_default();
+            match at {
+                Some(i) => self.model.permissions[i].object = bytes,
+                None => self.model.permissions.push(Stored {
+                    project: self.project.to_owned(),
+                    name,
+                    row: None,
+                    object: bytes,
+                }),
+            }
+        }
+        for &i in gone.iter().rev() {
+            if let Some(s) = spec_of(&decoded[i]) {
+                changes.push((s.name, Action::Delete, Vec::new()));
+            }
+            self.model.permissions.remove(i);
+        }
+        for (name, action, details) in changes {
+            self.change(ObjectKind::Permission, &name, action, details);
         }
     }
 

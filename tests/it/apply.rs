@@ -791,3 +791,127 @@ async fn the_cli_plans_applies_and_lists() {
         "{err}"
     );
 }
+
+/// The registry's permissions, decoded: (name, project, roles).
+async fn permissions(repo: &Repo) -> Vec<(String, String, Vec<String>)> {
+    let mut out: Vec<_> = repo
+        .model()
+        .await
+        .permissions
+        .iter()
+        .map(|p| {
+            let p = pb::Permission::decode(p.object.as_slice()).expect("permission");
+            let spec = p.spec.expect("spec");
+            let roles = match spec.policy.and_then(|p| p.policy_type) {
+                Some(pb::policy::PolicyType::RoleBasedPolicy(r)) => r.roles,
+                other => panic!("{other:?}"),
+            };
+            (spec.name, spec.project, roles)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The plan line of a permission, or panics.
+fn permission_line<'o>(out: &'o str, name: &str) -> &'o str {
+    out.lines()
+        .find(|l| l.contains("permission") && l.contains(name))
+        .unwrap_or_else(|| panic!("no plan line for permission {name}:\n{out}"))
+}
+
+/// `permissions:` in the definitions: created, updated (the change shown), left alone
+/// when no file says `permissions:` (they may be managed elsewhere), deleted by
+/// `permissions: []`; written as Feast stores them.
+pub async fn permissions_are_applied(repo: &Repo) {
+    let readers = |roles: &str| {
+        format!(
+            "permissions:\n  - name: readers\n    types: [feature_view, feature_service]\n    name_patterns: ['driver_.*']\n    required_tags: {{team: ml}}\n    actions: [read_online]\n    policy: {{roles: [{roles}]}}\n"
+        )
+    };
+    let out = repo.apply(&defs(V0, "", &readers("reader"))).await;
+    assert!(permission_line(&out, "readers").contains("create"), "{out}");
+    assert_eq!(
+        permissions(repo).await,
+        [("readers".into(), PROJECT.into(), vec!["reader".to_string()])]
+    );
+    let stored = repo.model().await;
+    let spec = pb::Permission::decode(stored.permissions[0].object.as_slice())
+        .expect("permission")
+        .spec
+        .expect("spec");
+    assert_eq!(
+        spec.types().collect::<Vec<_>>(),
+        [
+            pb::permission_spec::Type::FeatureView,
+            pb::permission_spec::Type::FeatureService
+        ]
+    );
+    assert_eq!(spec.name_patterns, ["driver_.*"]);
+    assert_eq!(
+        spec.required_tags.get("team").map(String::as_str),
+        Some("ml")
+    );
+    assert_eq!(
+        spec.actions().collect::<Vec<_>>(),
+        [pb::permission_spec::AuthzedAction::ReadOnline]
+    );
+
+    let out = repo.apply(&defs(V0, "", &readers("reader"))).await;
+    assert!(out.contains("No changes"), "{out}");
+    let out = repo.apply(&defs(V0, "", &readers("reader, analyst"))).await;
+    assert!(permission_line(&out, "readers").contains("update"), "{out}");
+    assert!(out.contains("policy:"), "{out}");
+    assert_eq!(
+        permissions(repo).await,
+        [(
+            "readers".into(),
+            PROJECT.into(),
+            vec!["reader".to_string(), "analyst".to_string()]
+        )]
+    );
+    // No `permissions:` key: the registry's permissions stay.
+    let out = repo.apply(&defs(V0, "", "")).await;
+    assert!(out.contains("No changes"), "{out}");
+    assert_eq!(permissions(repo).await.len(), 1);
+    let out = repo.apply(&defs(V0, "", "permissions: []\n")).await;
+    assert!(permission_line(&out, "readers").contains("delete"), "{out}");
+    assert!(permissions(repo).await.is_empty());
+}
+
+#[tokio::test]
+async fn permissions_are_applied_to_a_file_registry() {
+    permissions_are_applied(&Repo::file()).await;
+}
+
+#[tokio::test]
+async fn permissions_are_applied_to_a_sqlite_sql_registry() {
+    permissions_are_applied(&Repo::sql("sqlite:///data/registry.sqlite")).await;
+}
+
+#[tokio::test]
+async fn bad_permissions_name_their_field() {
+    let repo = Repo::file();
+    let yaml = defs(
+        V0,
+        "",
+        "permissions:\n  - name: p\n    types: [gizmo]\n    name_patterns: ['(']\n    actions: [read_everything]\n    policy: {roles: [a], groups: [b]}\n",
+    );
+    let (result, _) = repo.apply_with(&yaml, repo.options()).await;
+    let Err(Error::Definitions(errors)) = result else {
+        panic!("refused: {result:?}")
+    };
+    let text = errors.to_string();
+    for expected in [
+        "permissions[p].types: unknown type 'gizmo'",
+        "permissions[p].name_patterns: '(' is not a regular expression",
+        "permissions[p].actions: unknown action 'read_everything'",
+        "permissions[p].policy: give roles, groups, namespaces, or groups with namespaces",
+    ] {
+        assert!(text.contains(expected), "{expected}:\n{text}");
+    }
+    assert!(
+        !repo.registry_file().exists(),
+        "a refused apply writes nothing"
+    );
+}
