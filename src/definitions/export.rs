@@ -222,6 +222,27 @@ pub fn export(model: &RegistryModel, project: &str, repo_dir: &Path, out_dir: &P
         y.push_str("feature_services:\n");
         y.push_str(&service_text);
     }
+
+    // Permissions: written only when the project has some, so that applying the export
+    // manages exactly those.
+    let mut permission_text = String::new();
+    for stored in &model.permissions {
+        let Ok(p) = <pb::Permission as prost::Message>::decode(stored.object.as_slice()) else {
+            skipped.push("a permission that does not decode".to_owned());
+            continue;
+        };
+        let Some(spec) = p.spec.filter(|s| s.project == project) else {
+            continue;
+        };
+        match permission(&spec) {
+            Ok(text) => permission_text.push_str(&text),
+            Err(why) => skipped.push(format!("permission '{}': {why}", spec.name)),
+        }
+    }
+    if !permission_text.is_empty() {
+        y.push_str("permissions:\n");
+        y.push_str(&permission_text);
+    }
     Export {
         files: vec![ExportedFile {
             name: "definitions.yaml".to_owned(),
@@ -410,6 +431,53 @@ fn metadata(
     if !tags.is_empty() {
         let _ = writeln!(y, "{indent}tags: {}", flow_map(tags));
     }
+}
+
+fn permission(spec: &pb::PermissionSpec) -> Result<String, String> {
+    use pb::policy::PolicyType;
+    let mut y = String::new();
+    let _ = writeln!(y, "  - name: {}", scalar(&spec.name));
+    let lower = |names: Vec<&str>| {
+        names
+            .iter()
+            .map(|n| n.to_ascii_lowercase())
+            .collect::<Vec<_>>()
+    };
+    let types = lower(spec.types().map(|t| t.as_str_name()).collect());
+    if !types.is_empty() {
+        let _ = writeln!(y, "    types: {}", flow_list(&types));
+    }
+    if !spec.name_patterns.is_empty() {
+        let _ = writeln!(y, "    name_patterns: {}", flow_list(&spec.name_patterns));
+    }
+    if !spec.required_tags.is_empty() {
+        let _ = writeln!(y, "    required_tags: {}", flow_map(&spec.required_tags));
+    }
+    let actions = lower(spec.actions().map(|a| a.as_str_name()).collect());
+    let _ = writeln!(y, "    actions: {}", flow_list(&actions));
+    let policy = match spec.policy.as_ref().and_then(|p| p.policy_type.as_ref()) {
+        Some(PolicyType::RoleBasedPolicy(r)) => format!("{{roles: {}}}", flow_list(&r.roles)),
+        Some(PolicyType::GroupBasedPolicy(g)) => format!("{{groups: {}}}", flow_list(&g.groups)),
+        Some(PolicyType::NamespaceBasedPolicy(n)) => {
+            format!("{{namespaces: {}}}", flow_list(&n.namespaces))
+        }
+        Some(PolicyType::CombinedGroupNamespacePolicy(c)) => format!(
+            "{{groups: {}, namespaces: {}}}",
+            flow_list(&c.groups),
+            flow_list(&c.namespaces)
+        ),
+        None => return Err("it has no policy, which definitions cannot express".into()),
+    };
+    let _ = writeln!(y, "    policy: {policy}");
+    if !spec.tags.is_empty() {
+        let _ = writeln!(y, "    tags: {}", flow_map(&spec.tags));
+    }
+    Ok(y)
+}
+
+fn flow_list(items: &[String]) -> String {
+    let parts: Vec<String> = items.iter().map(|s| scalar(s)).collect();
+    format!("[{}]", parts.join(", "))
 }
 
 fn flow_map(map: &BTreeMap<String, String>) -> String {

@@ -870,6 +870,23 @@ pub async fn permissions_are_applied(repo: &Repo) {
             vec!["reader".to_string(), "analyst".to_string()]
         )]
     );
+    // `tern export` writes them back: applying the export changes nothing.
+    let exported = repo.dir.path().join("exported");
+    let mut printed = Vec::new();
+    tern::commands::export::run(&repo.config, &exported, &mut printed)
+        .await
+        .expect("export");
+    let text = std::fs::read_to_string(exported.join("definitions.yaml")).expect("exported");
+    assert!(text.contains("permissions:\n  - name: readers\n"), "{text}");
+    let options = ApplyOptions {
+        files: vec![exported.join("definitions.yaml")],
+        ..repo.options()
+    };
+    let mut out = Vec::new();
+    let applied = apply::run(&options, &mut out).await;
+    let out = String::from_utf8(out).expect("utf-8");
+    assert!(matches!(applied, Ok(Outcome::Done)), "{applied:?}");
+    assert!(out.contains("No changes"), "{out}\n{text}");
     // No `permissions:` key: the registry's permissions stay.
     let out = repo.apply(&defs(V0, "", "")).await;
     assert!(out.contains("No changes"), "{out}");
