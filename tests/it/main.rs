@@ -6,6 +6,7 @@
 mod support;
 
 mod apply;
+mod auth_compat;
 mod compat;
 mod daemon;
 mod data_faults;
