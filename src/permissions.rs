@@ -38,6 +38,17 @@ pub enum ResourceKind {
 }
 
 impl ResourceKind {
+    /// Feast's Python class, as `<class '...'>` prints it.
+    fn python_class(self) -> &'static str {
+        match self {
+            ResourceKind::FeatureView => "feast.feature_view.FeatureView",
+            ResourceKind::StreamFeatureView => "feast.stream_feature_view.StreamFeatureView",
+            ResourceKind::OnDemandFeatureView => "feast.on_demand_feature_view.OnDemandFeatureView",
+            ResourceKind::LabelView => "feast.labeling.label_view.LabelView",
+            ResourceKind::FeatureService => "feast.feature_service.FeatureService",
+        }
+    }
+
     /// Feast's class name, for messages.
     pub fn class(self) -> &'static str {
         match self {
@@ -77,6 +88,14 @@ impl Action {
         match self {
             Action::ReadOnline => pb::permission_spec::AuthzedAction::ReadOnline,
             Action::WriteOnline => pb::permission_spec::AuthzedAction::WriteOnline,
+        }
+    }
+
+    /// Python's repr of Feast's enum member.
+    fn python_repr(self) -> &'static str {
+        match self {
+            Action::ReadOnline => "<AuthzedAction.READ_ONLINE: 'read_online'>",
+            Action::WriteOnline => "<AuthzedAction.WRITE_ONLINE: 'write_online'>",
         }
     }
 
@@ -182,10 +201,13 @@ pub struct Covering {
     rules: Vec<u32>,
     /// `Class:name`, for messages.
     resource: String,
+    /// Feast's text when no permission covers the resource.
+    uncovered: String,
     action: Action,
 }
 
-/// A denied action, with Feast's explanation.
+/// A denied action, with Feast's explanation (`FeastPermissionError`'s text: "Permission
+/// error:" and the reasons).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct Denied(pub String);
@@ -270,6 +292,12 @@ impl Permissions {
         Covering {
             rules,
             resource: format!("{}:{}", resource.kind.class(), resource.name),
+            uncovered: format!(
+                "No permissions defined to manage [{}] on <class '{}'>/{}.",
+                action.python_repr(),
+                resource.kind.python_class(),
+                resource.name
+            ),
             action,
         }
     }
@@ -281,11 +309,7 @@ impl Permissions {
             return Ok(());
         }
         if covering.rules.is_empty() {
-            return Err(Denied(format!(
-                "No permissions defined to manage ['{}'] on {}.",
-                covering.action.label(),
-                covering.resource
-            )));
+            return Err(Denied(format!("{FEAST_PREFIX}{}", covering.uncovered)));
         }
         let mut explanations = Vec::new();
         for &i in &covering.rules {
@@ -302,9 +326,12 @@ impl Permissions {
                 )),
             }
         }
-        Err(Denied(explanations.join(",")))
+        Err(Denied(format!("{FEAST_PREFIX}{}", explanations.join(","))))
     }
 }
+
+/// How `FeastPermissionError` starts its message.
+const FEAST_PREFIX: &str = "Permission error:\n";
 
 /// A pattern no name matches.
 fn never() -> regex::Regex {
@@ -426,13 +453,13 @@ mod tests {
         let denied = perms.decide(&c, &who(&["writer"], &[])).unwrap_err();
         assert_eq!(
             denied.0,
-            "Permission readers denied execution of ['READ_ONLINE'] to FeatureView:driver_stats: Requires roles ['reader'],Permission elsewhere denied execution of ['READ_ONLINE'] to FeatureView:driver_stats: Requires roles ['x']"
+            "Permission error:\nPermission readers denied execution of ['READ_ONLINE'] to FeatureView:driver_stats: Requires roles ['reader'],Permission elsewhere denied execution of ['READ_ONLINE'] to FeatureView:driver_stats: Requires roles ['x']"
         );
         // Full-name match only.
         let c = perms.covering(view("my_driver_stats", &none), Action::WriteOnline);
         assert_eq!(
             perms.decide(&c, &who(&["reader"], &["ml"])).unwrap_err().0,
-            "No permissions defined to manage ['WRITE_ONLINE'] on FeatureView:my_driver_stats."
+            "Permission error:\nNo permissions defined to manage [<AuthzedAction.WRITE_ONLINE: 'write_online'>] on <class 'feast.feature_view.FeatureView'>/my_driver_stats."
         );
         // Required tags narrow the permission.
         let c = perms.covering(view("zone", &ml), Action::WriteOnline);

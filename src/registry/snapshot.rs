@@ -125,6 +125,9 @@ pub struct ViewVersion {
     pub kind: ViewKind,
     /// `spec.tags` (permissions' `required_tags` match them).
     pub tags: BTreeMap<String, String>,
+    /// An on-demand view's source feature views, by name (reading it needs
+    /// READ_ONLINE on them too).
+    pub sources: Vec<String>,
     /// Join keys in the view's entity order; empty for an entityless view.
     pub join_keys: Vec<JoinKey>,
     /// Values older than this many seconds are OUTSIDE_MAX_AGE.
@@ -455,6 +458,8 @@ struct ViewDef<'a> {
     name: &'a str,
     kind: ViewKind,
     tags: &'a BTreeMap<String, String>,
+    /// An on-demand view's source feature views.
+    sources: Vec<String>,
     entities: &'a [String],
     features: Vec<String>,
     entity_columns: &'a [pb::FeatureSpecV2],
@@ -476,6 +481,7 @@ impl<'a> ViewDef<'a> {
             name: &spec.name,
             kind: ViewKind::Feature,
             tags: &spec.tags,
+            sources: Vec::new(),
             entities: &spec.entities,
             features: spec.features.iter().map(|f| f.name.clone()).collect(),
             entity_columns: &spec.entity_columns,
@@ -497,6 +503,7 @@ impl<'a> ViewDef<'a> {
             name: &spec.name,
             kind: ViewKind::Stream,
             tags: &spec.tags,
+            sources: Vec::new(),
             entities: &spec.entities,
             features: spec.features.iter().map(|f| f.name.clone()).collect(),
             entity_columns: &spec.entity_columns,
@@ -520,6 +527,7 @@ impl<'a> ViewDef<'a> {
                 stored: spec.write_to_online_store,
             },
             tags: &spec.tags,
+            sources: on_demand_sources(spec),
             entities: &spec.entities,
             features: spec.features.iter().map(|f| f.name.clone()).collect(),
             entity_columns: &spec.entity_columns,
@@ -538,6 +546,7 @@ impl<'a> ViewDef<'a> {
             name: &spec.name,
             kind: ViewKind::Label,
             tags: &spec.tags,
+            sources: Vec::new(),
             entities: &spec.entities,
             features: spec.features.iter().map(|f| f.name.clone()).collect(),
             entity_columns: &spec.entity_columns,
@@ -550,6 +559,27 @@ impl<'a> ViewDef<'a> {
             current_version: 0,
         }
     }
+}
+
+/// The feature views an on-demand view reads from (request sources left out).
+fn on_demand_sources(spec: &pb::OnDemandFeatureViewSpec) -> Vec<String> {
+    let mut names = Vec::new();
+    for bytes in spec.sources.values() {
+        let Ok(source) = pb::OnDemandSource::decode(bytes.as_slice()) else {
+            continue;
+        };
+        let name = source
+            .feature_view_projection
+            .map(|p| p.feature_view_name)
+            .or_else(|| source.feature_view.and_then(|v| v.spec).map(|s| s.name))
+            .filter(|n| !n.is_empty());
+        if let Some(name) = name
+            && !names.contains(&name)
+        {
+            names.push(name);
+        }
+    }
+    names
 }
 
 fn feature_types(features: &[pb::FeatureSpecV2]) -> Vec<ValueType> {
@@ -639,6 +669,7 @@ impl Builder<'_> {
             version,
             kind: def.kind,
             tags: def.tags.clone(),
+            sources: def.sources.clone(),
             join_keys,
             ttl_seconds: def.ttl.map(|d| d.seconds).filter(|s| *s > 0),
             disabled: def.disabled,

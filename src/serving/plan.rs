@@ -426,21 +426,39 @@ pub fn build(
             })
             .unwrap_or_default(),
         Selection::Refs(_) => {
-            let mut seen: Vec<&str> = Vec::new();
-            let mut access = Vec::new();
+            // As Feast: the feature views read, each on-demand view's source views
+            // among them, then the on-demand views.
+            let mut views: Vec<&ViewVersion> = Vec::new();
+            let mut on_demand: Vec<&ViewVersion> = Vec::new();
             for group in &groups {
-                if seen.contains(&group.name) {
-                    continue;
+                let view = group.view.as_ref();
+                if matches!(view.kind, ViewKind::OnDemand { .. }) {
+                    if !on_demand.iter().any(|v| v.name == view.name) {
+                        on_demand.push(view);
+                    }
+                    for source in &view.sources {
+                        if let Some(entry) = snapshot.view(source)
+                            && !views.iter().any(|v| v.name == *source)
+                        {
+                            views.push(&entry.active);
+                        }
+                    }
+                } else if !views.iter().any(|v| v.name == view.name) {
+                    views.push(view);
                 }
-                seen.push(group.name);
-                let resource = Resource {
-                    kind: resource_kind(group.view.kind),
-                    name: group.name,
-                    tags: &group.view.tags,
-                };
-                access.push(permissions.covering(resource, Action::ReadOnline));
             }
-            access
+            views
+                .into_iter()
+                .chain(on_demand)
+                .map(|view| {
+                    let resource = Resource {
+                        kind: resource_kind(view.kind),
+                        name: &view.name,
+                        tags: &view.tags,
+                    };
+                    permissions.covering(resource, Action::ReadOnline)
+                })
+                .collect()
         }
     };
 

@@ -97,14 +97,6 @@ const DIFFERENCES: &[(&str, Decision, &str)] = &[
          write), Tern refuses the token",
     ),
     (
-        "odin/read_odfv",
-        Decision::Allowed,
-        "NOT DOCUMENTED (reported): reading an on-demand view, Feast also checks \
-         READ_ONLINE on each of its source views (utils._get_feature_views_to_use returns \
-         them with it) and refuses odin, who may read driver_conv_pct but not its source \
-         driver_stats; Tern checks the on-demand view alone",
-    ),
-    (
         "kubernetes_claim/read_driver_stats",
         Decision::Allowed,
         "NOT DOCUMENTED (reported): Feast 0.67's OIDC parser sends a token with a \
@@ -121,18 +113,11 @@ const DIFFERENCES: &[(&str, Decision, &str)] = &[
 
 /// Requests whose 403 texts differ from Feast's as a consequence of a difference
 /// above, with why. Other 403 texts must be Feast's (see [`message_matches`]).
-const MESSAGE_DIFFERENCES: &[(&str, &str)] = &[
-    (
-        "read_audit_log",
-        "required_tags: Feast's tagged_pii covers audit_log and explains its refusal \
+const MESSAGE_DIFFERENCES: &[(&str, &str)] = &[(
+    "read_audit_log",
+    "required_tags: Feast's tagged_pii covers audit_log and explains its refusal \
          ('Requires roles'); in Tern no permission covers it ('No permissions defined')",
-    ),
-    (
-        "read_odfv",
-        "on-demand sources: Feast refuses on the source view driver_stats first; Tern \
-         names the on-demand view",
-    ),
-];
+)];
 
 /// One recorded exchange with Feast.
 struct Case {

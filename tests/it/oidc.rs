@@ -567,7 +567,7 @@ async fn permissions_decide_reads_and_writes() {
     assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
     assert_eq!(
         denied.message(),
-        "Permission readers denied execution of ['READ_ONLINE'] to FeatureView:bench: Requires roles ['reader']"
+        "Permission error:\nPermission readers denied execution of ['READ_ONLINE'] to FeatureView:bench: Requires roles ['reader']"
     );
 
     let write = |token: String| {
@@ -602,7 +602,7 @@ async fn permissions_decide_reads_and_writes() {
     assert_eq!(refused.code(), Code::PermissionDenied);
     assert_eq!(
         refused.message(),
-        "Permission writers denied execution of ['WRITE_ONLINE'] to FeatureView:bench: Requires roles ['writer']"
+        "Permission error:\nPermission writers denied execution of ['WRITE_ONLINE'] to FeatureView:bench: Requires roles ['writer']"
     );
     write(writer.clone()).await.expect("a writer writes");
 
