@@ -43,7 +43,31 @@ pub enum AuthConfig {
     /// future carries a `RepoConfig`).
     Oidc(Box<OidcConfig>),
     /// `kubernetes`: service-account tokens checked with the API server.
-    Kubernetes,
+    Kubernetes(KubernetesConfig),
+}
+
+/// `auth: {type: kubernetes}`. Feast reads nothing else on the server; Tern's own keys
+/// point it at an API server outside a pod (tests, development).
+#[derive(Debug, Clone, PartialEq)]
+pub struct KubernetesConfig {
+    /// `api_server` (Tern's): the API server's URL; default the in-cluster one.
+    pub api_server: Option<String>,
+    /// `service_account_dir` (Tern's): where the pod's token, `ca.crt` and `namespace`
+    /// are; default `/var/run/secrets/kubernetes.io/serviceaccount`.
+    pub service_account_dir: PathBuf,
+    /// `cache_ttl_seconds` (Tern's, default 60): how long the API server's answer for a
+    /// token is reused.
+    pub cache_ttl: Duration,
+}
+
+impl Default for KubernetesConfig {
+    fn default() -> Self {
+        Self {
+            api_server: None,
+            service_account_dir: PathBuf::from("/var/run/secrets/kubernetes.io/serviceaccount"),
+            cache_ttl: Duration::from_secs(60),
+        }
+    }
 }
 
 /// `auth: {type: oidc, ...}`, as Feast's server reads it. The keys Feast's clients read
@@ -405,7 +429,17 @@ fn build_auth(raw: RawAuth, repo_dir: &Path) -> Result<AuthConfig, KeyError> {
     let empty = |v: Option<String>| v.filter(|s| !s.is_empty());
     match raw.auth_type.as_deref().unwrap_or("no_auth") {
         "no_auth" => Ok(AuthConfig::NoAuth),
-        "kubernetes" => Ok(AuthConfig::Kubernetes),
+        "kubernetes" => {
+            let defaults = KubernetesConfig::default();
+            Ok(AuthConfig::Kubernetes(KubernetesConfig {
+                api_server: empty(raw.api_server),
+                service_account_dir: empty(raw.service_account_dir)
+                    .map_or(defaults.service_account_dir, |p| resolve(repo_dir, &p)),
+                cache_ttl: raw
+                    .cache_ttl_seconds
+                    .map_or(defaults.cache_ttl, Duration::from_secs),
+            }))
+        }
         "oidc" => {
             let discovery_url = empty(raw.auth_discovery_url).ok_or((
                 "auth.auth_discovery_url",
@@ -631,6 +665,9 @@ struct RawAuth {
     issuer: Option<String>,
     jwks_cache_lifespan_seconds: Option<u64>,
     jwks_request_timeout_seconds: Option<f64>,
+    api_server: Option<String>,
+    service_account_dir: Option<String>,
+    cache_ttl_seconds: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

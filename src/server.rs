@@ -469,19 +469,51 @@ fn open_to_all(path: &str) -> bool {
 /// Refused calls logged, at most a few a second.
 static AUTH_LOG: crate::telemetry::LogLimiter = crate::telemetry::LogLimiter::new(1);
 
+/// A call refused as unauthenticated: counted, logged (rate-limited, never the
+/// token), answered in the caller's protocol.
+fn auth_refusal<B>(
+    req: &axum::http::Request<B>,
+    e: &crate::auth::AuthError,
+) -> axum::response::Response {
+    metrics::counter!(m::AUTH_FAILURES, "reason" => e.label()).increment(1);
+    if let Some(suppressed) = AUTH_LOG.admit() {
+        tracing::info!(path = %crate::error::clip(req.uri().path()), reason = e.label(), error = %e, suppressed, "call refused: not authenticated");
+    }
+    let grpc = req
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|t| t.as_bytes().starts_with(b"application/grpc"));
+    if grpc {
+        crate::grpc::status::auth_status(e)
+            .into_http::<axum::body::Body>()
+            .map(axum::body::Body::new)
+    } else {
+        crate::http::auth_refused(e)
+    }
+}
+
+type Answer = Result<axum::response::Response, std::convert::Infallible>;
+
 impl<S, B> tower_service::Service<axum::http::Request<B>> for Authenticated<S>
 where
     S: tower_service::Service<
             axum::http::Request<B>,
             Response = axum::response::Response,
             Error = std::convert::Infallible,
-        >,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
 {
     type Response = axum::response::Response;
     type Error = std::convert::Infallible;
     type Future = futures_util::future::Either<
         S::Future,
-        std::future::Ready<Result<axum::response::Response, std::convert::Infallible>>,
+        futures_util::future::Either<
+            std::future::Ready<Answer>,
+            std::pin::Pin<Box<dyn Future<Output = Answer> + Send>>,
+        >,
     >;
 
     fn poll_ready(
@@ -492,6 +524,7 @@ where
     }
 
     fn call(&mut self, mut req: axum::http::Request<B>) -> Self::Future {
+        use crate::auth::Check;
         use futures_util::future::Either;
         if !self.auth.enabled() || open_to_all(req.uri().path()) {
             return Either::Left(self.inner.call(req));
@@ -500,28 +533,27 @@ where
             .headers()
             .get(axum::http::header::AUTHORIZATION)
             .map(|v| v.as_bytes());
-        match self.auth.verify(authorization) {
-            Ok(principal) => {
+        match self.auth.check(authorization) {
+            Check::Ready(Ok(principal)) => {
                 req.extensions_mut().insert(principal);
                 Either::Left(self.inner.call(req))
             }
-            Err(e) => {
-                metrics::counter!(m::AUTH_FAILURES, "reason" => e.label()).increment(1);
-                if let Some(suppressed) = AUTH_LOG.admit() {
-                    tracing::info!(path = %crate::error::clip(req.uri().path()), reason = e.label(), error = %e, suppressed, "call refused: not authenticated");
-                }
-                let grpc = req
-                    .headers()
-                    .get(axum::http::header::CONTENT_TYPE)
-                    .is_some_and(|t| t.as_bytes().starts_with(b"application/grpc"));
-                let response = if grpc {
-                    crate::grpc::status::auth_status(&e)
-                        .into_http::<axum::body::Body>()
-                        .map(axum::body::Body::new)
-                } else {
-                    crate::http::auth_refused(&e)
-                };
-                Either::Right(std::future::ready(Ok(response)))
+            Check::Ready(Err(e)) => {
+                Either::Right(Either::Left(std::future::ready(Ok(auth_refusal(&req, &e)))))
+            }
+            Check::Pending(verdict) => {
+                // The service polled ready goes with the call; a clone stays.
+                let clone = self.inner.clone();
+                let mut inner = std::mem::replace(&mut self.inner, clone);
+                Either::Right(Either::Right(Box::pin(async move {
+                    match verdict.await {
+                        Ok(principal) => {
+                            req.extensions_mut().insert(principal);
+                            inner.call(req).await
+                        }
+                        Err(e) => Ok(auth_refusal(&req, &e)),
+                    }
+                })))
             }
         }
     }

@@ -7,6 +7,7 @@
 //! from a request (the edges do: gRPC metadata and HTTP headers are both `authorization:
 //! Bearer …`), nor deciding what a principal may do (permissions).
 
+pub mod kubernetes;
 pub mod oidc;
 
 use std::sync::Arc;
@@ -83,16 +84,33 @@ pub enum Authenticator {
     None,
     /// `oidc`: bearer JWTs.
     Oidc(Arc<oidc::OidcVerifier>),
+    /// `kubernetes`: tokens checked by the API server's TokenReview.
+    Kubernetes(Arc<kubernetes::KubernetesVerifier>),
+}
+
+/// A check that is done, or one that must ask the Kubernetes API server first.
+pub enum Check {
+    /// Decided from what is in memory.
+    Ready(Result<Arc<Principal>, AuthError>),
+    /// Waits for the API server (a Kubernetes token not seen for a while).
+    Pending(std::pin::Pin<Box<dyn Future<Output = Result<Arc<Principal>, AuthError>> + Send>>),
+}
+
+impl std::fmt::Debug for Check {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Check::Ready(r) => f.debug_tuple("Ready").field(r).finish(),
+            Check::Pending(_) => f.write_str("Pending"),
+        }
+    }
 }
 
 /// An `auth` section this build cannot serve.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthSetupError {
-    /// `type: kubernetes`.
-    #[error(
-        "auth type 'kubernetes' is not supported by Tern yet: use 'oidc' or 'no_auth' (refusing to start rather than serve without the authentication you asked for)"
-    )]
-    KubernetesUnsupported,
+    /// The Kubernetes client cannot be set up (not in a pod, a bad CA file).
+    #[error("auth (kubernetes): {0}")]
+    Kubernetes(String),
     /// The OIDC client cannot be built (its CA file, for instance).
     #[error("auth (oidc): {0}")]
     Oidc(String),
@@ -104,7 +122,9 @@ impl Authenticator {
     pub fn from_config(auth: &AuthConfig) -> Result<Self, AuthSetupError> {
         match auth {
             AuthConfig::NoAuth => Ok(Authenticator::None),
-            AuthConfig::Kubernetes => Err(AuthSetupError::KubernetesUnsupported),
+            AuthConfig::Kubernetes(config) => Ok(Authenticator::Kubernetes(Arc::new(
+                kubernetes::KubernetesVerifier::new(config)?,
+            ))),
             AuthConfig::Oidc(config) => Ok(Authenticator::Oidc(Arc::new(oidc::OidcVerifier::new(
                 (**config).clone(),
             )?))),
@@ -116,11 +136,34 @@ impl Authenticator {
         !matches!(self, Authenticator::None)
     }
 
-    /// The principal an `authorization` value (`None`: absent) proves. CPU only.
-    pub fn verify(&self, authorization: Option<&[u8]>) -> Result<Arc<Principal>, AuthError> {
+    /// The principal an `authorization` value (`None`: absent) proves: at once from
+    /// memory, or after asking the Kubernetes API server.
+    pub fn check(&self, authorization: Option<&[u8]>) -> Check {
+        let token = match self {
+            Authenticator::None => return Check::Ready(Ok(Arc::default())),
+            _ => match bearer(authorization) {
+                Ok(token) => token,
+                Err(e) => return Check::Ready(Err(e)),
+            },
+        };
         match self {
-            Authenticator::None => Ok(Arc::default()),
-            Authenticator::Oidc(oidc) => oidc.verify(bearer(authorization)?),
+            Authenticator::None => Check::Ready(Ok(Arc::default())),
+            Authenticator::Oidc(oidc) => oidc.check(token),
+            Authenticator::Kubernetes(k8s) => match k8s.remembered(token) {
+                Some(p) => Check::Ready(Ok(p)),
+                None => {
+                    let (k8s, token) = (k8s.clone(), token.to_owned());
+                    Check::Pending(Box::pin(async move { k8s.verify(&token).await }))
+                }
+            },
+        }
+    }
+
+    /// Like [`check`](Self::check), waiting when it must.
+    pub async fn verify(&self, authorization: Option<&[u8]>) -> Result<Arc<Principal>, AuthError> {
+        match self.check(authorization) {
+            Check::Ready(r) => r,
+            Check::Pending(f) => f.await,
         }
     }
 

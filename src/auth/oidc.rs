@@ -26,7 +26,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
 use tokio::sync::{Notify, watch};
 
-use super::{AuthError, AuthSetupError, Principal, quoted};
+use super::kubernetes::KubernetesVerifier;
+use super::{AuthError, AuthSetupError, Check, Principal, quoted};
 use crate::config::OidcConfig;
 
 /// Clock skew allowed on `exp` and `nbf`, as Feast.
@@ -66,6 +67,9 @@ pub struct OidcVerifier {
     config: OidcConfig,
     keys: ArcSwap<KeySet>,
     verified: dashmap::DashMap<Box<str>, Verified, foldhash::fast::RandomState>,
+    /// Service-account tokens (a `kubernetes.io` claim) go to the API server, as in
+    /// Feast; outside a pod there is none, and why.
+    kubernetes: Result<Arc<KubernetesVerifier>, String>,
     refetch: Notify,
     validation: Validation,
     client: reqwest::Client,
@@ -114,21 +118,49 @@ impl OidcVerifier {
             config,
             keys: ArcSwap::default(),
             verified: dashmap::DashMap::default(),
+            kubernetes: KubernetesVerifier::new(&crate::config::KubernetesConfig::default())
+                .map(Arc::new)
+                .map_err(|e| e.to_string()),
             refetch: Notify::new(),
             validation,
             client,
         })
     }
 
+    /// What `token` proves: from memory or the keys in hand, or (a Kubernetes
+    /// service-account token, as Feast routes them) from the API server.
+    pub fn check(self: &Arc<Self>, token: &str) -> Check {
+        if let Some(p) = self.remembered(token) {
+            return Check::Ready(Ok(p));
+        }
+        if !kubernetes_claim(token) {
+            return Check::Ready(self.verify(token));
+        }
+        match &self.kubernetes {
+            Ok(k8s) => match k8s.remembered(token) {
+                Some(p) => Check::Ready(Ok(p)),
+                None => {
+                    let (k8s, token) = (k8s.clone(), token.to_owned());
+                    Check::Pending(Box::pin(async move { k8s.review_only(&token).await }))
+                }
+            },
+            Err(why) => Check::Ready(Err(AuthError::Invalid(format!(
+                "a Kubernetes service-account token, which is checked with the Kubernetes API server: {why}"
+            )))),
+        }
+    }
+
+    fn remembered(&self, token: &str) -> Option<Arc<Principal>> {
+        let hit = self.verified.get(token)?;
+        (hit.generation == self.keys.load().generation && unix_now() < hit.valid_until)
+            .then(|| hit.principal.clone())
+    }
+
     /// The principal `token` proves, from the keys in hand. CPU only.
     pub fn verify(&self, token: &str) -> Result<Arc<Principal>, AuthError> {
         let generation = self.keys.load().generation;
-        let now = unix_now();
-        if let Some(hit) = self.verified.get(token)
-            && hit.generation == generation
-            && now < hit.valid_until
-        {
-            return Ok(hit.principal.clone());
+        if let Some(p) = self.remembered(token) {
+            return Ok(p);
         }
         let (principal, exp) = self.verify_fully(token)?;
         let principal = Arc::new(principal);
@@ -338,6 +370,20 @@ fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// Whether a token's (unverified) payload has a `kubernetes.io` object: a Kubernetes
+/// service-account token.
+fn kubernetes_claim(token: &str) -> bool {
+    use base64::Engine as _;
+    let Some(payload) = token.split('.').nth(1) else {
+        return false;
+    };
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()
+        .and_then(|json| serde_json::from_slice::<Map<String, Value>>(&json).ok())
+        .is_some_and(|claims| claims.get("kubernetes.io").is_some_and(Value::is_object))
 }
 
 /// The `alg` a token's header declares, if the header is readable JSON.

@@ -96,19 +96,6 @@ const DIFFERENCES: &[(&str, Decision, &str)] = &[
         "token without exp, as above: Feast authenticates the caller (then denies the \
          write), Tern refuses the token",
     ),
-    (
-        "kubernetes_claim/read_driver_stats",
-        Decision::Allowed,
-        "NOT DOCUMENTED (reported): Feast 0.67's OIDC parser sends a token with a \
-         `kubernetes.io` claim to a Kubernetes TokenReview instead of the JWKS (no \
-         cluster here: 401); Tern verifies it as any OIDC token",
-    ),
-    (
-        "kubernetes_claim/write_driver_stats",
-        Decision::Denied,
-        "as kubernetes_claim/read_driver_stats: Tern authenticates the reader, then \
-         denies the write",
-    ),
 ];
 
 /// Requests whose 403 texts differ from Feast's as a consequence of a difference

@@ -14,6 +14,7 @@ mod export;
 mod feast_reads_tern;
 mod ghz_kit;
 mod http_api;
+mod kubernetes_auth;
 mod limits;
 mod materialize;
 mod object_registry;

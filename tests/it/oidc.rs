@@ -217,12 +217,12 @@ async fn serve_repo(
         .expect("server")
 }
 
-fn request() -> GetOnlineFeaturesRequest {
+pub(crate) fn request() -> GetOnlineFeaturesRequest {
     refs_request(&["bench:f0"], vec![("driver_id", vec![int64(1)])])
 }
 
 /// GetOnlineFeatures with `authorization: Bearer <token>` when a token is given.
-async fn call_as(
+pub(crate) async fn call_as(
     url: &str,
     token: Option<&str>,
 ) -> Result<GetOnlineFeaturesResponse, tonic::Status> {
@@ -461,7 +461,7 @@ async fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
     .await
 }
 
-async fn post(
+pub(crate) async fn post(
     addr: SocketAddr,
     path: &str,
     token: Option<&str>,
@@ -493,7 +493,10 @@ async fn exchange(addr: SocketAddr, request: &str) -> (u16, String, String) {
 }
 
 /// Adds Feast permissions (project `synthetic`) to a registry file.
-fn add_permissions(registry: &Path, permissions: Vec<tern::proto::feast::core::Permission>) {
+pub(crate) fn add_permissions(
+    registry: &Path,
+    permissions: Vec<tern::proto::feast::core::Permission>,
+) {
     use prost::Message as _;
     let bytes = std::fs::read(registry).expect("registry");
     let mut proto =
@@ -504,7 +507,7 @@ fn add_permissions(registry: &Path, permissions: Vec<tern::proto::feast::core::P
     std::fs::write(registry, proto.encode_to_vec()).expect("write registry");
 }
 
-fn role_permission(
+pub(crate) fn role_permission(
     name: &str,
     action: tern::proto::feast::core::permission_spec::AuthzedAction,
     role: &str,
