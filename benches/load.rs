@@ -13,14 +13,19 @@
 //! Each row also gives the server process's CPU time per answered request (and Redis's,
 //! apart), from `/proc/PID/stat` before and after the run.
 //!
-//! Last, on the example repo Feast wrote, Tern's HTTP API beside its gRPC and beside
+//! Then, on the example repo Feast wrote, Tern's HTTP API beside its gRPC and beside
 //! `feast serve` (open loop at one rate, and capacity), when a Feast venv is found.
+//!
+//! Last (with `LOAD_TLS=1`), the same W1 over gRPC against `tern serve` in plaintext,
+//! with TLS, with OIDC bearer tokens, and with both, beside a no-op floor with and
+//! without TLS, all in one run (issue 17). Needs `openssl` (the RSA signing key).
 //!
 //! `cargo bench --bench load` (env: LOAD_STORE="sqlite,redis", LOAD_ENTITIES="100000"
 //! (drivers stored; a list runs each size), LOAD_RATES_1="1000,4000" for 1 entity x 10
 //! features, LOAD_RATES_100="500,1000" for 100 x 10, LOAD_SECONDS=10,
 //! LOAD_REDIS_CONNECTIONS=1, LOAD_RELOAD_CHECK=1, LOAD_TERN_BIN=path to another `tern`,
-//! LOAD_HTTP=1, LOAD_HTTP_RATE=200, LOAD_FEAST_VENV=the venv holding `feast`).
+//! LOAD_HTTP=1, LOAD_HTTP_RATE=200, LOAD_FEAST_VENV=the venv holding `feast`,
+//! LOAD_TLS=0, LOAD_TLS_RATE=1000).
 
 mod common;
 
@@ -39,6 +44,7 @@ use tern::proto::feast::types::value::Val;
 use tern::proto::feast::types::{RepeatedValue, Value};
 use tern::proto::tern::wire;
 use tern::testing::{RedisServer, SyntheticRepo};
+use tonic::metadata::AsciiMetadataValue;
 use tonic::transport::Channel;
 
 const CONNECTIONS: usize = 4;
@@ -276,6 +282,75 @@ fn main() {
             env_num("LOAD_HTTP_RATE", 200) as f64,
         );
     }
+    if env_num("LOAD_TLS", 0) == 1 {
+        tls_auth(
+            &rt,
+            &tern_bin,
+            seconds,
+            env_num("LOAD_TLS_RATE", 1000) as f64,
+        );
+    }
+}
+
+/// W1 on the example repo: driver_stats' 6 features (its active version) and 4 of
+/// customer_profile's, for driver 1001 and customer c1.
+const W1_FEATURES: [&str; 10] = [
+    "driver_stats:conv_rate",
+    "driver_stats:acc_rate",
+    "driver_stats:avg_daily_trips",
+    "driver_stats:name",
+    "driver_stats:active",
+    "driver_stats:ratings",
+    "customer_profile:tier",
+    "customer_profile:lifetime_value",
+    "customer_profile:age",
+    "customer_profile:tags",
+];
+
+/// W1 as a gRPC GetOnlineFeatures.
+fn w1_request() -> GetOnlineFeaturesRequest {
+    GetOnlineFeaturesRequest {
+        kind: Some(Kind::Features(FeatureList {
+            val: W1_FEATURES.iter().map(|f| (*f).to_owned()).collect(),
+        })),
+        entities: [
+            (
+                "driver_id".to_owned(),
+                RepeatedValue {
+                    val: vec![Value {
+                        val: Some(Val::Int64Val(1001)),
+                    }],
+                },
+            ),
+            (
+                "customer_id".to_owned(),
+                RepeatedValue {
+                    val: vec![Value {
+                        val: Some(Val::StringVal("c1".into())),
+                    }],
+                },
+            ),
+        ]
+        .into(),
+        ..Default::default()
+    }
+}
+
+/// A copy of the example repo (`examples/feature_repo`: its feature_store.yaml, registry
+/// and online store) in `dir`; the copied feature_store.yaml.
+fn copy_example(dir: &std::path::Path) -> std::path::PathBuf {
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/feature_repo");
+    std::fs::create_dir_all(dir.join("data")).expect("data dir");
+    std::fs::copy(
+        example.join("feature_store.yaml"),
+        dir.join("feature_store.yaml"),
+    )
+    .expect("copy yaml");
+    for file in ["registry.db", "online.db"] {
+        std::fs::copy(example.join("data").join(file), dir.join("data").join(file))
+            .expect("copy data");
+    }
+    dir.join("feature_store.yaml")
 }
 
 /// The example repo (what Feast wrote) served three ways in one run: Tern over gRPC,
@@ -283,34 +358,8 @@ fn main() {
 /// default `~/.cache/tern/feast-0.67.0-venv`). W1: one entity row x 10 features (driver_stats'
 /// 6 and customer_profile's 4, for driver 1001 and customer c1).
 fn http_comparison(rt: &tokio::runtime::Runtime, tern_bin: &str, seconds: u64, rate: f64) {
-    const FEATURES: [&str; 10] = [
-        "driver_stats:conv_rate",
-        "driver_stats:acc_rate",
-        "driver_stats:avg_daily_trips",
-        "driver_stats:name",
-        "driver_stats:active",
-        "driver_stats:ratings",
-        "customer_profile:tier",
-        "customer_profile:lifetime_value",
-        "customer_profile:age",
-        "customer_profile:tags",
-    ];
     let dir = tempfile::tempdir().expect("tempdir");
-    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/feature_repo");
-    std::fs::create_dir_all(dir.path().join("data")).expect("data dir");
-    std::fs::copy(
-        example.join("feature_store.yaml"),
-        dir.path().join("feature_store.yaml"),
-    )
-    .expect("copy yaml");
-    for file in ["registry.db", "online.db"] {
-        std::fs::copy(
-            example.join("data").join(file),
-            dir.path().join("data").join(file),
-        )
-        .expect("copy data");
-    }
-    let yaml = dir.path().join("feature_store.yaml");
+    let yaml = copy_example(dir.path());
     let mut tern = Server::spawn(
         Command::new(tern_bin)
             .args(["serve", "--config", yaml.to_str().expect("utf8 path")])
@@ -354,38 +403,14 @@ fn http_comparison(rt: &tokio::runtime::Runtime, tern_bin: &str, seconds: u64, r
         }
     });
     let body: Arc<[u8]> = serde_json::to_vec(&serde_json::json!({
-        "features": FEATURES,
+        "features": W1_FEATURES,
         "entities": {"driver_id": [1001], "customer_id": ["c1"]},
         "full_feature_names": false,
         "include_feature_view_version_metadata": false,
     }))
     .expect("json")
     .into();
-    let req = GetOnlineFeaturesRequest {
-        kind: Some(Kind::Features(FeatureList {
-            val: FEATURES.iter().map(|f| (*f).to_owned()).collect(),
-        })),
-        entities: [
-            (
-                "driver_id".to_owned(),
-                RepeatedValue {
-                    val: vec![Value {
-                        val: Some(Val::Int64Val(1001)),
-                    }],
-                },
-            ),
-            (
-                "customer_id".to_owned(),
-                RepeatedValue {
-                    val: vec![Value {
-                        val: Some(Val::StringVal("c1".into())),
-                    }],
-                },
-            ),
-        ]
-        .into(),
-        ..Default::default()
-    };
+    let req = w1_request();
     let tern_http = Arc::new(http1::Pool::new(tern.addr, SATURATION_IN_FLIGHT));
     let mut callers = vec![
         (
@@ -464,6 +489,344 @@ fn http_comparison(rt: &tokio::runtime::Runtime, tern_bin: &str, seconds: u64, r
     tern.stop();
     if let Some(feast) = &mut feast {
         feast.stop();
+    }
+}
+
+/// Issue 17: W1 on the example repo over gRPC against `tern serve` four ways, in one
+/// run: plaintext, TLS, OIDC (plaintext, a bearer token on every call) and TLS + OIDC;
+/// beside the no-op floor in plaintext and with tonic's own TLS. Every connection is made
+/// (and its TLS handshake done) before the runs: the figures are the cost per request on
+/// long-lived connections. The OIDC provider (discovery document and JWKS) is served on
+/// loopback from this process; the key is a 2048-bit RSA key made with `openssl`.
+fn tls_auth(rt: &tokio::runtime::Runtime, tern_bin: &str, seconds: u64, rate: f64) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let yaml = copy_example(dir.path());
+    let pki = pki::write(dir.path());
+    let ca_pem = std::fs::read(&pki.ca).expect("ca");
+    let key = oidc::RsaKey::make(dir.path(), "bench-key");
+    let provider = rt.block_on(oidc::provider(&key));
+    // The same repo with `auth` on, beside the plain feature_store.yaml (paths in it are
+    // relative to its directory, the same data).
+    let oidc_yaml = dir.path().join("feature_store_oidc.yaml");
+    let mut text = std::fs::read_to_string(&yaml).expect("read yaml");
+    text.push_str(&format!(
+        "auth:\n  type: oidc\n  auth_discovery_url: http://{provider}/.well-known/openid-configuration\n  client_id: {}\n  audience: {}\n  issuer: {}\n",
+        oidc::CLIENT_ID,
+        oidc::AUDIENCE,
+        oidc::ISSUER
+    ));
+    std::fs::write(&oidc_yaml, text).expect("write yaml");
+    let token = key.sign(&oidc::claims(3600));
+
+    let tern = |config: &std::path::Path, tls: bool| {
+        let mut cmd = Command::new(tern_bin);
+        cmd.args(["serve", "--config", config.to_str().expect("utf8 path")])
+            .args(["--grpc-addr", "127.0.0.1:0", "--log-format", "json"]);
+        if tls {
+            cmd.arg("--tls-cert")
+                .arg(&pki.server_cert)
+                .arg("--tls-key")
+                .arg(&pki.server_key);
+        }
+        Server::spawn(&mut cmd, grpc_addr_in_log)
+    };
+    let req = w1_request();
+    let plain = tern(&yaml, false);
+    // The no-op floor answers with Tern's own W1 response bytes.
+    let body = dir.path().join("w1.bin");
+    let resp = rt
+        .block_on(
+            ServingServiceClient::new(rt.block_on(channels(plain.addr)).remove(0))
+                .get_online_features(req.clone()),
+        )
+        .expect("tern answers");
+    std::fs::write(&body, resp.into_inner().encode_to_vec()).expect("write body");
+    let body = body.to_string_lossy().into_owned();
+    let noop = |tls: bool| {
+        let mut cmd = Command::new(std::env::current_exe().expect("exe"));
+        cmd.arg("--noop-server");
+        if tls {
+            cmd.arg("--tls").arg(&pki.server_cert).arg(&pki.server_key);
+        }
+        Server::spawn(cmd.args([&body, &body]), |line| {
+            line.strip_prefix("listening ").map(str::to_owned)
+        })
+    };
+    let mut servers = vec![
+        ("no-op floor", noop(false), false, false),
+        ("no-op floor, TLS", noop(true), true, false),
+    ];
+    servers.push(("tern, plaintext", plain, false, false));
+    servers.push(("tern, TLS", tern(&yaml, true), true, false));
+    servers.push(("tern, OIDC", tern(&oidc_yaml, false), false, true));
+    servers.push(("tern, TLS + OIDC", tern(&oidc_yaml, true), true, true));
+    let callers: Vec<(&str, Caller, u32)> = servers
+        .iter()
+        .map(|(name, server, tls, auth)| {
+            let chans = rt.block_on(tls_channels(server.addr, tls.then_some(ca_pem.as_slice())));
+            let caller = Caller::grpc_with_token(&chans, &req, auth.then_some(token.as_str()));
+            if *auth {
+                // The keys are fetched in the background: wait for the token to pass,
+                // and check that a call without one is refused.
+                let deadline = Instant::now() + Duration::from_secs(20);
+                while !rt.block_on(caller.call(0)) {
+                    assert!(
+                        Instant::now() < deadline,
+                        "{name}: the token is not accepted"
+                    );
+                    rt.block_on(tokio::time::sleep(Duration::from_millis(100)));
+                }
+                assert!(
+                    !rt.block_on(Caller::grpc(&chans, &req).call(0)),
+                    "{name}: a call without a token is answered"
+                );
+            }
+            assert!(rt.block_on(caller.call(0)), "{name}: W1 is not answered");
+            (*name, caller, server.child.id())
+        })
+        .collect();
+
+    println!(
+        "\n## TLS and OIDC beside plaintext: example repo, W1 (1 entity row x 10 features), gRPC"
+    );
+    println!(
+        "open loop at {rate:.0} req/s, {seconds}s; {CONNECTIONS} HTTP/2 connections per server, connected (and TLS handshakes done) before the runs; OIDC: one RS256 token (2048-bit RSA key) on every call"
+    );
+    println!(
+        "| server | p50 (ms) | p99 (ms) | p99.9 (ms) | max (ms) | achieved (req/s) | server CPU/req (µs) | errors |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for (name, caller, pid) in &callers {
+        let _ = run(rt, caller, rate, Duration::from_secs(1));
+        let (r, cpu, _) = with_cpu(*pid, None, || {
+            run(rt, caller, rate, Duration::from_secs(seconds))
+        });
+        let q = |p: f64| r.hist.value_at_quantile(p) as f64 / 1000.0;
+        println!(
+            "| {name} | {:.3} | {:.3} | {:.3} | {:.3} | {:.0} | {cpu:.1} | {} |",
+            q(0.5),
+            q(0.99),
+            q(0.999),
+            r.hist.max() as f64 / 1000.0,
+            r.achieved,
+            r.errors
+        );
+    }
+    println!(
+        "\nclosed loop, {SATURATION_IN_FLIGHT} requests in flight, {seconds}s (generator: this process, which shares the 2 cores)"
+    );
+    println!(
+        "| server | requests/s | p50 (ms) | p99 (ms) | server CPU/req (µs) | generator CPU/req (µs) | errors |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for (name, caller, pid) in &callers {
+        let _ = saturate(rt, caller, Duration::from_secs(1));
+        let own_before = own_cpu_time();
+        let (r, cpu, _) = with_cpu(*pid, None, || {
+            saturate(rt, caller, Duration::from_secs(seconds))
+        });
+        let own = own_cpu_time().saturating_sub(own_before).as_secs_f64() * 1e6
+            / (r.hist.len() as f64).max(1.0);
+        let q = |p: f64| r.hist.value_at_quantile(p) as f64 / 1000.0;
+        println!(
+            "| {name} | {:.0} | {:.3} | {:.3} | {cpu:.1} | {own:.1} | {} |",
+            r.achieved,
+            q(0.5),
+            q(0.99),
+            r.errors
+        );
+    }
+    for (_, server, _, _) in &mut servers {
+        server.stop();
+    }
+}
+
+/// User + system CPU time of this process alone (its threads, not its children), from
+/// `/proc/self/stat`.
+fn own_cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i).and_then(|f| f.parse::<u64>().ok()))
+        .sum();
+    // Kernel clock ticks: 100 per second on Linux everywhere (`getconf CLK_TCK`).
+    Duration::from_millis(ticks * 10)
+}
+
+mod pki {
+    //! A throwaway private CA and a server certificate for 127.0.0.1 and localhost
+    //! (rcgen, as the TLS tests make theirs).
+
+    use std::path::{Path, PathBuf};
+
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType, IsCa,
+        KeyPair,
+    };
+
+    pub(super) struct Pki {
+        pub(super) ca: PathBuf,
+        pub(super) server_cert: PathBuf,
+        pub(super) server_key: PathBuf,
+    }
+
+    pub(super) fn write(dir: &Path) -> Pki {
+        // Distinct subjects: a leaf whose subject equals its issuer's looks self-signed.
+        let named = |cn: &str, sans: Vec<String>| {
+            let mut p = CertificateParams::new(sans).expect("params");
+            p.distinguished_name = DistinguishedName::new();
+            p.distinguished_name.push(DnType::CommonName, cn);
+            p
+        };
+        let mut ca_params = named("tern bench CA", Vec::new());
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca =
+            CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("key")).expect("ca");
+        let key = KeyPair::generate().expect("key");
+        let cert = named(
+            "tern bench server",
+            vec!["127.0.0.1".into(), "localhost".into()],
+        )
+        .signed_by(&key, &ca)
+        .expect("sign");
+        let write = |name: &str, text: &str| {
+            let p = dir.join(name);
+            std::fs::write(&p, text).expect("write pem");
+            p
+        };
+        Pki {
+            ca: write("ca.pem", &ca.pem()),
+            server_cert: write("server.pem", &cert.pem()),
+            server_key: write("server.key", &key.serialize_pem()),
+        }
+    }
+}
+
+mod oidc {
+    //! An identity provider on loopback (discovery document and JWKS, as the OIDC tests
+    //! serve theirs), an RSA key made with `openssl`, and tokens signed with it.
+
+    use std::net::SocketAddr;
+    use std::path::Path;
+    use std::process::Command;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    use base64::Engine as _;
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    use serde_json::json;
+
+    pub(super) const AUDIENCE: &str = "tern";
+    pub(super) const ISSUER: &str = "https://idp.bench/realms/ml";
+    pub(super) const CLIENT_ID: &str = "tern";
+
+    /// A 2048-bit RSA key, for signing, and its public JWK.
+    pub(super) struct RsaKey {
+        kid: String,
+        pem: Vec<u8>,
+        jwk: serde_json::Value,
+    }
+
+    impl RsaKey {
+        pub(super) fn make(dir: &Path, kid: &str) -> Self {
+            let path = dir.join(format!("{kid}.pem"));
+            let made = Command::new("openssl")
+                .args(["genpkey", "-algorithm", "RSA"])
+                .args(["-pkeyopt", "rsa_keygen_bits:2048", "-out"])
+                .arg(&path)
+                .output()
+                .expect("openssl genpkey");
+            assert!(
+                made.status.success(),
+                "{}",
+                String::from_utf8_lossy(&made.stderr)
+            );
+            let modulus = Command::new("openssl")
+                .args(["rsa", "-noout", "-modulus", "-in"])
+                .arg(&path)
+                .output()
+                .expect("openssl rsa");
+            let hex = String::from_utf8(modulus.stdout).expect("utf-8");
+            let hex = hex.trim().trim_start_matches("Modulus=");
+            let n: Vec<u8> = (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+                .collect();
+            let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+            Self {
+                kid: kid.to_owned(),
+                pem: std::fs::read(&path).expect("key"),
+                jwk: json!({"kty": "RSA", "kid": kid, "use": "sig", "alg": "RS256", "n": b64.encode(n), "e": "AQAB"}),
+            }
+        }
+
+        pub(super) fn sign(&self, claims: &serde_json::Value) -> String {
+            let mut header = Header::new(Algorithm::RS256);
+            header.kid = Some(self.kid.clone());
+            jsonwebtoken::encode(
+                &header,
+                claims,
+                &EncodingKey::from_rsa_pem(&self.pem).expect("encoding key"),
+            )
+            .expect("sign")
+        }
+    }
+
+    /// A token's claims as a Keycloak-like provider writes them, expiring in
+    /// `expires_in` seconds.
+    pub(super) fn claims(expires_in: u64) -> serde_json::Value {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("clock")
+            .as_secs();
+        json!({
+            "iss": ISSUER,
+            "aud": AUDIENCE,
+            "sub": "u-1",
+            "preferred_username": "bench",
+            "exp": now + expires_in,
+            "iat": now,
+            "resource_access": {CLIENT_ID: {"roles": ["reader"]}},
+        })
+    }
+
+    /// Serves the discovery document and `key`'s JWKS on loopback (on the calling
+    /// runtime, for as long as it runs); its address.
+    pub(super) async fn provider(key: &RsaKey) -> SocketAddr {
+        use axum::routing::get;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let discovery = json!({
+            "issuer": ISSUER,
+            "authorization_endpoint": format!("http://{addr}/auth"),
+            "token_endpoint": format!("http://{addr}/token"),
+            "jwks_uri": format!("http://{addr}/jwks"),
+        })
+        .to_string();
+        let jwks = json!({"keys": [key.jwk.clone()]}).to_string();
+        let json = |body: String| {
+            (
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                body,
+            )
+        };
+        let app = axum::Router::new()
+            .route(
+                "/.well-known/openid-configuration",
+                get(move || async move { json(discovery) }),
+            )
+            .route("/jwks", get(move || async move { json(jwks) }));
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        addr
     }
 }
 
@@ -738,15 +1101,29 @@ fn request(repo: &SyntheticRepo, entities: i64) -> GetOnlineFeaturesRequest {
 }
 
 async fn channels(addr: SocketAddr) -> Vec<Channel> {
+    tls_channels(addr, None).await
+}
+
+/// `CONNECTIONS` channels to `addr`, over TLS trusting `ca_pem` when given (the server
+/// certificate names `localhost`). Each connects here, once: every TLS handshake is done
+/// before a run starts, as on a sidecar's or model server's long-lived connections.
+async fn tls_channels(addr: SocketAddr, ca_pem: Option<&[u8]>) -> Vec<Channel> {
     let mut out = Vec::new();
     for _ in 0..CONNECTIONS {
-        let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        let scheme = if ca_pem.is_some() { "https" } else { "http" };
+        let mut endpoint = tonic::transport::Endpoint::from_shared(format!("{scheme}://{addr}"))
             .expect("url")
-            .tcp_nodelay(true)
-            .connect()
-            .await
-            .expect("connect");
-        out.push(ch);
+            .tcp_nodelay(true);
+        if let Some(ca) = ca_pem {
+            endpoint = endpoint
+                .tls_config(
+                    tonic::transport::ClientTlsConfig::new()
+                        .ca_certificate(tonic::transport::Certificate::from_pem(ca))
+                        .domain_name("localhost"),
+                )
+                .expect("client TLS");
+        }
+        out.push(endpoint.connect().await.expect("connect"));
     }
     out
 }
@@ -777,23 +1154,45 @@ struct RunResult {
 /// How a run sends one request.
 #[derive(Clone)]
 enum Caller {
-    /// GetOnlineFeatures over gRPC, spread over the channels.
-    Grpc(Vec<Channel>, Arc<GetOnlineFeaturesRequest>),
+    /// GetOnlineFeatures over gRPC, spread over the channels, with this `authorization`
+    /// metadata when given (the same bearer token on every call, as a model server
+    /// sends it until it expires).
+    Grpc(
+        Vec<Channel>,
+        Arc<GetOnlineFeaturesRequest>,
+        Option<AsciiMetadataValue>,
+    ),
     /// `POST /get-online-features` with this JSON body over HTTP/1.1 keep-alive.
     Http(Arc<http1::Pool>, Arc<[u8]>),
 }
 
 impl Caller {
     fn grpc(channels: &[Channel], req: &GetOnlineFeaturesRequest) -> Self {
-        Self::Grpc(channels.to_vec(), Arc::new(req.clone()))
+        Self::Grpc(channels.to_vec(), Arc::new(req.clone()), None)
+    }
+
+    /// As [`Caller::grpc`], each call carrying `authorization: Bearer <token>`.
+    fn grpc_with_token(
+        channels: &[Channel],
+        req: &GetOnlineFeaturesRequest,
+        token: Option<&str>,
+    ) -> Self {
+        let bearer = token.map(|t| format!("Bearer {t}").parse().expect("ascii token"));
+        Self::Grpc(channels.to_vec(), Arc::new(req.clone()), bearer)
     }
 
     /// Sends request number `i`; whether it was answered with success.
     async fn call(&self, i: usize) -> bool {
         match self {
-            Self::Grpc(channels, req) => {
+            Self::Grpc(channels, req, bearer) => {
+                let mut request = tonic::Request::new((**req).clone());
+                if let Some(bearer) = bearer {
+                    request
+                        .metadata_mut()
+                        .insert("authorization", bearer.clone());
+                }
                 ServingServiceClient::new(channels[i % channels.len()].clone())
-                    .get_online_features((**req).clone())
+                    .get_online_features(request)
                     .await
                     .is_ok()
             }
@@ -933,7 +1332,12 @@ mod noop {
         }
     }
 
-    pub(super) fn serve(bodies: &[String]) {
+    /// `[--tls CERT KEY] ONE MANY`: the bodies for one entity row and for more.
+    pub(super) fn serve(args: &[String]) {
+        let (tls, bodies) = match args {
+            [flag, cert, key, rest @ ..] if flag == "--tls" => (Some((cert, key)), rest),
+            _ => (None, args),
+        };
         let read = |p: &String| {
             let body = std::fs::read(p).expect("body");
             // Checked once: the file must hold a response.
@@ -952,7 +1356,17 @@ mod noop {
             println!("listening {}", listener.local_addr().expect("addr"));
             let incoming =
                 tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-            tonic::transport::Server::builder()
+            let mut builder = tonic::transport::Server::builder();
+            if let Some((cert, key)) = tls {
+                let identity = tonic::transport::Identity::from_pem(
+                    std::fs::read(cert).expect("cert"),
+                    std::fs::read(key).expect("key"),
+                );
+                builder = builder
+                    .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+                    .expect("server TLS");
+            }
+            builder
                 .add_service(ServingServiceServer::new(noop))
                 .serve_with_incoming(incoming)
                 .await
