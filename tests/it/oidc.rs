@@ -632,3 +632,60 @@ async fn permissions_decide_reads_and_writes() {
     );
     server.stop().await.expect("stop");
 }
+
+/// The daemon as an operator runs it with `auth: {type: oidc}`: accepted and refused
+/// calls, at debug level, never write a token to the log.
+#[tokio::test]
+async fn tokens_never_reach_the_log() {
+    let keys = tempfile::tempdir().expect("tempdir");
+    let k1 = RsaKey::make(keys.path(), "k1");
+    let provider = Provider::start(&[&k1]).await;
+    let (dir, _repo, yaml) = small_repo();
+    let config = provider.config();
+    let mut text = std::fs::read_to_string(&yaml).expect("yaml");
+    text.push_str(&format!(
+        "auth:\n  type: oidc\n  client_id: {CLIENT_ID}\n  auth_discovery_url: {}\n  audience: {AUDIENCE}\n  issuer: {ISSUER}\n",
+        config.discovery_url
+    ));
+    std::fs::write(&yaml, text).expect("yaml");
+    let mut daemon = crate::daemon::Daemon::spawn_with_env(
+        &[
+            "serve",
+            "--config",
+            yaml.to_str().expect("utf-8"),
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--log-level",
+            "debug",
+        ],
+        &[],
+    );
+    let serving = daemon.wait_for_log("serving gRPC");
+    let url = format!("http://{}", serving["addr"].as_str().expect("addr"));
+    let good = k1.sign(&claims(300));
+    let expired = k1.sign(&claims(-60));
+    accepted(&url, &good).await;
+    let body = br#"{"features":["bench:f0"],"entities":{"driver_id":[1]}}"#;
+    let addr: SocketAddr = serving["addr"]
+        .as_str()
+        .expect("addr")
+        .parse()
+        .expect("addr");
+    let (status, _, _) = post(addr, "/get-online-features", Some(&good), body).await;
+    assert_eq!(status, 200);
+    refused(&url, Some(&expired)).await;
+    let (status, _, _) = post(addr, "/get-online-features", Some(&expired), body).await;
+    assert_eq!(status, 401);
+    daemon.wait_for_log("call refused: not authenticated");
+    assert!(daemon.terminate().await.success());
+    daemon.wait_for_log("server stopped");
+    let logs = daemon.seen.join("\n");
+    for token in [&good, &expired] {
+        // Any third of a token is already too much.
+        let part = &token[token.len() / 3..2 * token.len() / 3];
+        assert!(!logs.contains(part), "a token reached the log:\n{logs}");
+    }
+    drop(dir);
+}
