@@ -74,6 +74,19 @@ impl ErrorKind {
     }
 }
 
+/// An error and its causes on one line (`a: b: c`): a refused connection or a
+/// certificate problem hides in the causes.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
 /// Longest client string quoted whole in a message.
 pub const CLIP_CHARS: usize = 100;
 /// Longest message any edge sends.

@@ -74,6 +74,18 @@ impl ResourceKind {
     }
 }
 
+impl From<crate::registry::ViewKind> for ResourceKind {
+    fn from(kind: crate::registry::ViewKind) -> Self {
+        use crate::registry::ViewKind;
+        match kind {
+            ViewKind::Feature => ResourceKind::FeatureView,
+            ViewKind::Stream => ResourceKind::StreamFeatureView,
+            ViewKind::OnDemand { .. } => ResourceKind::OnDemandFeatureView,
+            ViewKind::Label => ResourceKind::LabelView,
+        }
+    }
+}
+
 /// What is being done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -117,6 +129,17 @@ pub struct Resource<'a> {
     pub name: &'a str,
     /// Its tags.
     pub tags: &'a BTreeMap<String, String>,
+}
+
+impl<'a> Resource<'a> {
+    /// A view (of any kind), as permissions see it.
+    pub fn view(view: &'a crate::registry::ViewVersion) -> Self {
+        Self {
+            kind: view.kind.into(),
+            name: &view.name,
+            tags: &view.tags,
+        }
+    }
 }
 
 /// Who a permission lets in.
@@ -300,6 +323,17 @@ impl Permissions {
             ),
             action,
         }
+    }
+
+    /// Whether `who` may do `action` on `resource`, matching the permissions now (for
+    /// writes; reads match once per plan with [`covering`](Self::covering)).
+    pub fn check(
+        &self,
+        resource: Resource<'_>,
+        action: Action,
+        who: &Principal,
+    ) -> Result<(), Denied> {
+        self.decide(&self.covering(resource, action), who)
     }
 
     /// Whether `who` may do what `covering` describes (Feast's affirmative decision:

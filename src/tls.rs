@@ -12,7 +12,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use rustls::ServerConfig;
@@ -22,6 +22,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::sync::watch;
 
 use crate::metrics as m;
+use crate::registry::file::{self, FileStamp};
 
 /// How often the PEM files are checked for a change.
 pub const FILE_POLL: Duration = Duration::from_secs(1);
@@ -238,9 +239,9 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     })
 }
 
-/// Size, modification time and inode of each file: a change in any means "read
+/// Each file's stamp (size, modification time, inode): a change in any means "read
 /// again" (Kubernetes rotates mounted secrets by swapping a symlink).
-fn stamps(files: &TlsFiles) -> Vec<Option<(u64, Option<SystemTime>, u64)>> {
+fn stamps(files: &TlsFiles) -> Vec<Option<FileStamp>> {
     [
         Some(&files.cert),
         Some(&files.key),
@@ -248,15 +249,7 @@ fn stamps(files: &TlsFiles) -> Vec<Option<(u64, Option<SystemTime>, u64)>> {
     ]
     .into_iter()
     .flatten()
-    .map(|p| {
-        std::fs::metadata(p).ok().map(|m| {
-            #[cfg(unix)]
-            let inode = std::os::unix::fs::MetadataExt::ino(&m);
-            #[cfg(not(unix))]
-            let inode = 0;
-            (m.len(), m.modified().ok(), inode)
-        })
-    })
+    .map(|p| file::stamp(p).ok())
     .collect()
 }
 

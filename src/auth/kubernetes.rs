@@ -275,12 +275,12 @@ impl KubernetesVerifier {
         let response = request
             .send()
             .await
-            .map_err(|e| unavailable(e.to_string()))?;
+            .map_err(|e| unavailable(crate::error::chain(&e)))?;
         let status = response.status();
         let bytes = response
             .bytes()
             .await
-            .map_err(|e| unavailable(e.to_string()))?;
+            .map_err(|e| unavailable(crate::error::chain(&e)))?;
         if !status.is_success() {
             return Err(unavailable(format!(
                 "HTTP {status} (does Tern's service account may create tokenreviews and list rolebindings?)"

@@ -134,7 +134,7 @@ impl OidcVerifier {
             return Check::Ready(Ok(p));
         }
         if !kubernetes_claim(token) {
-            return Check::Ready(self.verify(token));
+            return Check::Ready(self.verify_and_remember(token));
         }
         match &self.kubernetes {
             Ok(k8s) => match k8s.remembered(token) {
@@ -158,10 +158,15 @@ impl OidcVerifier {
 
     /// The principal `token` proves, from the keys in hand. CPU only.
     pub fn verify(&self, token: &str) -> Result<Arc<Principal>, AuthError> {
-        let generation = self.keys.load().generation;
-        if let Some(p) = self.remembered(token) {
-            return Ok(p);
+        match self.remembered(token) {
+            Some(p) => Ok(p),
+            None => self.verify_and_remember(token),
         }
+    }
+
+    /// Verifies in full, and remembers the token for the key set it was verified with.
+    fn verify_and_remember(&self, token: &str) -> Result<Arc<Principal>, AuthError> {
+        let generation = self.keys.load().generation;
         let (principal, exp) = self.verify_fully(token)?;
         let principal = Arc::new(principal);
         if self.verified.len() >= REMEMBERED_TOKENS {
@@ -353,7 +358,7 @@ impl OidcVerifier {
             .get(url)
             .send()
             .await
-            .map_err(|e| format!("GET {url}: {}", error_chain(&e)))?;
+            .map_err(|e| format!("GET {url}: {}", crate::error::chain(&e)))?;
         let status = response.status();
         if !status.is_success() {
             return Err(format!("GET {url}: HTTP {status}"));
@@ -361,7 +366,7 @@ impl OidcVerifier {
         let body = response
             .bytes()
             .await
-            .map_err(|e| format!("GET {url}: {}", error_chain(&e)))?;
+            .map_err(|e| format!("GET {url}: {}", crate::error::chain(&e)))?;
         serde_json::from_slice(&body).map_err(|e| format!("GET {url}: not the JSON expected: {e}"))
     }
 }
@@ -395,18 +400,6 @@ fn declared_algorithm(token: &str) -> Option<String> {
         .ok()?;
     let header: Map<String, Value> = serde_json::from_slice(&json).ok()?;
     header.get("alg")?.as_str().map(str::to_owned)
-}
-
-/// An error and its causes, one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// The user, roles and groups in verified claims, as Feast reads them.

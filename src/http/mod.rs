@@ -557,14 +557,9 @@ async fn run_materialization(
                 let Some(view) = snapshot.view(name) else {
                     continue;
                 };
-                let resource = crate::permissions::Resource {
-                    kind: crate::serving::plan::resource_kind(view.active.kind),
-                    name,
-                    tags: &view.active.tags,
-                };
-                let covering =
-                    permissions.covering(resource, crate::permissions::Action::WriteOnline);
-                if let Err(denied) = permissions.decide(&covering, caller) {
+                let resource = crate::permissions::Resource::view(&view.active);
+                let write = crate::permissions::Action::WriteOnline;
+                if let Err(denied) = permissions.check(resource, write, caller) {
                     let body = response::feast_error("FeastPermissionError", &denied.0);
                     return refused(path, started, StatusCode::FORBIDDEN, body, &denied.0);
                 }

@@ -946,15 +946,7 @@ fn sql_error(name: &str, e: tokio_postgres::Error) -> RegistryError {
 fn pg_detail(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{}: {}", db.code().code(), db.message()),
-        None => {
-            let mut detail = e.to_string();
-            let mut cause = std::error::Error::source(e);
-            while let Some(c) = cause {
-                detail.push_str(&format!(": {c}"));
-                cause = c.source();
-            }
-            detail
-        }
+        None => crate::error::chain(e),
     }
 }
 

@@ -450,14 +450,7 @@ pub fn build(
             views
                 .into_iter()
                 .chain(on_demand)
-                .map(|view| {
-                    let resource = Resource {
-                        kind: resource_kind(view.kind),
-                        name: &view.name,
-                        tags: &view.tags,
-                    };
-                    permissions.covering(resource, Action::ReadOnline)
-                })
+                .map(|view| permissions.covering(Resource::view(view), Action::ReadOnline))
                 .collect()
         }
     };
@@ -487,16 +480,6 @@ pub fn build(
         access,
         entity_columns,
     })
-}
-
-/// How permissions name a kind of view.
-pub fn resource_kind(kind: ViewKind) -> ResourceKind {
-    match kind {
-        ViewKind::Feature => ResourceKind::FeatureView,
-        ViewKind::Stream => ResourceKind::StreamFeatureView,
-        ViewKind::OnDemand { .. } => ResourceKind::OnDemandFeatureView,
-        ViewKind::Label => ResourceKind::LabelView,
-    }
 }
 
 impl Plan {

@@ -374,13 +374,11 @@ pub fn prepare(snapshot: &Snapshot, req: &WriteRequest<'_>) -> Result<Vec<Prepar
     if let Some(caller) = req.caller {
         let permissions = snapshot.permissions();
         for target in &targets {
-            let resource = crate::permissions::Resource {
-                kind: crate::serving::plan::resource_kind(target.kind),
-                name: &target.name,
-                tags: &target.tags,
-            };
-            let covering = permissions.covering(resource, crate::permissions::Action::WriteOnline);
-            permissions.decide(&covering, caller)?;
+            permissions.check(
+                crate::permissions::Resource::view(target),
+                crate::permissions::Action::WriteOnline,
+                caller,
+            )?;
         }
     }
     let Some(first) = req.columns.first() else {
