@@ -548,6 +548,66 @@ impl Drop for RedisServer {
     }
 }
 
+/// A 2048-bit RSA key made with `openssl`, for signing RS256 tokens as an OIDC provider
+/// would, and its public JWK (for the provider's JWKS).
+#[derive(Debug)]
+pub struct RsaKey {
+    kid: String,
+    pem: Vec<u8>,
+    /// The public key as a JWK (`kty`, `kid`, `use`, `alg`, `n`, `e`).
+    pub jwk: serde_json::Value,
+}
+
+/// Why a test key could not be made or used.
+pub type KeyError = Box<dyn std::error::Error + Send + Sync>;
+
+impl RsaKey {
+    /// Makes a key in `dir` (as `<kid>.pem`) with the `openssl` command.
+    pub fn make(dir: &Path, kid: &str) -> Result<Self, KeyError> {
+        use base64::Engine as _;
+        let path = dir.join(format!("{kid}.pem"));
+        let openssl = |args: &[&str]| -> Result<Vec<u8>, KeyError> {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .arg(&path)
+                .output()
+                .map_err(|e| format!("cannot run openssl: {e}"))?;
+            if !out.status.success() {
+                return Err(String::from_utf8_lossy(&out.stderr).into_owned().into());
+            }
+            Ok(out.stdout)
+        };
+        openssl(&[
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+        ])?;
+        let modulus = String::from_utf8(openssl(&["rsa", "-noout", "-modulus", "-in"])?)?;
+        let hex = modulus.trim().trim_start_matches("Modulus=");
+        let n = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(hex.get(i..i + 2).unwrap_or("-"), 16))
+            .collect::<Result<Vec<u8>, _>>()?;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        Ok(Self {
+            kid: kid.to_owned(),
+            pem: std::fs::read(&path)?,
+            jwk: serde_json::json!({"kty": "RSA", "kid": kid, "use": "sig", "alg": "RS256", "n": b64.encode(n), "e": "AQAB"}),
+        })
+    }
+
+    /// `claims` signed with this key (RS256, this key's `kid` in the header).
+    pub fn sign(&self, claims: &serde_json::Value) -> Result<String, KeyError> {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+        header.kid = Some(self.kid.clone());
+        let key = jsonwebtoken::EncodingKey::from_rsa_pem(&self.pem)?;
+        Ok(jsonwebtoken::encode(&header, claims, &key)?)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::{Read, Write};

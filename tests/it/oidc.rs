@@ -7,7 +7,6 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -20,7 +19,7 @@ use tern::config::OidcConfig;
 use tern::proto::feast::serving::GetOnlineFeaturesResponse;
 use tern::proto::tern::wire::GetOnlineFeaturesRequest;
 use tern::serving::Clock;
-use tern::testing::{TestOptions, TestServer};
+use tern::testing::{RsaKey, TestOptions, TestServer};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
@@ -34,61 +33,14 @@ const AUDIENCE: &str = "tern";
 const ISSUER: &str = "https://idp.test/realms/ml";
 const CLIENT_ID: &str = "tern";
 
-/// An RSA key made with `openssl`, for signing, and its public JWK.
-struct RsaKey {
-    kid: String,
-    pem: Vec<u8>,
-    jwk: serde_json::Value,
+/// Test keys: `tern::testing::RsaKey`, signing with `expect` for brevity.
+trait Sign {
+    fn token(&self, claims: &serde_json::Value) -> String;
 }
 
-impl RsaKey {
-    fn make(dir: &Path, kid: &str) -> Self {
-        let path = dir.join(format!("{kid}.pem"));
-        let made = Command::new("openssl")
-            .args([
-                "genpkey",
-                "-algorithm",
-                "RSA",
-                "-pkeyopt",
-                "rsa_keygen_bits:2048",
-                "-out",
-            ])
-            .arg(&path)
-            .output()
-            .expect("openssl genpkey");
-        assert!(
-            made.status.success(),
-            "{}",
-            String::from_utf8_lossy(&made.stderr)
-        );
-        let modulus = Command::new("openssl")
-            .args(["rsa", "-noout", "-modulus", "-in"])
-            .arg(&path)
-            .output()
-            .expect("openssl rsa");
-        let hex = String::from_utf8(modulus.stdout).expect("utf-8");
-        let hex = hex.trim().trim_start_matches("Modulus=");
-        let n: Vec<u8> = (0..hex.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
-            .collect();
-        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        Self {
-            kid: kid.to_owned(),
-            pem: std::fs::read(&path).expect("key"),
-            jwk: json!({"kty": "RSA", "kid": kid, "use": "sig", "alg": "RS256", "n": b64.encode(n), "e": "AQAB"}),
-        }
-    }
-
-    fn sign(&self, claims: &serde_json::Value) -> String {
-        let mut header = Header::new(Algorithm::RS256);
-        header.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(
-            &header,
-            claims,
-            &EncodingKey::from_rsa_pem(&self.pem).expect("encoding key"),
-        )
-        .expect("sign")
+impl Sign for RsaKey {
+    fn token(&self, claims: &serde_json::Value) -> String {
+        self.sign(claims).expect("sign")
     }
 }
 
@@ -270,26 +222,26 @@ async fn accepted(url: &str, token: &str) {
 async fn oidc_tokens_are_verified_against_the_providers_keys() {
     let keys = tempfile::tempdir().expect("tempdir");
     let (k1, k2) = (
-        RsaKey::make(keys.path(), "k1"),
-        RsaKey::make(keys.path(), "k2"),
+        RsaKey::make(keys.path(), "k1").expect("rsa key"),
+        RsaKey::make(keys.path(), "k2").expect("rsa key"),
     );
     let provider = Provider::start(&[&k1]).await;
     let (_dir, server) = serve(&provider).await;
     let url = server.url();
-    let valid = k1.sign(&claims(300));
+    let valid = k1.token(&claims(300));
     accepted(&url, &valid).await;
     // Within the 10 s leeway, an expired token still passes.
-    call_as(&url, Some(&k1.sign(&claims(-5))))
+    call_as(&url, Some(&k1.token(&claims(-5))))
         .await
         .expect("10 s of leeway");
 
     let cases: Vec<(String, &str)> = vec![
-        (k1.sign(&claims(-60)), "invalid token: expired"),
+        (k1.token(&claims(-60)), "invalid token: expired"),
         (
             {
                 let mut c = claims(300);
                 c["aud"] = json!("someone-else");
-                k1.sign(&c)
+                k1.token(&c)
             },
             "invalid token: wrong audience (expected 'tern')",
         ),
@@ -297,7 +249,7 @@ async fn oidc_tokens_are_verified_against_the_providers_keys() {
             {
                 let mut c = claims(300);
                 c["iss"] = json!("https://evil.test");
-                k1.sign(&c)
+                k1.token(&c)
             },
             "invalid token: wrong issuer (expected 'https://idp.test/realms/ml')",
         ),
@@ -357,7 +309,7 @@ async fn oidc_tokens_are_verified_against_the_providers_keys() {
     );
 
     // A key the provider publishes only later: refused, then accepted once rotated in.
-    let rotated = k2.sign(&claims(300));
+    let rotated = k2.token(&claims(300));
     let unknown = refused(&url, Some(&rotated)).await;
     assert_eq!(unknown.code(), Code::Unauthenticated);
     assert!(
@@ -381,10 +333,10 @@ async fn oidc_tokens_are_verified_against_the_providers_keys() {
 #[tokio::test]
 async fn http_api_requires_the_bearer_token_too() {
     let keys = tempfile::tempdir().expect("tempdir");
-    let k1 = RsaKey::make(keys.path(), "k1");
+    let k1 = RsaKey::make(keys.path(), "k1").expect("rsa key");
     let provider = Provider::start(&[&k1]).await;
     let (_dir, server) = serve(&provider).await;
-    let token = k1.sign(&claims(300));
+    let token = k1.token(&claims(300));
     accepted(&server.url(), &token).await;
     let body = br#"{"features":["bench:f0"],"entities":{"driver_id":[1]}}"#;
     let (status, head, text) = post(server.addr, "/get-online-features", None, body).await;
@@ -412,18 +364,18 @@ async fn http_api_requires_the_bearer_token_too() {
 async fn a_hanging_provider_slows_no_request() {
     let keys = tempfile::tempdir().expect("tempdir");
     let (k1, k2) = (
-        RsaKey::make(keys.path(), "k1"),
-        RsaKey::make(keys.path(), "k2"),
+        RsaKey::make(keys.path(), "k1").expect("rsa key"),
+        RsaKey::make(keys.path(), "k2").expect("rsa key"),
     );
     let provider = Provider::start(&[&k1]).await;
     let (_dir, server) = serve(&provider).await;
     let url = server.url();
-    let token = k1.sign(&claims(300));
+    let token = k1.token(&claims(300));
     accepted(&url, &token).await;
     provider.hang.store(true, Ordering::SeqCst);
     let fetched = provider.fetches.load(Ordering::SeqCst);
     // An unknown key starts a refetch, which hangs; known keys keep working.
-    refused(&url, Some(&k2.sign(&claims(300)))).await;
+    refused(&url, Some(&k2.token(&claims(300)))).await;
     for _ in 0..3 {
         call_as(&url, Some(&token))
             .await
@@ -538,7 +490,7 @@ pub(crate) fn role_permission(
 fn token_with_roles(key: &RsaKey, roles: &[&str]) -> String {
     let mut c = claims(300);
     c["resource_access"] = json!({CLIENT_ID: {"roles": roles}});
-    key.sign(&c)
+    key.token(&c)
 }
 
 /// The registry's permissions decide reads (READ_ONLINE on each view read) and writes
@@ -548,7 +500,7 @@ fn token_with_roles(key: &RsaKey, roles: &[&str]) -> String {
 async fn permissions_decide_reads_and_writes() {
     use tern::proto::feast::core::permission_spec::AuthzedAction as A;
     let keys = tempfile::tempdir().expect("tempdir");
-    let k1 = RsaKey::make(keys.path(), "k1");
+    let k1 = RsaKey::make(keys.path(), "k1").expect("rsa key");
     let provider = Provider::start(&[&k1]).await;
     let (dir, repo, yaml) = small_repo();
     add_permissions(
@@ -638,7 +590,7 @@ async fn permissions_decide_reads_and_writes() {
 #[tokio::test]
 async fn tokens_never_reach_the_log() {
     let keys = tempfile::tempdir().expect("tempdir");
-    let k1 = RsaKey::make(keys.path(), "k1");
+    let k1 = RsaKey::make(keys.path(), "k1").expect("rsa key");
     let provider = Provider::start(&[&k1]).await;
     let (dir, _repo, yaml) = small_repo();
     let config = provider.config();
@@ -664,8 +616,8 @@ async fn tokens_never_reach_the_log() {
     );
     let serving = daemon.wait_for_log("serving gRPC");
     let url = format!("http://{}", serving["addr"].as_str().expect("addr"));
-    let good = k1.sign(&claims(300));
-    let expired = k1.sign(&claims(-60));
+    let good = k1.token(&claims(300));
+    let expired = k1.token(&claims(-60));
     accepted(&url, &good).await;
     let body = br#"{"features":["bench:f0"],"entities":{"driver_id":[1]}}"#;
     let addr: SocketAddr = serving["addr"]
