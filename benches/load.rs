@@ -25,12 +25,15 @@
 //! features, LOAD_RATES_100="500,1000" for 100 x 10, LOAD_SECONDS=10,
 //! LOAD_REDIS_CONNECTIONS=1, LOAD_RELOAD_CHECK=1, LOAD_TERN_BIN=path to another `tern`,
 //! LOAD_HTTP=1, LOAD_HTTP_RATE=200, LOAD_FEAST_VENV=the venv holding `feast`,
-//! LOAD_TLS=0, LOAD_TLS_RATE=1000).
+//! LOAD_TLS=0, LOAD_TLS_RATE=1000, LOAD_SQLITE_WAL=1 for a SQLite database in WAL mode,
+//! LOAD_PERF=DIR for `perf stat` over each open-loop row and `perf record` over each
+//! capacity row, per server).
 
 mod common;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -106,8 +109,22 @@ fn main() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut redis = None;
         let mut extra_args = Vec::new();
+        let mut wal = false;
         let yaml = match store {
-            "sqlite" => repo.write(dir.path()).expect("write repo"),
+            "sqlite" => {
+                let yaml = repo.write(dir.path()).expect("write repo");
+                if env_num("LOAD_SQLITE_WAL", 0) == 1 {
+                    // What `tern materialize` leaves: a database in WAL mode.
+                    let db = rusqlite::Connection::open(dir.path().join("data/online.db"))
+                        .expect("open online.db");
+                    let mode: String = db
+                        .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+                        .expect("journal_mode");
+                    assert_eq!(mode, "wal");
+                    wal = true;
+                }
+                yaml
+            }
             "redis" => {
                 let server = RedisServer::start(&[]).expect("redis-server");
                 let yaml = rt
@@ -159,7 +176,11 @@ fn main() {
         println!(
             "\n## {store}, {entities} entities{}{}",
             if db_size > 0 {
-                format!(" (online.db {} MiB)", db_size >> 20)
+                format!(
+                    " (online.db {} MiB{})",
+                    db_size >> 20,
+                    if wal { ", WAL journal" } else { "" }
+                )
             } else {
                 String::new()
             },
@@ -183,9 +204,14 @@ fn main() {
                     // Warm up connections, caches and plans, then measure.
                     let caller = Caller::grpc(chans, req);
                     let _ = run(&rt, &caller, rate, Duration::from_secs(1));
+                    let perf =
+                        Perf::count(pid, &format!("{store}-{entities}-{name}-{rate}-{server}"));
                     let (r, cpu, redis_cpu) = with_cpu(pid, redis_pid, || {
                         run(&rt, &caller, rate, Duration::from_secs(seconds))
                     });
+                    if let Some(counts) = perf.per_request(r.hist.len()) {
+                        println!("<!-- {server}, {name} at {rate:.0}: per request {counts} -->");
+                    }
                     let q = |p: f64| r.hist.value_at_quantile(p) as f64 / 1000.0;
                     println!(
                         "| {name} | {rate:.0} | {server} | {:.3} | {:.3} | {:.3} | {:.3} | {:.0} | {:.1} | {} | {} |",
@@ -215,9 +241,11 @@ fn main() {
             ] {
                 let caller = Caller::grpc(chans, req);
                 let _ = saturate(&rt, &caller, Duration::from_secs(1));
+                let perf = Perf::record(pid, &format!("{store}-{entities}-{name}-{server}"));
                 let (r, cpu, redis_cpu) = with_cpu(pid, redis_pid, || {
                     saturate(&rt, &caller, Duration::from_secs(seconds))
                 });
+                drop(perf);
                 let q = |p: f64| r.hist.value_at_quantile(p) as f64 / 1000.0;
                 println!(
                     "| {name} | {server} | {:.0} | {:.3} | {:.3} | {:.1} | {} | {} |",
@@ -504,7 +532,7 @@ fn tls_auth(rt: &tokio::runtime::Runtime, tern_bin: &str, seconds: u64, rate: f6
     let yaml = copy_example(dir.path());
     let pki = pki::write(dir.path());
     let ca_pem = std::fs::read(&pki.ca).expect("ca");
-    let key = oidc::RsaKey::make(dir.path(), "bench-key");
+    let key = oidc::RsaKey::make(dir.path(), "bench-key").expect("RSA key (openssl)");
     let provider = rt.block_on(oidc::provider(&key));
     // The same repo with `auth` on, beside the plain feature_store.yaml (paths in it are
     // relative to its directory, the same data).
@@ -517,7 +545,7 @@ fn tls_auth(rt: &tokio::runtime::Runtime, tern_bin: &str, seconds: u64, rate: f6
         oidc::ISSUER
     ));
     std::fs::write(&oidc_yaml, text).expect("write yaml");
-    let token = key.sign(&oidc::claims(3600));
+    let token = key.sign(&oidc::claims(3600)).expect("sign");
 
     let tern = |config: &std::path::Path, tls: bool| {
         let mut cmd = Command::new(tern_bin);
@@ -713,69 +741,15 @@ mod oidc {
     //! serve theirs), an RSA key made with `openssl`, and tokens signed with it.
 
     use std::net::SocketAddr;
-    use std::path::Path;
-    use std::process::Command;
     use std::time::{SystemTime, UNIX_EPOCH};
 
-    use base64::Engine as _;
-    use jsonwebtoken::{Algorithm, EncodingKey, Header};
     use serde_json::json;
 
     pub(super) const AUDIENCE: &str = "tern";
     pub(super) const ISSUER: &str = "https://idp.bench/realms/ml";
     pub(super) const CLIENT_ID: &str = "tern";
 
-    /// A 2048-bit RSA key, for signing, and its public JWK.
-    pub(super) struct RsaKey {
-        kid: String,
-        pem: Vec<u8>,
-        jwk: serde_json::Value,
-    }
-
-    impl RsaKey {
-        pub(super) fn make(dir: &Path, kid: &str) -> Self {
-            let path = dir.join(format!("{kid}.pem"));
-            let made = Command::new("openssl")
-                .args(["genpkey", "-algorithm", "RSA"])
-                .args(["-pkeyopt", "rsa_keygen_bits:2048", "-out"])
-                .arg(&path)
-                .output()
-                .expect("openssl genpkey");
-            assert!(
-                made.status.success(),
-                "{}",
-                String::from_utf8_lossy(&made.stderr)
-            );
-            let modulus = Command::new("openssl")
-                .args(["rsa", "-noout", "-modulus", "-in"])
-                .arg(&path)
-                .output()
-                .expect("openssl rsa");
-            let hex = String::from_utf8(modulus.stdout).expect("utf-8");
-            let hex = hex.trim().trim_start_matches("Modulus=");
-            let n: Vec<u8> = (0..hex.len())
-                .step_by(2)
-                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
-                .collect();
-            let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-            Self {
-                kid: kid.to_owned(),
-                pem: std::fs::read(&path).expect("key"),
-                jwk: json!({"kty": "RSA", "kid": kid, "use": "sig", "alg": "RS256", "n": b64.encode(n), "e": "AQAB"}),
-            }
-        }
-
-        pub(super) fn sign(&self, claims: &serde_json::Value) -> String {
-            let mut header = Header::new(Algorithm::RS256);
-            header.kid = Some(self.kid.clone());
-            jsonwebtoken::encode(
-                &header,
-                claims,
-                &EncodingKey::from_rsa_pem(&self.pem).expect("encoding key"),
-            )
-            .expect("sign")
-        }
-    }
+    pub(super) use tern::testing::RsaKey;
 
     /// A token's claims as a Keycloak-like provider writes them, expiring in
     /// `expires_in` seconds.
@@ -943,6 +917,97 @@ fn with_cpu(
         .map_or("-".to_owned(), |(p, b)| format!("{:.1}", per_request(p, b)));
     let server = per_request(pid, before);
     (r, server, redis)
+}
+
+/// `LOAD_PERF=DIR`: `perf` attached to one server process over a row, its output in
+/// `DIR/<label>.*`: over the open-loop rows `perf stat` counts system calls (in all, and
+/// the common ones) and context switches, printed per request; over the capacity rows
+/// `perf record` samples where the CPU goes (cpu-clock, no call graphs), for `perf
+/// report` or `benches/tools/perf_by_component.py`. Sampling costs the server CPU:
+/// capacity rows recorded this way are not comparable with unrecorded ones.
+struct Perf(Option<(Child, PathBuf)>);
+
+/// What `Perf::count` counts.
+const PERF_EVENTS: &[&str] = &[
+    "raw_syscalls:sys_enter",
+    "context-switches",
+    "syscalls:sys_enter_writev",
+    "syscalls:sys_enter_recvfrom",
+    "syscalls:sys_enter_epoll_wait",
+    "syscalls:sys_enter_futex",
+    "syscalls:sys_enter_fcntl",
+    "syscalls:sys_enter_newfstatat",
+    "syscalls:sys_enter_pread64",
+];
+
+impl Perf {
+    fn record(pid: u32, label: &str) -> Self {
+        Self::start(pid, label, "data", |cmd| {
+            cmd.args(["record", "-q", "-e", "cpu-clock", "-F", "4999"]);
+        })
+    }
+
+    fn count(pid: u32, label: &str) -> Self {
+        Self::start(pid, label, "stat", |cmd| {
+            cmd.args(["stat", "-x", ",", "-e", &PERF_EVENTS.join(",")]);
+        })
+    }
+
+    fn start(pid: u32, label: &str, ext: &str, args: impl FnOnce(&mut Command)) -> Self {
+        let Ok(dir) = std::env::var("LOAD_PERF") else {
+            return Self(None);
+        };
+        let out = PathBuf::from(dir).join(format!("{}.{ext}", label.replace([' ', '/'], "_")));
+        let mut cmd = Command::new("perf");
+        args(&mut cmd);
+        let child = cmd
+            .arg("-p")
+            .arg(pid.to_string())
+            .arg("-o")
+            .arg(&out)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run perf (is it installed?)");
+        Self(Some((child, out)))
+    }
+
+    /// Stops counting; each counted event divided by `answered`.
+    fn per_request(mut self, answered: u64) -> Option<String> {
+        let (child, out) = self.0.take()?;
+        stop_perf(child);
+        let text = std::fs::read_to_string(out).ok()?;
+        let counts: Vec<String> = text
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split(',').collect();
+                let n: f64 = f.first()?.parse().ok()?;
+                let event = f
+                    .get(2)?
+                    .rsplit(':')
+                    .next()?
+                    .trim_start_matches("sys_enter_");
+                Some(format!("{event} {:.2}", n / answered.max(1) as f64))
+            })
+            .collect();
+        Some(counts.join(", "))
+    }
+}
+
+fn stop_perf(mut child: Child) {
+    // perf writes its output on SIGINT.
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}
+
+impl Drop for Perf {
+    fn drop(&mut self) {
+        if let Some((child, _)) = self.0.take() {
+            stop_perf(child);
+        }
+    }
 }
 
 /// Requests kept in flight by the closed-loop throughput run.
