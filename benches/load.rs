@@ -212,13 +212,12 @@ fn main() {
                     if let Some(counts) = perf.per_request(r.hist.len()) {
                         println!("<!-- {server}, {name} at {rate:.0}: per request {counts} -->");
                     }
-                    let q = |p: f64| r.hist.value_at_quantile(p) as f64 / 1000.0;
                     println!(
                         "| {name} | {rate:.0} | {server} | {:.3} | {:.3} | {:.3} | {:.3} | {:.0} | {:.1} | {} | {} |",
-                        q(0.5),
-                        q(0.99),
-                        q(0.999),
-                        r.hist.max() as f64 / 1000.0,
+                        r.ms(0.5),
+                        r.ms(0.99),
+                        r.ms(0.999),
+                        r.max_ms(),
                         r.achieved,
                         cpu,
                         redis_cpu,
@@ -246,12 +245,11 @@ fn main() {
                     saturate(&rt, &caller, Duration::from_secs(seconds))
                 });
                 drop(perf);
-                let q = |p: f64| r.hist.value_at_quantile(p) as f64 / 1000.0;
                 println!(
                     "| {name} | {server} | {:.0} | {:.3} | {:.3} | {:.1} | {} | {} |",
                     r.achieved,
-                    q(0.5),
-                    q(0.99),
+                    r.ms(0.5),
+                    r.ms(0.99),
                     cpu,
                     redis_cpu,
                     r.errors
@@ -275,14 +273,13 @@ fn main() {
                     let hups = reloading.then(|| Sighups::start(tern.child.id()));
                     let r = run(&rt, &caller, 1000.0, Duration::from_secs(seconds));
                     let sent = hups.map_or(0, Sighups::stop);
-                    let q = |p: f64| r.hist.value_at_quantile(p) as f64 / 1000.0;
                     println!(
                         "| {round}{} | {sent} | {:.3} | {:.3} | {:.3} | {:.3} | {} |",
                         if reloading { " reloading" } else { " steady" },
-                        q(0.5),
-                        q(0.99),
-                        q(0.999),
-                        r.hist.max() as f64 / 1000.0,
+                        r.ms(0.5),
+                        r.ms(0.99),
+                        r.ms(0.999),
+                        r.max_ms(),
                         r.errors
                     );
                 }
@@ -487,12 +484,11 @@ fn http_comparison(rt: &tokio::runtime::Runtime, tern_bin: &str, seconds: u64, r
         let (r, cpu, _) = with_cpu(*pid, None, || {
             run(rt, caller, rate, Duration::from_secs(seconds))
         });
-        let q = |p: f64| r.hist.value_at_quantile(p) as f64 / 1000.0;
         println!(
             "| {name} | {:.3} | {:.3} | {:.3} | {:.0} | {cpu:.1} | {} |",
-            q(0.5),
-            q(0.99),
-            q(0.999),
+            r.ms(0.5),
+            r.ms(0.99),
+            r.ms(0.999),
             r.achieved,
             r.errors
         );
@@ -505,12 +501,11 @@ fn http_comparison(rt: &tokio::runtime::Runtime, tern_bin: &str, seconds: u64, r
         let (r, cpu, _) = with_cpu(*pid, None, || {
             saturate(rt, caller, Duration::from_secs(seconds))
         });
-        let q = |p: f64| r.hist.value_at_quantile(p) as f64 / 1000.0;
         println!(
             "| {name} | {:.0} | {:.3} | {:.3} | {cpu:.1} | {} |",
             r.achieved,
-            q(0.5),
-            q(0.99),
+            r.ms(0.5),
+            r.ms(0.99),
             r.errors
         );
     }
@@ -630,13 +625,12 @@ fn tls_auth(rt: &tokio::runtime::Runtime, tern_bin: &str, seconds: u64, rate: f6
         let (r, cpu, _) = with_cpu(*pid, None, || {
             run(rt, caller, rate, Duration::from_secs(seconds))
         });
-        let q = |p: f64| r.hist.value_at_quantile(p) as f64 / 1000.0;
         println!(
             "| {name} | {:.3} | {:.3} | {:.3} | {:.3} | {:.0} | {cpu:.1} | {} |",
-            q(0.5),
-            q(0.99),
-            q(0.999),
-            r.hist.max() as f64 / 1000.0,
+            r.ms(0.5),
+            r.ms(0.99),
+            r.ms(0.999),
+            r.max_ms(),
             r.achieved,
             r.errors
         );
@@ -656,12 +650,11 @@ fn tls_auth(rt: &tokio::runtime::Runtime, tern_bin: &str, seconds: u64, rate: f6
         });
         let own = own_cpu_time().saturating_sub(own_before).as_secs_f64() * 1e6
             / (r.hist.len() as f64).max(1.0);
-        let q = |p: f64| r.hist.value_at_quantile(p) as f64 / 1000.0;
         println!(
             "| {name} | {:.0} | {:.3} | {:.3} | {cpu:.1} | {own:.1} | {} |",
             r.achieved,
-            q(0.5),
-            q(0.99),
+            r.ms(0.5),
+            r.ms(0.99),
             r.errors
         );
     }
@@ -1214,6 +1207,17 @@ struct RunResult {
     hist: Histogram<u64>,
     errors: u64,
     achieved: f64,
+}
+
+impl RunResult {
+    /// The latency at quantile `q`, in ms.
+    fn ms(&self, q: f64) -> f64 {
+        self.hist.value_at_quantile(q) as f64 / 1000.0
+    }
+
+    fn max_ms(&self) -> f64 {
+        self.hist.max() as f64 / 1000.0
+    }
 }
 
 /// How a run sends one request.
